@@ -1,0 +1,181 @@
+"""Typed configuration of a MAgent2 team environment, validated before anything is built."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from marlscale.envs.games import GAMES, Game
+
+GameName = Literal["adversarial_pursuit", "battle"]
+OpponentKind = Literal["random", "learned"]
+RewardMode = Literal["team", "individual"]
+
+
+@dataclass
+class TeamEnvConfig:
+    """Everything that defines a team environment; sweep specs use it as-is (`env_config`).
+
+    Bad values raise `ValueError` naming the key, the value and what is allowed, from
+    `validate()`, which the env calls before it builds anything.
+    """
+
+    game: GameName = "adversarial_pursuit"
+    """MAgent2 game: `adversarial_pursuit` (predators learn, prey) or `battle` (red learns, blue)."""
+
+    n_agents: int = 25
+    """Agents in the learning team (predators or red)."""
+
+    n_opponents: int | None = None
+    """Agents in the other team; None = the game's ratio (2 prey per predator, equal battle sides)."""
+
+    map_size: int | None = None
+    """Map side; None = scaled with the population so density stays at MAgent2's default."""
+
+    max_cycles: int | None = None
+    """Episode length limit (truncation); None = the game's default (pursuit 500, battle 1000)."""
+
+    opponent: OpponentKind = "random"
+    """`random`: the other team acts uniformly at random inside the env; `learned`: it is a
+    second agent id, for head-to-head training."""
+
+    reward_mode: RewardMode = "team"
+    """`team`: the team's summed reward, shared by all; `individual`: additionally the per-agent
+    reward vector in the observation (`agent_reward`), for per-agent learners (paper Fig. 4)."""
+
+    neighbourhood_fraction: float = 0.1
+    """Each agent's neighbourhood is the ceil(fraction * alive team-mates) nearest team-mates."""
+
+    n_active: int | None = None
+    """Agents of each learning team the policy controls at reset (the first slots); the rest
+    act uniformly at random. None = all. Incremental learning grows it during training."""
+
+    state_grid: int = 8
+    """Side of the pooled global state grid, fixed whatever the map size."""
+
+    wall_density: float | None = None
+    """Interior walls as a fraction of map_size**2; None = the game's (pursuit 0.03, battle 0)."""
+
+    rewards: dict[str, float] = field(default_factory=dict)
+    """Overrides of magent2's reward arguments (pursuit: tag_penalty; battle: step_reward,
+    dead_penalty, attack_penalty, attack_opponent_reward)."""
+
+    seed: int | None = None
+    """Seed used at the first reset when `reset()` is called without one."""
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> TeamEnvConfig:
+        """Build and validate from a plain dict (RLlib's `env_config`, a YAML spec section)."""
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        # RLlib's EnvContext adds worker_index etc. as attributes, not keys, so a dict holds
+        # only user keys; anything unknown is a typo we should not silently ignore.
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"env config: unknown key {unknown[0]!r} (value {values[unknown[0]]!r}); "
+                f"allowed keys: {sorted(known)}"
+            )
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # ---- derived values -----------------------------------------------------------------
+    @property
+    def game_spec(self) -> Game:
+        return GAMES[self.game]
+
+    @property
+    def team_counts(self) -> tuple[int, int]:
+        opponents = self.n_opponents
+        if opponents is None:
+            opponents = self.n_agents * self.game_spec.opponent_ratio
+        return self.n_agents, opponents
+
+    @property
+    def resolved_map_size(self) -> int:
+        if self.map_size is not None:
+            return self.map_size
+        return self.game_spec.default_map_size(self.team_counts)
+
+    @property
+    def resolved_max_cycles(self) -> int:
+        return self.max_cycles if self.max_cycles is not None else self.game_spec.default_max_cycles
+
+    @property
+    def resolved_wall_density(self) -> float:
+        if self.wall_density is not None:
+            return self.wall_density
+        return self.game_spec.default_wall_density
+
+    # ---- validation ---------------------------------------------------------------------
+    def validate(self) -> None:
+        """All checks, cross-field ones included. Raises ValueError; builds nothing."""
+
+        def bad(key: str, value: Any, allowed: str) -> ValueError:
+            return ValueError(f"env config: {key}={value!r} is invalid; allowed: {allowed}")
+
+        def check_int(key: str, value: Any, low: int, optional: bool = False) -> None:
+            if value is None and optional:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                none = " or null" if optional else ""
+                raise bad(key, value, f"an integer >= {low}{none}")
+
+        if self.game not in GAMES:
+            raise bad("game", self.game, f"one of {sorted(GAMES)}")
+        for key, kind in (("opponent", OpponentKind), ("reward_mode", RewardMode)):
+            if getattr(self, key) not in get_args(kind):
+                raise bad(key, getattr(self, key), f"one of {list(get_args(kind))}")
+        check_int("n_agents", self.n_agents, 1)
+        check_int("n_opponents", self.n_opponents, 1, optional=True)
+        check_int("max_cycles", self.max_cycles, 1, optional=True)
+        check_int("state_grid", self.state_grid, 1)
+        check_int("seed", self.seed, 0, optional=True)
+        check_int("n_active", self.n_active, 0, optional=True)
+        if self.n_active is not None and self.n_active > self.n_agents:
+            raise bad("n_active", self.n_active, f"0..n_agents ({self.n_agents}) or null")
+
+        fraction = self.neighbourhood_fraction
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, (int, float))
+            or not math.isfinite(fraction)
+            or not 0.0 < fraction <= 1.0
+        ):
+            raise bad("neighbourhood_fraction", fraction, "a number in (0, 1]")
+
+        density = self.wall_density
+        if density is not None and (
+            isinstance(density, bool)
+            or not isinstance(density, (int, float))
+            or not 0.0 <= density < 1.0
+        ):
+            raise bad("wall_density", density, "a number in [0, 1) or null")
+
+        game = self.game_spec
+        if not isinstance(self.rewards, dict):
+            raise bad("rewards", self.rewards, f"a mapping with keys from {list(game.reward_keys)}")
+        for key, value in self.rewards.items():
+            if key not in game.reward_keys:
+                raise bad(f"rewards.{key}", value, f"keys of {self.game}: {list(game.reward_keys)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise bad(f"rewards.{key}", value, "a number")
+
+        check_int("map_size", self.map_size, game.min_map_size, optional=True)
+        problem = game.capacity_error(
+            self.resolved_map_size, self.team_counts, self.resolved_wall_density
+        )
+        if problem:
+            key = "n_agents" if self.n_opponents is None else "n_agents/n_opponents"
+            value = self.n_agents if self.n_opponents is None else self.team_counts
+            raise bad(
+                key, value, f"{problem} (map_size={self.resolved_map_size}); "
+                "lower the count or raise map_size",
+            )

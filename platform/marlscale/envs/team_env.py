@@ -1,0 +1,343 @@
+"""MAgent2 games as RLlib MultiAgentEnvs in which each team is one agent id.
+
+A team's observation stacks all of its N agents (fixed slots, dead ones zero-padded), its
+action is MultiDiscrete([A] * N), its reward is the team's. RLlib's per-step bookkeeping is
+then O(teams), not O(agents), and a mixer receives time-aligned joint data for free. Each
+agent's Q still reads only that agent's own slice, so execution stays decentralized.
+
+We drive magent2's engine (`GridWorld`) directly with magent2's own game config (rules and
+rewards), and skip the PettingZoo wrapper's per-agent dicts: that is where the raw wrapper
+spends most of its step time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import magent2
+import numpy as np
+from ray.rllib.env.multi_agent_env import MultiAgentEnv
+
+from marlscale import keys
+from marlscale.envs.config import TeamEnvConfig
+from marlscale.envs.games import Game
+from marlscale.envs.global_state import N_CHANNELS, StatePooler, quantize
+from marlscale.envs.mean_field import neighbour_mean_actions, team_mean_action
+
+
+def runner_seed_offset(env_config) -> int:
+    """Distinct seeds per RLlib EnvRunner and vector slot (attributes of RLlib's EnvContext)."""
+    return 1024 * getattr(env_config, "worker_index", 0) + getattr(env_config, "vector_index", 0)
+
+
+class _Team:
+    """One side of the game: its engine handle, slots and per-episode tallies."""
+
+    def __init__(self, index: int, name: str, handle, n: int, engine, game: Game, learning: bool):
+        self.index = index
+        self.name = name
+        self.handle = handle
+        self.n = n
+        self.learning = learning
+        self.n_actions = int(engine.get_action_space(handle)[0])
+        self.view_shape = tuple(int(d) for d in engine.get_view_space(handle))
+        self.body_area = game.body_size[index] ** 2
+        self.static_hp = game.static_hp[index]
+        self.active = np.ones(n, dtype=bool)
+        self.reset_tallies()
+
+    def reset_tallies(self) -> None:
+        # Slots of the agents the engine holds, in engine order (the order of its arrays).
+        self.engine_slots = np.arange(self.n)
+        self.alive = np.ones(self.n, dtype=bool)
+        self.last_actions = np.zeros(self.n, dtype=np.int32)
+        self.episode_return = 0.0
+        self.events: dict[str, int] = {}
+
+    @property
+    def n_alive(self) -> int:
+        return len(self.engine_slots)
+
+
+class MagentTeamEnv(MultiAgentEnv):
+    """A MAgent2 game (adversarial pursuit or battle) played team against team.
+
+    Agent ids are the team names: ``predator``/``prey`` or ``red``/``blue``. With
+    ``opponent="random"`` only the first team is an agent id and the other acts uniformly at
+    random; with ``opponent="learned"`` both are. See `marlscale.keys` for the observation.
+    """
+
+    def __init__(
+        self, config: TeamEnvConfig | dict[str, Any] | None = None, seed_offset: int | None = None
+    ):
+        """`config`: a TeamEnvConfig or its dict form (RLlib's env_config). `seed_offset` is
+        added to `config.seed`; by default it is derived from RLlib's EnvContext, if any."""
+        super().__init__()
+        if seed_offset is None:
+            seed_offset = runner_seed_offset(config)
+        if isinstance(config, TeamEnvConfig):
+            config.validate()
+            self.env_config = config
+        else:
+            self.env_config = TeamEnvConfig.from_dict(dict(config or {}))
+        cfg = self.env_config
+        self.game = cfg.game_spec
+        self.map_size = cfg.resolved_map_size
+        self.max_cycles = cfg.resolved_max_cycles
+        self._default_seed = None if cfg.seed is None else cfg.seed + seed_offset
+
+        self._engine = magent2.GridWorld(
+            self.game.magent_config(self.map_size, self._default_seed, cfg.rewards),
+            map_size=self.map_size,
+        )
+        handles = self._engine.get_handles()
+        learned = cfg.opponent == "learned"
+        self._teams = [
+            _Team(i, self.game.team_names[i], handles[i], count, self._engine, self.game,
+                  learning=(i == 0 or learned))
+            for i, count in enumerate(cfg.team_counts)
+        ]
+        self._learning = [team for team in self._teams if team.learning]
+        self._pooler = StatePooler(self.map_size, cfg.state_grid)
+        # The engine walls the map's border on every reset.
+        edge = np.arange(self.map_size, dtype=np.int32)
+        last = np.full_like(edge, self.map_size - 1)
+        first = np.zeros_like(edge)
+        self._border = np.concatenate([
+            np.stack(pair, axis=1)
+            for pair in ((edge, first), (edge, last), (first, edge), (last, edge))
+        ])
+        self._rng = np.random.default_rng(self._default_seed)
+        self._seeded = False
+        self._t = 0
+        if cfg.n_active is not None:
+            for team in self._learning:
+                team.active[cfg.n_active:] = False
+
+        self.possible_agents = [team.name for team in self._learning]
+        self.agents = list(self.possible_agents)
+        self.observation_spaces = {t.name: self._observation_space(t) for t in self._learning}
+        self.action_spaces = {
+            t.name: gym.spaces.MultiDiscrete(np.full(t.n, t.n_actions, dtype=np.int64))
+            for t in self._learning
+        }
+        # The base class reads these two single-space attributes in its checks.
+        self.observation_space = gym.spaces.Dict(self.observation_spaces)
+        self.action_space = gym.spaces.Dict(self.action_spaces)
+
+    # ---- spaces --------------------------------------------------------------------------
+    def _observation_space(self, team: _Team) -> gym.spaces.Dict:
+        n, a, grid = team.n, team.n_actions, self.env_config.state_grid
+        spaces = {
+            keys.VIEWS: gym.spaces.Box(0, 255, (n, *team.view_shape), np.uint8),
+            keys.ALIVE: gym.spaces.Box(0, 1, (n,), np.uint8),
+            keys.ACTIVE: gym.spaces.Box(0, 1, (n,), np.uint8),
+            keys.NEIGHBOUR_MEAN_ACTION: gym.spaces.Box(0.0, 1.0, (n, a), np.float32),
+            keys.TEAM_MEAN_ACTION: gym.spaces.Box(0.0, 1.0, (a,), np.float32),
+            keys.STATE: gym.spaces.Box(0, 255, (grid, grid, N_CHANNELS), np.uint8),
+        }
+        if self.env_config.reward_mode == "individual":
+            spaces[keys.AGENT_REWARD] = gym.spaces.Box(-np.inf, np.inf, (n,), np.float32)
+        return gym.spaces.Dict(spaces)
+
+    # ---- incremental learning hook ---------------------------------------------------------
+    def set_active(self, n_active: int, team: str | None = None) -> None:
+        """Let the policy control the first `n_active` slots of a learning team (all if None).
+
+        Takes effect on the next step; the other agents act uniformly at random.
+        """
+        for t in self._learning:
+            if team is None or t.name == team:
+                if not 0 <= n_active <= t.n:
+                    raise ValueError(f"n_active={n_active!r} is invalid; allowed: 0..{t.n}")
+                t.active[:] = False
+                t.active[:n_active] = True
+
+    def alive_counts(self) -> dict[str, int]:
+        """Agents alive now in each team, opponents included (for throughput accounting)."""
+        return {team.name: team.n_alive for team in self._teams}
+
+    def get_active(self, team: str) -> int:
+        return int(next(t for t in self._learning if t.name == team).active.sum())
+
+    # ---- gymnasium API ----------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is None and not self._seeded:
+            seed = self._default_seed
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+            self._engine.set_seed(int(seed) % (2**31))
+        self._seeded = True
+        self._t = 0
+        self.agents = list(self.possible_agents)
+
+        engine = self._engine
+        engine.reset()
+        layout = self.game.place(
+            self._rng, self.map_size, self.env_config.team_counts,
+            self.env_config.resolved_wall_density,
+        )
+        if len(layout.walls):
+            engine.add_walls(method="custom", pos=layout.walls.tolist())
+        self._pooler.set_walls(np.concatenate([self._border, layout.walls]))
+        for team, positions in zip(self._teams, layout.team_positions):
+            pos = np.concatenate([positions, np.zeros((len(positions), 1), np.int32)], axis=1)
+            engine.add_agents(team.handle, method="custom", pos=pos)
+            placed = engine.get_num(team.handle)
+            if placed != team.n:  # the engine drops blocked positions silently
+                raise RuntimeError(f"magent2 placed {placed} of {team.n} {team.name} agents")
+            team.reset_tallies()
+            ids = engine.get_agent_id(team.handle)
+            if not (np.diff(ids) == 1).all():  # slots rely on ids in placement order
+                raise RuntimeError(f"magent2 gave {team.name} non-consecutive agent ids")
+
+        observed = self._observe()
+        engine.clear_dead()
+        obs = {
+            team.name: self._team_observation(team, observed, np.zeros(team.n, np.float32))
+            for team in self._learning
+        }
+        return obs, {team.name: {} for team in self._learning}
+
+    def step(self, action_dict: dict[str, Any]):
+        engine, rng = self._engine, self._rng
+        for team in self._teams:
+            if team.learning:
+                if team.name not in action_dict:
+                    raise KeyError(f"no action for team {team.name!r}; got {list(action_dict)}")
+                actions = np.asarray(action_dict[team.name], dtype=np.int32).reshape(team.n)
+                if not team.active.all():
+                    random_slots = ~team.active
+                    actions = actions.copy()
+                    actions[random_slots] = rng.integers(
+                        0, team.n_actions, int(random_slots.sum()), dtype=np.int32
+                    )
+            else:
+                actions = rng.integers(0, team.n_actions, team.n, dtype=np.int32)
+            team.last_actions = actions
+            # Dead agents' actions are dropped: the engine takes one per agent it holds.
+            engine.set_action(team.handle, np.ascontiguousarray(actions[team.engine_slots]))
+
+        game_over = engine.step()
+        self._t += 1
+
+        rewards = []
+        for team in self._teams:
+            slot_reward = np.zeros(team.n, dtype=np.float32)
+            slot_reward[team.engine_slots] = engine.get_reward(team.handle)
+            rewards.append(slot_reward)
+            team.episode_return += float(slot_reward.sum())
+        alive_before = [team.n_alive for team in self._teams]
+        observed = self._observe()
+        deaths = [before - team.n_alive for before, team in zip(alive_before, self._teams)]
+        engine.clear_dead()
+        for name, counts in self.game.step_events(rewards, deaths).items():
+            for team, count in zip(self._teams, counts):
+                team.events[name] = team.events.get(name, 0) + count
+
+        wiped_out = any(team.n_alive == 0 for team in self._teams)
+        terminated = bool(game_over or wiped_out)
+        truncated = not terminated and self._t >= self.max_cycles
+        obs, reward, infos = {}, {}, {}
+        for team in self._learning:
+            obs[team.name] = self._team_observation(team, observed, rewards[team.index])
+            team_reward = float(rewards[team.index].sum())
+            reward[team.name] = team_reward
+            infos[team.name] = {
+                keys.TEAM_REWARD: team_reward,
+                keys.TEAM_REWARD_PER_AGENT: team_reward / team.n,
+            }
+            if terminated or truncated:
+                infos[team.name][keys.EPISODE] = self._episode_metrics(team)
+        if terminated or truncated:
+            self.agents = []
+        terminateds = {name: terminated for name in obs}
+        truncateds = {name: truncated for name in obs}
+        terminateds["__all__"] = terminated
+        truncateds["__all__"] = truncated
+        return obs, reward, terminateds, truncateds, infos
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _observe(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """Per team, before clear_dead: (slots alive now, their positions, their views).
+
+        Also updates each team's engine order and alive mask. Views are fetched only where
+        needed: learning teams, and the hp of an opponent whose hp can change.
+        """
+        engine = self._engine
+        observed = []
+        for team in self._teams:
+            views = None
+            if team.learning or not team.static_hp:
+                views, _ = engine.get_observation(team.handle)
+            positions = engine.get_pos(team.handle)
+            alive_engine = engine.get_alive(team.handle)
+            slots = team.engine_slots
+            if not alive_engine.all():
+                slots = slots[alive_engine]
+                positions = positions[alive_engine]
+                if views is not None:
+                    views = views[alive_engine]
+                team.alive[:] = False
+                team.alive[slots] = True
+                # clear_dead keeps the survivors' order: the next step's engine order.
+                team.engine_slots = slots
+            observed.append((slots, positions, views))
+        return observed
+
+    def _team_observation(self, team: _Team, observed, agent_reward: np.ndarray) -> dict:
+        slots, positions, views = observed[team.index]
+        other = self._teams[1 - team.index]
+        _, other_positions, other_views = observed[other.index]
+
+        team_views = np.zeros((team.n, *team.view_shape), dtype=np.uint8)
+        if len(slots) == team.n and slots[0] == 0 and (np.diff(slots) == 1).all():
+            quantize(views, out=team_views)  # everyone alive, engine order == slot order
+        elif len(slots):
+            team_views[slots] = quantize(views)
+
+        actions = team.last_actions[slots]
+        neighbour_means = np.zeros((team.n, team.n_actions), dtype=np.float32)
+        neighbour_means[slots] = neighbour_mean_actions(
+            positions, actions, slots, team.n_actions, self.env_config.neighbourhood_fraction
+        )
+        state = self._pooler.compose(
+            self._pooler.team_channels(positions, self._hp(team, views), team.body_area),
+            self._pooler.team_channels(
+                other_positions, self._hp(other, other_views), other.body_area
+            ),
+        )
+        obs = {
+            keys.VIEWS: team_views,
+            keys.ALIVE: team.alive.astype(np.uint8),
+            keys.ACTIVE: team.active.astype(np.uint8),
+            keys.NEIGHBOUR_MEAN_ACTION: neighbour_means,
+            keys.TEAM_MEAN_ACTION: team_mean_action(actions, team.n_actions),
+            keys.STATE: state,
+        }
+        if self.env_config.reward_mode == "individual":
+            obs[keys.AGENT_REWARD] = agent_reward.astype(np.float32, copy=True)
+        return obs
+
+    @staticmethod
+    def _hp(team: _Team, views: np.ndarray | None) -> np.ndarray | None:
+        """Alive agents' hp in [0, 1]: the centre of their own view's my_hp channel."""
+        if team.static_hp or views is None:
+            return None
+        h, w = team.view_shape[0] // 2, team.view_shape[1] // 2
+        return views[:, h, w, 2]
+
+    def _episode_metrics(self, team: _Team) -> dict[str, float]:
+        other = self._teams[1 - team.index]
+        metrics = {
+            keys.RETURN: team.episode_return,
+            keys.RETURN_PER_AGENT: team.episode_return / team.n,
+            keys.LENGTH: self._t,
+            keys.ALIVE_AT_END: team.n_alive,
+            keys.N_ACTIVE: int(team.active.sum()),
+            keys.OPPONENT_RETURN: other.episode_return,
+            keys.OPPONENT_RETURN_PER_AGENT: other.episode_return / other.n,
+        }
+        metrics.update(team.events)
+        return metrics
