@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     rollout.add_argument("--n-agents", type=_positive_int, default=25,
                          help="agents in the learning team (default 25)")
+    rollout.add_argument("--map-size", type=_positive_int, default=None,
+                         help="map side (default: scaled with n_agents at MAgent2's density)")
     rollout.add_argument("--episodes", type=_positive_int, default=2,
                          help="episodes per game and seed (default 2)")
     rollout.add_argument("--seeds", type=_positive_int, default=1,
@@ -65,7 +67,8 @@ def _rollout(args: argparse.Namespace) -> int:
     # Validate every config before Ray starts: a bad value fails fast and starts nothing.
     configs = [
         TeamEnvConfig.from_dict(
-            {"game": game, "n_agents": args.n_agents, "seed": seed, "max_cycles": args.max_cycles}
+            {"game": game, "n_agents": args.n_agents, "map_size": args.map_size,
+             "seed": seed, "max_cycles": args.max_cycles}
         )
         for game in args.games
         for seed in range(args.seeds)

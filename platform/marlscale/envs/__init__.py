@@ -24,7 +24,8 @@ def make_env(game: str):
                 f"env config: game={values['game']!r} is invalid for env {ENV_NAMES[game]!r}; "
                 f"allowed: {game!r} (or leave it out)"
             )
-        return MagentTeamEnv(TeamEnvConfig.from_dict(values), seed_offset=runner_seed_offset(env_config))
+        config = TeamEnvConfig.from_dict(values)
+        return MagentTeamEnv(config, seed_offset=runner_seed_offset(env_config))
 
     return create
 

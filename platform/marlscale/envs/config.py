@@ -23,13 +23,13 @@ class TeamEnvConfig:
     """
 
     game: GameName = "adversarial_pursuit"
-    """MAgent2 game: `adversarial_pursuit` (predators learn, prey) or `battle` (red learns, blue)."""
+    """MAgent2 game: `adversarial_pursuit` (predators learn) or `battle` (red learns)."""
 
     n_agents: int = 25
     """Agents in the learning team (predators or red)."""
 
     n_opponents: int | None = None
-    """Agents in the other team; None = the game's ratio (2 prey per predator, equal battle sides)."""
+    """Agents in the other team; None = the game's ratio (2 prey per predator; battle 1:1)."""
 
     map_size: int | None = None
     """Map side; None = scaled with the population so density stays at MAgent2's default."""

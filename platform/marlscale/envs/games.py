@@ -130,7 +130,7 @@ class AdversarialPursuit(Game):
         n_pred, n_prey = counts
         blocks = self._predator_blocks(map_size)
         if n_pred > blocks:
-            return f"at most {blocks} predators fit in the 2x2 blocks of a {map_size}x{map_size} map"
+            return f"at most {blocks} predators fit the 2x2 blocks of a {map_size}-wide map"
         room = (map_size - 2) ** 2 - 4 * n_pred - int(wall_density * map_size * map_size)
         if n_prey > room:
             return f"at most {max(room, 0)} prey fit beside {n_pred} predators and the walls"
@@ -210,7 +210,7 @@ class Battle(Game):
         most = 0
         while self._fits(map_size, most + 1):
             most += 1
-        return f"at most {most} agents per side fit the battle formation of a {map_size}x{map_size} map"
+        return f"at most {most} agents per side fit the formation of a {map_size}-wide map"
 
     def place(self, rng, map_size, counts, wall_density):
         positions = []

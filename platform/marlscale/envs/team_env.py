@@ -28,7 +28,9 @@ from marlscale.envs.mean_field import neighbour_mean_actions, team_mean_action
 
 def runner_seed_offset(env_config) -> int:
     """Distinct seeds per RLlib EnvRunner and vector slot (attributes of RLlib's EnvContext)."""
-    return 1024 * getattr(env_config, "worker_index", 0) + getattr(env_config, "vector_index", 0)
+    worker = getattr(env_config, "worker_index", None) or 0
+    vector = getattr(env_config, "vector_index", None) or 0
+    return 1024 * worker + vector
 
 
 class _Team:
@@ -297,11 +299,14 @@ class MagentTeamEnv(MultiAgentEnv):
         elif len(slots):
             team_views[slots] = quantize(views)
 
-        actions = team.last_actions[slots]
         neighbour_means = np.zeros((team.n, team.n_actions), dtype=np.float32)
-        neighbour_means[slots] = neighbour_mean_actions(
-            positions, actions, slots, team.n_actions, self.env_config.neighbourhood_fraction
-        )
+        team_means = np.zeros(team.n_actions, dtype=np.float32)
+        if self._t > 0:  # at reset nobody has acted yet: the mean actions stay zero
+            actions = team.last_actions[slots]
+            neighbour_means[slots] = neighbour_mean_actions(
+                positions, actions, slots, team.n_actions, self.env_config.neighbourhood_fraction
+            )
+            team_means = team_mean_action(actions, team.n_actions)
         state = self._pooler.compose(
             self._pooler.team_channels(positions, self._hp(team, views), team.body_area),
             self._pooler.team_channels(
@@ -313,7 +318,7 @@ class MagentTeamEnv(MultiAgentEnv):
             keys.ALIVE: team.alive.astype(np.uint8),
             keys.ACTIVE: team.active.astype(np.uint8),
             keys.NEIGHBOUR_MEAN_ACTION: neighbour_means,
-            keys.TEAM_MEAN_ACTION: team_mean_action(actions, team.n_actions),
+            keys.TEAM_MEAN_ACTION: team_means,
             keys.STATE: state,
         }
         if self.env_config.reward_mode == "individual":
