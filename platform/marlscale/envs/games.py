@@ -182,8 +182,6 @@ class Battle(Game):
         """
         half = map_size // 2
         max_cols = min((half - self.gap - 1) // 2, (map_size - 2 - half - self.gap) // 2 + 1)
-        if n == 0:
-            return half, 1, 0, 0
         cols = min(math.ceil(math.sqrt(n)), max_cols)
         if cols < 1:
             return None
