@@ -5,9 +5,8 @@
   the ceil(fraction * alive team-mates) nearest alive team-mates (the paper's MFQMIX uses 10%).
 
 Nearest is by Euclidean distance between agents' grid positions; ties are broken by the lower
-slot index, so the result is exactly defined and reproducible. The work is vectorized numpy
-over spatially compact blocks of agents, each ranked only against the team-mates that can be
-in its members' neighbourhoods: no Python loop over agents.
+slot index, so the result is exactly defined and reproducible. The work is vectorized numpy,
+done in row blocks: O(N * N) integer arithmetic in C, no Python loop over agents.
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ import math
 
 import numpy as np
 
-_ROW_BLOCK = 64  # agents whose neighbours are ranked together, against shared candidates
-_SMALL_TEAM = 192  # up to this many alive agents, one all-pairs block is cheapest
+_ROW_BLOCK = 256  # rows of the distance matrix handled at once: keeps the block in cache
 
 
 def neighbourhood_size(n_alive: int, fraction: float) -> int:
@@ -72,62 +70,23 @@ def neighbour_mean_actions(
     slot_range = int(slots.max()) + 1
     max_key = (2 * span * span + 1) * slot_range
     dtype = np.int32 if max_key < np.iinfo(np.int32).max else np.int64
-    xs, ys, tie = x.astype(dtype), y.astype(dtype), slots.astype(dtype)
+    x, y = x.astype(dtype), y.astype(dtype)
+    tie = slots.astype(dtype)
     self_key = np.iinfo(dtype).max
-    everyone = np.arange(n)
-    for rows in _spatial_blocks(x, y):
-        if len(rows) == n:  # small team: rank everyone against everyone
-            candidates = everyone
-            key = _keys(xs, ys, tie, rows, candidates, slot_range)
-            key[everyone, everyone] = self_key
-        else:
-            candidates = _candidates(x, y, rows, k)
-            key = _keys(xs, ys, tie, rows, candidates, slot_range)
-            key[rows[:, None] == candidates[None, :]] = self_key  # nobody is their own mate
-        nearest = candidates[np.argpartition(key, k - 1, axis=1)[:, :k]]
-        local = np.arange(len(rows))
-        counts = np.bincount(
-            (local[:, None] * n_actions + actions[nearest]).ravel(),
-            minlength=len(rows) * n_actions,
-        )
-        means[rows] = counts.reshape(len(rows), n_actions)
+    for start in range(0, n, _ROW_BLOCK):
+        stop = min(n, start + _ROW_BLOCK)
+        key = np.subtract.outer(x[start:stop], x)
+        key *= key
+        dy = np.subtract.outer(y[start:stop], y)
+        dy *= dy
+        key += dy
+        key *= dtype(slot_range)
+        key += tie
+        rows = np.arange(stop - start)
+        key[rows, rows + start] = self_key  # an agent is not its own neighbour
+        neighbours = np.argpartition(key, k - 1, axis=1)[:, :k]
+        flat = (rows[:, None] * n_actions + actions[neighbours]).ravel()
+        counts = np.bincount(flat, minlength=(stop - start) * n_actions)
+        means[start:stop] = counts.reshape(stop - start, n_actions)
     means /= k
     return means
-
-
-def _keys(xs, ys, tie, rows, candidates, slot_range) -> np.ndarray:
-    """Unique ranking keys squared distance * slot_range + slot, rows x candidates."""
-    key = np.subtract.outer(xs[rows], xs[candidates])
-    key *= key
-    dy = np.subtract.outer(ys[rows], ys[candidates])
-    dy *= dy
-    key += dy
-    key *= key.dtype.type(slot_range)
-    key += tie[candidates]
-    return key
-
-
-def _candidates(x, y, rows, k) -> np.ndarray:
-    """Team-mates that can be among the k nearest of any agent in `rows`.
-
-    Through the block centre c (triangle inequality): the k+1 agents nearest c lie within
-    reach + |i - c| of every row i, so row i's k nearest lie within reach + 2 * spread of c.
-    A superset of every row's neighbourhood, so the result stays exact.
-    """
-    cx, cy = x[rows].mean(), y[rows].mean()
-    to_centre = (x - cx) ** 2 + (y - cy) ** 2
-    reach = np.sqrt(np.partition(to_centre, k)[k])
-    spread = np.sqrt(to_centre[rows].max())
-    return np.flatnonzero(to_centre <= (reach + 2 * spread + 1.0) ** 2)
-
-
-def _spatial_blocks(x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
-    """Agent indices in blocks of about _ROW_BLOCK that are compact in space."""
-    n = len(x)
-    if n <= _SMALL_TEAM:
-        return [np.arange(n)]
-    # Square buckets holding about one block each, visited column by column.
-    area = (np.ptp(x) + 1) * (np.ptp(y) + 1)
-    side = max(1, int(np.sqrt(area * _ROW_BLOCK / n)))
-    order = np.lexsort((y, y // side, x // side))
-    return np.array_split(order, -(-n // _ROW_BLOCK))
