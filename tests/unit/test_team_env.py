@@ -252,3 +252,12 @@ def test_state_is_pooled_to_a_fixed_grid(map_override):
     # presence channels account for every agent
     assert state[..., 1].any() and state[..., 3].any()
     assert (state[..., 2] > 0).sum() == (state[..., 1] > 0).sum()  # hp where predators are
+
+
+def test_out_of_range_actions_raise():
+    env = MagentTeamEnv({"game": "battle", "n_agents": 3, "seed": 0})
+    env.reset()
+    with pytest.raises(ValueError, match=r"allowed: integers in \[0, 21\)"):
+        env.step({"red": np.array([0, 21, 3])})
+    with pytest.raises(KeyError, match="no action for team 'red'"):
+        env.step({})

@@ -209,6 +209,11 @@ class MagentTeamEnv(MultiAgentEnv):
                 if team.name not in action_dict:
                     raise KeyError(f"no action for team {team.name!r}; got {list(action_dict)}")
                 actions = np.asarray(action_dict[team.name], dtype=np.int32).reshape(team.n)
+                if actions.min() < 0 or actions.max() >= team.n_actions:
+                    raise ValueError(
+                        f"action of team {team.name!r}: {actions.tolist()} is invalid; "
+                        f"allowed: integers in [0, {team.n_actions})"
+                    )
                 if not team.active.all():
                     random_slots = ~team.active
                     actions = actions.copy()
@@ -224,12 +229,13 @@ class MagentTeamEnv(MultiAgentEnv):
         game_over = engine.step()
         self._t += 1
 
-        rewards = []
+        rewards, team_rewards = [], []
         for team in self._teams:
             slot_reward = np.zeros(team.n, dtype=np.float32)
             slot_reward[team.engine_slots] = engine.get_reward(team.handle)
             rewards.append(slot_reward)
-            team.episode_return += float(slot_reward.sum())
+            team_rewards.append(float(slot_reward.sum()))
+            team.episode_return += team_rewards[-1]
         alive_before = [team.n_alive for team in self._teams]
         observed = self._observe()
         deaths = [before - team.n_alive for before, team in zip(alive_before, self._teams)]
@@ -244,7 +250,7 @@ class MagentTeamEnv(MultiAgentEnv):
         obs, reward, infos = {}, {}, {}
         for team in self._learning:
             obs[team.name] = self._team_observation(team, observed, rewards[team.index])
-            team_reward = float(rewards[team.index].sum())
+            team_reward = team_rewards[team.index]
             reward[team.name] = team_reward
             infos[team.name] = {
                 keys.TEAM_REWARD: team_reward,
