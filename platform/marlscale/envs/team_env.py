@@ -268,7 +268,8 @@ class MagentTeamEnv(MultiAgentEnv):
 
     # ---- internals ---------------------------------------------------------------------------
     def _observe(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-        """Per team, before clear_dead: (slots alive now, their positions, their views).
+        """Per team, before clear_dead: (slots alive now, their positions, their views, their
+        pooled state channels).
 
         Also updates each team's engine order and alive mask. Views are fetched only where
         needed: learning teams, and the hp of an opponent whose hp can change.
@@ -291,13 +292,14 @@ class MagentTeamEnv(MultiAgentEnv):
                 team.alive[slots] = True
                 # clear_dead keeps the survivors' order: the next step's engine order.
                 team.engine_slots = slots
-            observed.append((slots, positions, views))
+            # Pooled once per team and step, shared by both teams' states.
+            channels = self._pooler.team_channels(positions, self._hp(team, views), team.body_area)
+            observed.append((slots, positions, views, channels))
         return observed
 
     def _team_observation(self, team: _Team, observed, agent_reward: np.ndarray) -> dict:
-        slots, positions, views = observed[team.index]
-        other = self._teams[1 - team.index]
-        _, other_positions, other_views = observed[other.index]
+        slots, positions, views, own_channels = observed[team.index]
+        other_channels = observed[1 - team.index][3]
 
         team_views = np.zeros((team.n, *team.view_shape), dtype=np.uint8)
         if len(slots) == team.n and slots[0] == 0 and (np.diff(slots) == 1).all():
@@ -313,12 +315,7 @@ class MagentTeamEnv(MultiAgentEnv):
                 positions, actions, slots, team.n_actions, self.env_config.neighbourhood_fraction
             )
             team_means = team_mean_action(actions, team.n_actions)
-        state = self._pooler.compose(
-            self._pooler.team_channels(positions, self._hp(team, views), team.body_area),
-            self._pooler.team_channels(
-                other_positions, self._hp(other, other_views), other.body_area
-            ),
-        )
+        state = self._pooler.compose(own_channels, other_channels)
         obs = {
             keys.VIEWS: team_views,
             keys.ALIVE: team.alive.astype(np.uint8),
