@@ -7,6 +7,7 @@ from marlscale import keys
 from marlscale.envs import MagentTeamEnv, TeamEnvConfig
 from marlscale.envs.mean_field import neighbour_mean_actions
 from ray.rllib.utils.pre_checks.env import check_multiagent_environments
+from test_mean_field import brute_force
 
 GAMES = ["adversarial_pursuit", "battle"]
 BATTLE_MOVES = {0: (0, -2), 1: (-1, -1), 2: (0, -1), 3: (1, -1), 4: (-2, 0), 5: (-1, 0), 6: (0, 0),
@@ -180,22 +181,16 @@ def test_neighbour_mean_actions_in_env_match_brute_force(game):
         actions = random_actions(env, rng)
         obs, *_ = env.step(actions)
     slots, positions = engine_view(env, 0)
-    k = int(np.ceil(0.1 * (len(slots) - 1) - 1e-9))
     executed = actions[name]
-    for row, slot in enumerate(slots):
-        d2 = ((positions - positions[row]) ** 2).sum(1)
-        order = sorted((int(d2[j]), int(slots[j])) for j in range(len(slots)) if j != row)
-        expected = np.zeros(env.action_spaces[name].nvec[0])
-        for _, mate in order[:k]:
-            expected[executed[mate]] += 1 / k
-        np.testing.assert_allclose(obs[name][keys.NEIGHBOUR_MEAN_ACTION][slot], expected,
-                                   atol=1e-6)
-    counts = np.bincount(executed[slots], minlength=len(expected)) / len(slots)
+    n_actions = env.action_spaces[name].nvec[0]
+    expected = brute_force(positions, executed[slots], n_actions, 0.1)
+    np.testing.assert_allclose(obs[name][keys.NEIGHBOUR_MEAN_ACTION][slots], expected, atol=1e-6)
+    counts = np.bincount(executed[slots], minlength=n_actions) / len(slots)
     np.testing.assert_allclose(obs[name][keys.TEAM_MEAN_ACTION], counts, atol=1e-6)
     # and the env's own function gives the same, whatever the fraction
     np.testing.assert_allclose(
-        neighbour_mean_actions(positions, executed[slots], slots, len(expected), 1.0),
-        (counts * len(slots) - np.eye(len(expected))[executed[slots]]) / (len(slots) - 1),
+        neighbour_mean_actions(positions, executed[slots], n_actions, 1.0),
+        (counts * len(slots) - np.eye(n_actions)[executed[slots]]) / (len(slots) - 1),
         atol=1e-6,
     )
 

@@ -2,11 +2,21 @@
 
 * `team_mean_action`: the alive team's mean one-hot action (Yang et al. 2018's reference code).
 * `neighbour_mean_actions`: for each agent, the mean one-hot action of its neighbourhood N_i,
-  the ceil(fraction * alive team-mates) nearest alive team-mates (the paper's MFQMIX uses 10%).
+  the k = ceil(fraction * alive team-mates) nearest alive team-mates (the paper's MFQMIX uses
+  10%).
 
-Nearest is by Euclidean distance between agents' grid positions; ties are broken by the lower
-slot index, so the result is exactly defined and reproducible. The work is vectorized numpy,
-done in row blocks: O(N * N) integer arithmetic in C, no Python loop over agents.
+"Nearest" is by Chebyshev distance on the grid, max(|dx|, |dy|): the number of king moves
+between two cells, the grid's own metric. Let r be the smallest radius whose square around
+agent i holds at least k team-mates. N_i is everyone strictly inside radius r, plus the
+team-mates on the ring at exactly r, which share the remaining weight equally. This is the
+expected mean action of the k nearest under uniformly random tie-breaking. It is exactly
+defined, reproducible, symmetric in the agents, and it always weighs exactly k team-mates.
+
+Cost, with no Python loop over agents. Square counts come from summed-area tables over the
+team's bounding box, per action: O(area x A) to build, O(N log side) to find every radius,
+O(N x A) to read the sums. At MAgent2's constant density the area grows with N, so the cost is
+linear in N. A sparse team, whose box is much larger than N x N, uses the equivalent N x N
+pairwise computation instead.
 """
 
 from __future__ import annotations
@@ -15,7 +25,9 @@ import math
 
 import numpy as np
 
-_ROW_BLOCK = 256  # rows of the distance matrix handled at once: keeps the block in cache
+# Which implementation is cheaper (both are exact): measured on 2 cores, the grid tables cost
+# ~120 us plus ~2.5 ns per cell and channel, the pairwise matrix ~6.5 ns per pair of agents.
+_GRID_FIXED_NS, _GRID_CELL_NS, _PAIR_NS = 120_000.0, 2.5, 6.5
 
 
 def neighbourhood_size(n_alive: int, fraction: float) -> int:
@@ -36,57 +48,93 @@ def team_mean_action(actions: np.ndarray, n_actions: int) -> np.ndarray:
 
 
 def neighbour_mean_actions(
-    positions: np.ndarray,
-    actions: np.ndarray,
-    slots: np.ndarray,
-    n_actions: int,
-    fraction: float,
+    positions: np.ndarray, actions: np.ndarray, n_actions: int, fraction: float
 ) -> np.ndarray:
     """Each agent's neighbourhood mean one-hot action, float32 [n, n_actions].
 
     Args:
         positions: (n, 2) integer grid positions of the alive agents.
         actions: (n,) the action each of them took at the previous step.
-        slots: (n,) their slot indices, used only to break distance ties (lower slot first).
         n_actions: size of the action set.
         fraction: neighbourhood size as a fraction of the alive team-mates, in (0, 1].
     """
     n = len(positions)
-    means = np.zeros((n, n_actions), dtype=np.float32)
     k = neighbourhood_size(n, fraction)
     if k == 0:
-        return means
+        return np.zeros((n, n_actions), dtype=np.float32)
     actions = np.asarray(actions, dtype=np.int64)
-    if k == n - 1:
-        # Every other alive team-mate: the team's counts minus the agent's own action.
-        means[:] = np.bincount(actions, minlength=n_actions)
-        means[np.arange(n), actions] -= 1.0
-        return means / k
+    onehot = np.zeros((n, n_actions), dtype=np.float32)
+    onehot[np.arange(n), actions] = 1.0
+    if k == n - 1:  # every other alive team-mate: the team's counts minus the agent's own
+        return ((onehot.sum(0) - onehot) / k).astype(np.float32)
 
-    # Rank team-mates by the unique integer key (squared distance, slot): exact ties by slot.
-    x = positions[:, 0].astype(np.int64)
-    y = positions[:, 1].astype(np.int64)
-    span = int(max(np.ptp(x), np.ptp(y)))
-    slot_range = int(slots.max()) + 1
-    max_key = (2 * span * span + 1) * slot_range
-    dtype = np.int32 if max_key < np.iinfo(np.int32).max else np.int64
-    x, y = x.astype(dtype), y.astype(dtype)
-    tie = slots.astype(dtype)
-    self_key = np.iinfo(dtype).max
-    for start in range(0, n, _ROW_BLOCK):
-        stop = min(n, start + _ROW_BLOCK)
-        key = np.subtract.outer(x[start:stop], x)
-        key *= key
-        dy = np.subtract.outer(y[start:stop], y)
-        dy *= dy
-        key += dy
-        key *= dtype(slot_range)
-        key += tie
-        rows = np.arange(stop - start)
-        key[rows, rows + start] = self_key  # an agent is not its own neighbour
-        neighbours = np.argpartition(key, k - 1, axis=1)[:, :k]
-        flat = (rows[:, None] * n_actions + actions[neighbours]).ravel()
-        counts = np.bincount(flat, minlength=(stop - start) * n_actions)
-        means[start:stop] = counts.reshape(stop - start, n_actions)
-    means /= k
-    return means
+    positions = np.asarray(positions, dtype=np.int64)
+    positions = positions - positions.min(0)
+    width, height = (int(s) for s in positions.max(0) + 1)
+    grid_ns = _GRID_FIXED_NS + _GRID_CELL_NS * width * height * (n_actions + 1)
+    if grid_ns < _PAIR_NS * n * n:
+        sums = _square_sums_grid(positions, actions, onehot, k, width, height)
+    else:
+        sums = _square_sums_pairs(positions, onehot, k)
+    inner, n_inner, ring, n_ring = sums
+    # Fill the neighbourhood with everyone inside, then an equal share of the ring.
+    share = (k - n_inner) / n_ring
+    return ((inner + share[:, None] * ring) / k).astype(np.float32)
+
+
+def _square_sums_pairs(positions, onehot, k):
+    """(inner sums, inner counts, ring sums, ring counts), from the N x N distance matrix."""
+    n = len(positions)
+    x, y = positions[:, 0], positions[:, 1]
+    dist = np.abs(np.subtract.outer(x, x))
+    np.maximum(dist, np.abs(np.subtract.outer(y, y)), out=dist)
+    dist[np.arange(n), np.arange(n)] = np.iinfo(dist.dtype).max  # not one's own neighbour
+    radius = np.partition(dist, k - 1, axis=1)[:, k - 1 : k]
+    inside = (dist < radius).astype(np.float32)
+    ring = (dist == radius).astype(np.float32)
+    return inside @ onehot, inside.sum(1), ring @ onehot, ring.sum(1)
+
+
+def _square_sums_grid(positions, actions, onehot, k, width, height):
+    """The same four quantities from summed-area tables over the bounding box."""
+    n, n_actions = onehot.shape
+    x, y = positions[:, 0], positions[:, 1]
+    # Channel 0 counts agents, channel 1 + a counts agents that took action a.
+    cells = (x * height + y) * (n_actions + 1)
+    grid = np.bincount(
+        np.concatenate([cells, cells + 1 + actions]),
+        minlength=width * height * (n_actions + 1),
+    ).astype(np.int32 if n < 2**31 else np.int64)
+    table = np.zeros((width + 1, height + 1, n_actions + 1), dtype=grid.dtype)
+    np.cumsum(grid.reshape(width, height, n_actions + 1), axis=0, out=table[1:, 1:])
+    np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
+
+    def square(radius, channels):
+        """Sums over each agent's square of the given radius (radius >= 0), self included."""
+        x0, x1 = np.maximum(x - radius, 0), np.minimum(x + radius + 1, width)
+        y0, y1 = np.maximum(y - radius, 0), np.minimum(y + radius + 1, height)
+        return (
+            table[x1, y1, channels] - table[x0, y1, channels]
+            - table[x1, y0, channels] + table[x0, y0, channels]
+        )
+
+    # Smallest radius whose square holds >= k team-mates, found for all agents at once.
+    lo = np.zeros(n, dtype=np.int64)
+    hi = np.full(n, max(width, height), dtype=np.int64)
+    while (lo < hi).any():
+        mid = (lo + hi) // 2
+        enough = square(mid, 0) - 1 >= k
+        hi = np.where(enough, mid, hi)
+        lo = np.where(enough, lo, mid + 1)
+    radius = lo
+    all_channels = slice(None)
+    within = square(radius, all_channels).astype(np.float64)
+    within[:, 0] -= 1.0
+    within[:, 1:] -= onehot
+    # Strictly inside: the square of radius - 1, or nobody when the radius is 0.
+    inner = square(np.maximum(radius - 1, 0), all_channels).astype(np.float64)
+    inner[:, 0] -= 1.0
+    inner[:, 1:] -= onehot
+    inner[radius == 0] = 0.0
+    ring = within - inner
+    return inner[:, 1:], inner[:, 0], ring[:, 1:], ring[:, 0]

@@ -312,7 +312,7 @@ class MagentTeamEnv(MultiAgentEnv):
         if self._t > 0:  # at reset nobody has acted yet: the mean actions stay zero
             actions = team.last_actions[slots]
             neighbour_means[slots] = neighbour_mean_actions(
-                positions, actions, slots, team.n_actions, self.env_config.neighbourhood_fraction
+                positions, actions, team.n_actions, self.env_config.neighbourhood_fraction
             )
             team_means = team_mean_action(actions, team.n_actions)
         state = self._pooler.compose(own_channels, other_channels)
