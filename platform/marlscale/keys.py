@@ -34,3 +34,6 @@ ALIVE_AT_END = "alive"
 N_ACTIVE = "n_active"
 OPPONENT_RETURN = "opponent_return"
 OPPONENT_RETURN_PER_AGENT = "opponent_return_per_agent"
+
+OBS_KEYS = (VIEWS, ALIVE, ACTIVE, NEIGHBOUR_MEAN_ACTION, TEAM_MEAN_ACTION, STATE, AGENT_REWARD)
+"""Every observation column a team can have."""

@@ -1,0 +1,228 @@
+"""`TeamQ`: the RLlib Algorithm of the family: sample -> uint8 replay -> learner -> sync.
+
+One training iteration: every EnvRunner steps its envs `rollout_length` times with per-agent
+epsilon-greedy; the chunks go into each team's own `TeamReplay`; the learner takes
+`updates_per_env_step` gradient steps per env step sampled (batch `batch_size` each, one
+`LearnerGroup.update` call per iteration); epsilon follows its schedule; weights and epsilon
+are synced back to the EnvRunners. Checkpoints add what RLlib's `get_state` leaves out:
+counters, epsilon, RNG states and, optionally, the replay.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.metrics import LEARNER_RESULTS
+
+from marlscale import keys
+from marlscale.algorithms.config import TeamQConfig
+from marlscale.algorithms.replay import TeamReplay
+from marlscale.envs.team_env import MagentTeamEnv
+
+STATE_KEY = "team_q"
+EPSILON = "epsilon"
+ENV_STEPS = "env_steps_sampled_lifetime"
+AGENT_STEPS = "agent_steps_sampled_lifetime"
+UPDATES = "num_updates_lifetime"
+ENV_STEPS_PER_S = "env_steps_per_s"
+REPLAY_BYTES = "replay_bytes"
+REPLAY_BYTES_PER_AGENT_STEP = "replay_bytes_per_agent_step"
+REPLAY_SIZE = "replay_transitions"
+EPISODES = "episodes"
+EVALUATION = "evaluation"
+MAX_MINIBATCHES_PER_CALL = 16
+
+
+def epsilon_at(config: TeamQConfig, env_steps: int) -> float:
+    """Linear epsilon schedule from epsilon_start to epsilon_end over epsilon_decay_steps."""
+    progress = min(1.0, env_steps / config.epsilon_decay_steps)
+    return config.epsilon_start + progress * (config.epsilon_end - config.epsilon_start)
+
+
+class TeamQ(Algorithm):
+    """IQL, VDN, QMIX, MFQ and MFQMIX on team envs (each team one agent id and module)."""
+
+    @classmethod
+    @override(Algorithm)
+    def get_default_config(cls) -> TeamQConfig:
+        return TeamQConfig()
+
+    @override(Algorithm)
+    def setup(self, config: TeamQConfig) -> None:
+        super().setup(config)
+        probe = MagentTeamEnv(config.team_env_config)
+        seed = config.seed
+        self.replays = {
+            team: TeamReplay(
+                probe.observation_spaces[team], int(probe.action_spaces[team].nvec[0]),
+                config.replay_capacity, seed=None if seed is None else seed + i,
+            )
+            for i, team in enumerate(config.team_algorithms())
+        }
+        self.team_sizes = {team: int(probe.action_spaces[team].shape[0]) for team in self.replays}
+        self.counters = {ENV_STEPS: 0, AGENT_STEPS: 0, UPDATES: 0, "update_credit": 0.0}
+        self._last_episodes: dict[str, list] = defaultdict(list)
+        self._set_epsilon(epsilon_at(config, 0))
+
+    # ---- the iteration --------------------------------------------------------------------
+    def _sampling_runners(self) -> tuple[Any, bool]:
+        return self.env_runner_group, self.config.num_env_runners == 0
+
+    def _collect(self) -> list[dict]:
+        steps = self.config.rollout_length
+        if self.config.num_env_runners == 0:
+            return [self.env_runner.collect(steps)]
+        return self.env_runner_group.foreach_env_runner(
+            lambda runner: runner.collect(steps), local_env_runner=False
+        )
+
+    @override(Algorithm)
+    def training_step(self) -> None:
+        config = self.config
+        start = time.perf_counter()
+        env_steps = 0
+        for sample in self._collect():
+            env_steps += sample["env_steps"]
+            for team, chunks in sample["chunks"].items():
+                for chunk in chunks:
+                    self.replays[team].add_chunk(chunk)
+            for episode in sample["episodes"]:
+                self._last_episodes[episode["team"]].append(episode)
+        sample_time = time.perf_counter() - start
+        self.counters[ENV_STEPS] += env_steps
+        self.counters[AGENT_STEPS] += env_steps * sum(self.team_sizes.values())
+
+        credit = self.counters["update_credit"] + env_steps * config.updates_per_env_step
+        updates = int(credit)
+        self.counters["update_credit"] = credit - updates
+        stored = min(len(replay) for replay in self.replays.values())
+        if updates and stored >= max(config.learning_starts, 1):
+            self._learn(updates)
+        self._set_epsilon(epsilon_at(config, self.counters[ENV_STEPS]))
+        self.env_runner_group.sync_weights(
+            from_worker_or_learner_group=self.learner_group, inference_only=True
+        )
+        self._log_iteration(env_steps, sample_time, time.perf_counter() - start)
+        if config.eval_interval and (self.iteration + 1) % config.eval_interval == 0:
+            self.metrics.log_dict(self.evaluate_greedy(config.eval_episodes), key=EVALUATION,
+                                  window=1)
+
+    def _learn(self, updates: int) -> None:
+        config = self.config
+        while updates > 0:
+            minibatches = min(updates, MAX_MINIBATCHES_PER_CALL)
+            size = minibatches * config.batch_size
+            batch = MultiAgentBatch(
+                {
+                    team: SampleBatch(replay.sample(size, config.gamma, config.n_step))
+                    for team, replay in self.replays.items()
+                },
+                env_steps=size,
+            )
+            results = self.learner_group.update(
+                batch=batch, minibatch_size=config.batch_size, num_epochs=1,
+                timesteps={ENV_STEPS: self.counters[ENV_STEPS]},
+            )
+            self.metrics.aggregate([results] if isinstance(results, dict) else results,
+                                   key=LEARNER_RESULTS)
+            self.counters[UPDATES] += minibatches
+            updates -= minibatches
+
+    def _set_epsilon(self, epsilon: float) -> None:
+        self._epsilon = float(epsilon)
+
+        def assign(learner):
+            for module_id in learner.module.keys():
+                learner.module[module_id].unwrapped().epsilon.fill_(epsilon)
+
+        self.learner_group.foreach_learner(assign)
+
+    def _log_iteration(self, env_steps: int, sample_time: float, total_time: float) -> None:
+        log = self.metrics.log_value
+        log(EPSILON, self._epsilon, window=1)
+        for key in (ENV_STEPS, AGENT_STEPS, UPDATES):
+            log(key, self.counters[key], window=1)
+        log(ENV_STEPS_PER_S, env_steps / max(sample_time, 1e-9), window=1)
+        log("iteration_env_steps_per_s", env_steps / max(total_time, 1e-9), window=1)
+        log(REPLAY_BYTES, sum(r.nbytes for r in self.replays.values()), window=1)
+        log(REPLAY_SIZE, min(len(r) for r in self.replays.values()), window=1)
+        for team, replay in self.replays.items():
+            log((team, REPLAY_BYTES_PER_AGENT_STEP), replay.bytes_per_agent_step, window=1)
+            episodes = self._last_episodes[team][-20:]  # the latest finished episodes
+            self._last_episodes[team] = episodes
+            if episodes:
+                for key in episodes[-1]:
+                    if key != "team" and isinstance(episodes[-1][key], (int, float)):
+                        value = float(np.mean([e[key] for e in episodes]))
+                        log((EPISODES, team, key), value, window=1)
+
+    # ---- evaluation -------------------------------------------------------------------------
+    def evaluate_greedy(self, num_episodes: int) -> dict[str, dict[str, float]]:
+        """Mean metrics of `num_episodes` greedy episodes per team, in a separate env."""
+        if self.config.num_env_runners == 0:
+            episodes = self.env_runner.evaluate(num_episodes)
+        else:
+            episodes = self.env_runner_group.foreach_env_runner(
+                lambda runner: runner.evaluate(num_episodes), local_env_runner=False,
+                remote_worker_ids=[1],
+            )[0]
+        out: dict[str, dict[str, float]] = {}
+        for team in {e["team"] for e in episodes}:
+            mine = [e for e in episodes if e["team"] == team]
+            out[team] = {
+                key: float(np.mean([e[key] for e in mine]))
+                for key in mine[0] if key != "team" and isinstance(mine[0][key], (int, float))
+            }
+        return out
+
+    @property
+    def epsilon(self) -> float:
+        return self._epsilon
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    @override(Algorithm)
+    def get_state(self, components=None, *, not_components=None, **kwargs) -> dict[str, Any]:
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        state[STATE_KEY] = {
+            "counters": dict(self.counters),
+            "epsilon": self._epsilon,
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+            "replay_rng": {t: r.rng.bit_generator.state for t, r in self.replays.items()},
+            "replays": (
+                {t: r.get_state() for t, r in self.replays.items()}
+                if self.config.checkpoint_replay else None
+            ),
+        }
+        return state
+
+    @override(Algorithm)
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        extra = state.get(STATE_KEY)
+        if not extra:
+            return
+        self.counters.update(extra["counters"])
+        torch.set_rng_state(extra["torch_rng"])
+        np.random.set_state(extra["numpy_rng"])
+        if extra["replays"] is not None:
+            for team, replay_state in extra["replays"].items():
+                self.replays[team].set_state(replay_state)
+        for team, rng_state in extra["replay_rng"].items():
+            self.replays[team].rng.bit_generator.state = rng_state
+        self._set_epsilon(extra["epsilon"])
+        self.env_runner_group.sync_weights(
+            from_worker_or_learner_group=self.learner_group, inference_only=True
+        )
+
+
+def team_reward_keys() -> tuple[str, ...]:
+    """The per-team episode metrics a result row carries (see docs/algorithms.md)."""
+    return (keys.RETURN, keys.RETURN_PER_AGENT, keys.LENGTH, keys.ALIVE_AT_END)

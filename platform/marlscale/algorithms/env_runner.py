@@ -1,0 +1,131 @@
+"""`TeamEnvRunner`: RLlib's MultiAgentEnvRunner with a lean sampling loop for team envs.
+
+RLlib's generic loop does per-agent episode bookkeeping and a connector pipeline on every
+step (~1.3 ms per step on this machine; see docs/benchmarks.md). A team is one agent id whose
+observation is already a batch of agents, so this runner steps its envs directly: one module
+forward per team per step over all envs at once, observations kept as the env's uint8 arrays,
+and whole chunks handed to the replay. Everything else (env and module construction, weight
+sync, health checks, fault tolerance) is RLlib's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner
+
+from marlscale import keys
+from marlscale.algorithms import replay
+from marlscale.envs.team_env import MagentTeamEnv
+
+EVAL_SEED_OFFSET = 1_000_003
+
+
+class _Chunk:
+    """Observations, actions and rewards of one team in one env since the last cut."""
+
+    def __init__(self, first_obs: dict[str, np.ndarray]):
+        self.obs = [first_obs]
+        self.actions: list[np.ndarray] = []
+        self.rewards: list[float] = []
+        self.terminated: list[bool] = []
+
+    def export(self) -> dict[str, Any]:
+        return {
+            "obs": {key: np.stack([o[key] for o in self.obs]) for key in self.obs[0]},
+            replay.ACTIONS: np.stack(self.actions),
+            replay.REWARD: np.asarray(self.rewards, dtype=np.float32),
+            "terminated": np.asarray(self.terminated, dtype=bool),
+        }
+
+
+class TeamEnvRunner(MultiAgentEnvRunner):
+    """Samples team envs with the team modules (agent id == module id)."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config=config, **kwargs)
+        seed = self.config.seed
+        self._generator = torch.Generator()
+        if seed is not None:
+            self._generator.manual_seed(int(seed) * 7919 + (self.worker_index or 0))
+        self._obs: list[dict] | None = None
+        self._chunks: list[dict[str, _Chunk]] = []
+        self._eval_env: MagentTeamEnv | None = None
+
+    @property
+    def team_envs(self) -> list[MagentTeamEnv]:
+        """The unwrapped team envs this runner steps (incremental learning drives these)."""
+        return [env.unwrapped for env in self.env.envs]
+
+    def _actions(self, obs_per_env: list[dict], explore: bool) -> list[dict[str, np.ndarray]]:
+        """One forward per team over all envs: {team: actions [N]} per env."""
+        out: list[dict[str, np.ndarray]] = [{} for _ in obs_per_env]
+        with torch.no_grad():
+            for team in obs_per_env[0]:
+                module = self.module[team]
+                batch = {
+                    key: torch.from_numpy(np.stack([o[team][key] for o in obs_per_env]))
+                    for key in obs_per_env[0][team]
+                }
+                if explore:
+                    actions = module.explore_actions(batch, self._generator)
+                else:
+                    actions = module.greedy_actions(batch)
+                for i, a in enumerate(actions.numpy()):
+                    out[i][team] = a
+        return out
+
+    def collect(self, num_steps: int, explore: bool = True) -> dict[str, Any]:
+        """Step every env `num_steps` times; return the chunks per team, finished episodes'
+        metrics and the env steps taken. Episodes continue across calls."""
+        envs = self.team_envs
+        if self._obs is None:
+            self._obs = [env.reset()[0] for env in envs]
+            self._chunks = [{t: _Chunk(o[t]) for t in o} for o in self._obs]
+        chunks: dict[str, list] = {team: [] for team in self._obs[0]}
+        episodes: list[dict[str, Any]] = []
+        for _ in range(num_steps):
+            actions = self._actions(self._obs, explore)
+            for i, env in enumerate(envs):
+                obs, reward, terminated, truncated, infos = env.step(actions[i])
+                done = terminated["__all__"] or truncated["__all__"]
+                for team, chunk in self._chunks[i].items():
+                    chunk.actions.append(actions[i][team])
+                    chunk.rewards.append(reward[team])
+                    chunk.terminated.append(bool(terminated[team]))
+                    chunk.obs.append(obs[team])
+                    if done:
+                        episodes.append({"team": team, **infos[team][keys.EPISODE]})
+                        chunks[team].append(chunk.export())
+                if done:
+                    obs, _ = env.reset()
+                    self._chunks[i] = {t: _Chunk(obs[t]) for t in obs}
+                self._obs[i] = obs
+        for i, per_team in enumerate(self._chunks):  # cut the open chunks; they continue
+            for team, chunk in per_team.items():
+                if chunk.actions:
+                    chunks[team].append(chunk.export())
+                    per_team[team] = _Chunk(chunk.obs[-1])
+        env_steps = num_steps * len(envs)
+        self.num_env_steps_sampled_lifetime += env_steps
+        return {"chunks": chunks, "episodes": episodes, "env_steps": env_steps}
+
+    def evaluate(self, num_episodes: int) -> list[dict[str, Any]]:
+        """Play `num_episodes` greedy episodes in a separate env; their metrics per team."""
+        if self._eval_env is None:
+            self._eval_env = MagentTeamEnv(
+                self.config.team_env_config, seed_offset=EVAL_SEED_OFFSET + (self.worker_index or 0)
+            )
+        for team in self._eval_env.possible_agents:  # follow the training envs' active agents
+            self._eval_env.set_active(self.team_envs[0].get_active(team), team)
+        env, results = self._eval_env, []
+        for _ in range(num_episodes):
+            obs, _ = env.reset()
+            while True:
+                obs, _, terminated, truncated, infos = env.step(self._actions([obs], False)[0])
+                if terminated["__all__"] or truncated["__all__"]:
+                    results += [{"team": t, **infos[t][keys.EPISODE]} for t in infos]
+                    break
+        return results

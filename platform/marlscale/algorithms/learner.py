@@ -1,0 +1,115 @@
+"""`TeamQLearner`: the one learner of the family. Each algorithm's declaration picks the mixer,
+the mean-action input and the bootstrap target; the loss below is shared by all of them.
+
+Per module (team), on a batch of n-step transitions:
+  Q_i      = Q(o_i, a_i[, mean_i])                         every agent, one batched pass
+  mask_i   = alive_i * active_i                             dead / random agents drop out
+  v'_i     = Q'(o'_i, argmax_a Q(o'_i, a))                 target "double_q"
+           = sum_a softmax(Q'(o'_i, .)/T)(a) Q'(o'_i, a)    target "boltzmann" (MFQ)
+  mixer:     L = (Q_tot(Q * mask, s) - [R + g^h Q'_tot(v' * mask', s')])^2
+  no mixer:  L = sum_i mask_i (Q_i - [R_i + g^h alive'_i v'_i])^2 / sum_i mask_i
+R is the n-step team reward (R_i the agent's own when the env gives individual rewards and
+there is no mixer). Targets sync after every gradient step that the settings ask for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.utils.annotations import override
+
+from marlscale import keys
+from marlscale.algorithms import replay
+
+TD_LOSS = "td_loss"
+Q_MEAN = "q_mean"
+TARGET_MEAN = "target_mean"
+
+
+def split_obs(batch: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """The observation columns of a replay batch, at t and at t + h."""
+    now = {k: batch[k] for k in batch if k in keys.OBS_KEYS}
+    nxt = {k[len(replay.NEXT):]: batch[k] for k in batch if k.startswith(replay.NEXT)}
+    return now, nxt
+
+
+def bootstrap_values(module, next_obs: dict[str, torch.Tensor], target: str,
+                     temperature: float) -> torch.Tensor:
+    """v'_i [B, N] for every agent at the bootstrap observation (no gradient)."""
+    with torch.no_grad():
+        q_target = module.q_values(next_obs, target=True)
+        if target == "boltzmann":
+            policy = torch.softmax(q_target / temperature, dim=-1)
+            return (policy * q_target).sum(-1)
+        best = module.q_values(next_obs).argmax(-1, keepdim=True)
+        return q_target.gather(-1, best).squeeze(-1)
+
+
+def td_loss(module, batch: dict[str, torch.Tensor], *, temperature: float) -> tuple[torch.Tensor, dict]:
+    """The shared loss of one team's module; returns (loss, stats)."""
+    obs, next_obs = split_obs(batch)
+    spec = module.spec
+    mask = (obs[keys.ALIVE] * obs[keys.ACTIVE]).float()
+    next_alive = next_obs[keys.ALIVE].float()
+    next_mask = next_alive * next_obs[keys.ACTIVE].float()
+    q_taken = module.q_values(obs).gather(-1, batch[replay.ACTIONS].unsqueeze(-1)).squeeze(-1)
+    next_v = bootstrap_values(module, next_obs, spec.target, temperature)
+    discount = batch[replay.DISCOUNT]
+    if module.mixer is not None:
+        q_tot = module.mixer(q_taken, module.state_input(obs), mask)
+        with torch.no_grad():
+            next_tot = module.target_mixer(next_v, module.state_input(next_obs), next_mask)
+            target = batch[replay.REWARD] + discount * next_tot
+        loss = F.mse_loss(q_tot, target)
+        stats = {Q_MEAN: q_tot.mean(), TARGET_MEAN: target.mean()}
+    else:
+        reward = batch.get(replay.AGENT_REWARD_SUM)
+        if reward is None:
+            reward = batch[replay.REWARD].unsqueeze(-1).expand_as(q_taken)
+        target = reward + discount.unsqueeze(-1) * next_alive * next_v
+        weight = mask.sum().clamp(min=1.0)
+        loss = (mask * (q_taken - target) ** 2).sum() / weight
+        stats = {Q_MEAN: (mask * q_taken).sum() / weight, TARGET_MEAN: (mask * target).sum() / weight}
+    stats[TD_LOSS] = loss
+    return loss, stats
+
+
+class TeamQLearner(TorchLearner):
+    """TorchLearner of the IQL/VDN/QMIX/MFQ/MFQMIX family (see the module docstring)."""
+
+    @override(TorchLearner)
+    def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        module = self._module[module_id]
+        # Only the online networks: the target copies are updated by syncing, not by Adam.
+        params = list(module.agent.parameters())
+        if module.mixer is not None:
+            params += list(module.mixer.parameters())
+        self.register_optimizer(
+            module_id=module_id,
+            optimizer=torch.optim.Adam(params),
+            params=params,
+            lr_or_lr_schedule=config.lr,
+        )
+
+    @override(TorchLearner)
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> Any:
+        module = self.module[module_id].unwrapped()
+        loss, stats = td_loss(module, batch, temperature=config.temperature)
+        for name, value in stats.items():
+            self.metrics.log_value((module_id, name), value.detach(), window=1)
+        return loss
+
+    @override(TorchLearner)
+    def apply_gradients(self, gradients_dict) -> None:
+        super().apply_gradients(gradients_dict)
+        # Target networks follow every gradient step: soft (Polyak) or a periodic hard copy.
+        for module_id in self.module.keys():
+            module = self.module[module_id].unwrapped()
+            module.num_updates += 1
+            if self.config.target_update == "soft":
+                module.sync_targets(self.config.tau)
+            elif int(module.num_updates) % self.config.target_update_period == 0:
+                module.sync_targets(1.0)
