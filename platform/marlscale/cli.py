@@ -1,7 +1,9 @@
 """The `marlscale` command line.
 
-    marlscale rollout     random-policy rollouts of both games on Ray (the main job for now)
+    marlscale train       one training run (IQL, VDN, QMIX, MFQ, MFQMIX) on Ray
+    marlscale rollout     random-policy rollouts of both games on Ray
     marlscale bench env   team-env vs raw magent2 throughput, as JSON
+    marlscale bench train sampling / training / learner throughput, as JSON
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import sys
 import time
 
+from marlscale.algorithms.registry import ALGORITHMS
 from marlscale.envs import GAMES, TeamEnvConfig
 
 
@@ -47,6 +50,30 @@ def _parser() -> argparse.ArgumentParser:
     rollout.add_argument("--num-cpus", type=_positive_int, default=2,
                          help="CPUs of the local Ray, when one is started (default 2)")
 
+    train = commands.add_parser("train", help="train one run from a spec file and/or flags")
+    train.add_argument("spec", nargs="?", default=None,
+                       help="YAML/JSON spec (see marlscale.train); flags override it")
+    train.add_argument("--algorithm", choices=sorted(ALGORITHMS), default=None,
+                       help="learning team's algorithm (default: the spec's, else qmix)")
+    train.add_argument("--game", choices=sorted(GAMES), default=None)
+    train.add_argument("--n-agents", type=_positive_int, default=None)
+    train.add_argument("--map-size", type=_positive_int, default=None)
+    train.add_argument("--max-cycles", type=_positive_int, default=None)
+    train.add_argument("--iterations", type=_positive_int, default=None, help="stop after")
+    train.add_argument("--env-steps", type=_positive_int, default=None, help="stop after")
+    train.add_argument("--time-s", type=float, default=None, help="stop after (seconds)")
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="a training setting, e.g. --set lr=0.001 (YAML value syntax)")
+    train.add_argument("--num-env-runners", type=int, default=None)
+    train.add_argument("--num-gpus", type=float, default=None, help="GPUs for the learner")
+    train.add_argument("--run-dir", default=None,
+                       help="output folder (default runs/train-<algorithm>-<time>)")
+    train.add_argument("--address", default=None,
+                       help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    train.add_argument("--num-cpus", type=_positive_int, default=2,
+                       help="CPUs of the local Ray, when one is started (default 2)")
+
     bench = commands.add_parser("bench", help="benchmarks that print JSON")
     targets = bench.add_subparsers(dest="target", required=True)
     env = targets.add_parser("env", help="team env vs raw magent2 agent-steps/s")
@@ -54,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     env.add_argument("--rounds", type=_positive_int, default=3, help="interleaved rounds")
     env.add_argument("--scaling", action="store_true",
                      help="also sweep N = 25..1000 to show per-agent cost against N")
+    train_bench = targets.add_parser("train", help="sampling and training throughput")
+    train_bench.add_argument("--steps", type=_positive_int, default=1000,
+                             help="env steps per measurement")
     return parser
 
 
@@ -90,7 +120,81 @@ def _rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_spec(args: argparse.Namespace):
+    import yaml
+
+    from marlscale.train import TrainSpec
+
+    values = {}
+    if args.spec:
+        values = TrainSpec.load(args.spec).__dict__
+    values = {key: value for key, value in values.items()}
+    env_config = dict(values.get("env_config", {}))
+    for key in ("n_agents", "map_size", "max_cycles"):
+        if getattr(args, key) is not None:
+            env_config[key] = getattr(args, key)
+    values["env_config"] = env_config
+    if args.game:
+        values["env"] = args.game
+    training = dict(values.get("training", {}))
+    if args.algorithm:
+        training["algorithm"] = args.algorithm
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r} is invalid; allowed: KEY=VALUE")
+        training[key] = yaml.safe_load(text)
+    values["training"] = training
+    stop = {key: getattr(args, attr) for key, attr in
+            (("iterations", "iterations"), ("env_steps", "env_steps"), ("time_s", "time_s"))
+            if getattr(args, attr) is not None}
+    if stop:
+        values["stop"] = stop
+    resources = dict(values.get("resources", {}))
+    if args.num_env_runners is not None:
+        resources["num_env_runners"] = args.num_env_runners
+    if args.num_gpus is not None:
+        resources["num_gpus"] = args.num_gpus
+    values["resources"] = resources
+    if args.seed is not None:
+        values["seed"] = args.seed
+    return TrainSpec.from_dict(values, source=args.spec or "command line")
+
+
+def _train(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    import ray
+
+    from marlscale import train
+
+    spec = _train_spec(args)  # everything is checked before Ray starts
+    algorithm = spec.training.get("algorithm", "qmix")
+    run_dir = Path(args.run_dir or f"runs/train-{algorithm}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ValueError(f"--run-dir {str(run_dir)!r} is invalid; allowed: a new or empty folder")
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+    try:
+        final = train.run(spec, run_dir, log=lambda line: print(line, flush=True))
+    finally:
+        ray.shutdown()
+    print(json.dumps({"run_dir": str(run_dir.resolve()),
+                      "greedy_evaluation": final["greedy_evaluation"],
+                      "wall_s": round(final["wall_s"], 1)}, indent=2))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
+    if args.target == "train":
+        from marlscale.bench import train as train_bench
+
+        print(json.dumps(train_bench.run(steps=args.steps), indent=2))
+        return 0
     from marlscale.bench import env as env_bench
 
     report = env_bench.run(steps=args.steps, rounds=args.rounds, scaling=args.scaling)
@@ -103,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "rollout":
             return _rollout(args)
+        if args.command == "train":
+            return _train(args)
         return _bench(args)
     except ValueError as error:  # bad config: one clear line, no traceback
         print(f"marlscale: error: {error}", file=sys.stderr)

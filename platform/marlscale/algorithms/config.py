@@ -165,7 +165,8 @@ class TeamQConfig(AlgorithmConfig):
                 raise ValueError(f"{key}={value!r} is invalid; allowed: an integer >= 1")
         for key in _UNIT_INTERVAL:
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0 <= value <= 1:
                 raise ValueError(f"{key}={value!r} is invalid; allowed: a number in [0, 1]")
         for key in ("lr", "temperature", "updates_per_env_step"):
             value = getattr(self, key)

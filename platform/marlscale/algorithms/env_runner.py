@@ -103,7 +103,7 @@ class TeamEnvRunner(MultiAgentEnvRunner):
                     obs, _ = env.reset()
                     self._chunks[i] = {t: _Chunk(obs[t]) for t in obs}
                 self._obs[i] = obs
-        for i, per_team in enumerate(self._chunks):  # cut the open chunks; they continue
+        for per_team in self._chunks:  # cut the open chunks; they continue
             for team, chunk in per_team.items():
                 if chunk.actions:
                     chunks[team].append(chunk.export())

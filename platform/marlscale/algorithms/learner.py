@@ -48,7 +48,9 @@ def bootstrap_values(module, next_obs: dict[str, torch.Tensor], target: str,
         return q_target.gather(-1, best).squeeze(-1)
 
 
-def td_loss(module, batch: dict[str, torch.Tensor], *, temperature: float) -> tuple[torch.Tensor, dict]:
+def td_loss(
+    module, batch: dict[str, torch.Tensor], *, temperature: float
+) -> tuple[torch.Tensor, dict]:
     """The shared loss of one team's module; returns (loss, stats)."""
     obs, next_obs = split_obs(batch)
     spec = module.spec
@@ -72,7 +74,10 @@ def td_loss(module, batch: dict[str, torch.Tensor], *, temperature: float) -> tu
         target = reward + discount.unsqueeze(-1) * next_alive * next_v
         weight = mask.sum().clamp(min=1.0)
         loss = (mask * (q_taken - target) ** 2).sum() / weight
-        stats = {Q_MEAN: (mask * q_taken).sum() / weight, TARGET_MEAN: (mask * target).sum() / weight}
+        stats = {
+            Q_MEAN: (mask * q_taken).sum() / weight,
+            TARGET_MEAN: (mask * target).sum() / weight,
+        }
     stats[TD_LOSS] = loss
     return loss, stats
 
