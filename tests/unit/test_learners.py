@@ -1,0 +1,169 @@
+"""The learner family on synthetic batches, no Ray: mixers, masks, gradients, targets, MFQ."""
+
+import numpy as np
+import pytest
+import torch
+from marlscale import keys
+from marlscale.algorithms import ALGORITHMS
+from marlscale.algorithms import replay as rp
+from marlscale.algorithms.learner import bootstrap_values, split_obs, td_loss
+from marlscale.algorithms.replay import TeamReplay
+from marlscale.envs import MagentTeamEnv
+from marlscale.models import QMixer, VDNMixer
+from marlscale.models.team_module import TeamQModule
+
+N, A = 5, 13
+
+
+def make_module(algorithm: str, n_agents: int = N, game: str = "adversarial_pursuit"):
+    env = MagentTeamEnv({"game": game, "n_agents": n_agents, "seed": 0})
+    team = env.possible_agents[0]
+    torch.manual_seed(0)
+    module = TeamQModule(
+        observation_space=env.observation_spaces[team], action_space=env.action_spaces[team],
+        model_config={"algorithm": algorithm},
+    )
+    return module, env, team
+
+
+def synthetic_batch(env, team, batch_size=6, seed=0):
+    """A replay batch from real env observations (random play), n-step 1."""
+    rng = np.random.default_rng(seed)
+    buffer = TeamReplay(env.observation_spaces[team], env.action_spaces[team].nvec[0], 500,
+                        seed=seed)
+    obs, _ = env.reset()
+    chunk = {"obs": [obs[team]], "actions": [], "reward": [], "terminated": []}
+    for _ in range(20):
+        action = {t: rng.integers(0, env.action_spaces[t].nvec) for t in env.possible_agents}
+        obs, reward, term, _, _ = env.step(action)
+        chunk["obs"].append(obs[team])
+        chunk["actions"].append(action[team])
+        chunk["reward"].append(reward[team])
+        chunk["terminated"].append(term[team])
+    buffer.add_chunk({
+        "obs": {k: np.stack([o[k] for o in chunk["obs"]]) for k in chunk["obs"][0]},
+        "actions": np.stack(chunk["actions"]), "reward": np.asarray(chunk["reward"], np.float32),
+        "terminated": np.asarray(chunk["terminated"]),
+    })
+    batch = buffer.sample(batch_size, gamma=0.9)
+    return {k: torch.as_tensor(v) for k, v in batch.items()}
+
+
+def test_registry_declares_the_five_algorithms():
+    assert set(ALGORITHMS) == {"iql", "vdn", "qmix", "mfq", "mfqmix"}
+    assert ALGORITHMS["mfqmix"].mixer == "qmix" and ALGORITHMS["mfqmix"].mean_action == "neighbour"
+    assert ALGORITHMS["mfq"].target == "boltzmann" and ALGORITHMS["iql"].mixer is None
+
+
+def test_vdn_is_the_masked_sum():
+    qs = torch.randn(4, N)
+    mask = torch.ones(4, N)
+    mask[:, 2] = 0
+    got = VDNMixer(N, 10)(qs, torch.randn(4, 10), mask)
+    torch.testing.assert_close(got, (qs * mask).sum(-1))
+
+
+def test_qmix_is_monotone_in_every_agent_q():
+    torch.manual_seed(1)
+    mixer = QMixer(N, 20)
+    qs = torch.randn(64, N, requires_grad=True)
+    q_tot = mixer(qs, torch.randn(64, 20), torch.ones(64, N))
+    (grad,) = torch.autograd.grad(q_tot.sum(), qs)
+    assert (grad >= 0).all() and (grad > 0).any()
+
+
+@pytest.mark.parametrize("mixer_cls", [VDNMixer, QMixer])
+def test_masked_agents_change_nothing_in_the_mixer(mixer_cls):
+    torch.manual_seed(2)
+    mixer = mixer_cls(N, 20)
+    qs, state = torch.randn(8, N), torch.randn(8, 20)
+    mask = torch.ones(8, N)
+    mask[:, [1, 3]] = 0
+    other = qs.clone()
+    other[:, [1, 3]] = torch.randn(8, 2) * 100
+    torch.testing.assert_close(mixer(qs, state, mask), mixer(other, state, mask))
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_masked_agents_change_nothing_in_the_loss(algorithm):
+    module, env, team = make_module(algorithm)
+    batch = synthetic_batch(env, team)
+    batch[keys.ACTIVE][:, 0] = 0  # agent 0 is random-controlled now and next
+    batch[rp.NEXT + keys.ACTIVE][:, 0] = 0
+    loss, _ = td_loss(module, batch, temperature=0.1)
+    changed = dict(batch)
+    for key in (keys.VIEWS, rp.NEXT + keys.VIEWS):
+        views = batch[key].clone()
+        views[:, 0] = 255 - views[:, 0]
+        changed[key] = views
+    actions = batch[rp.ACTIONS].clone()
+    actions[:, 0] = (actions[:, 0] + 1) % A
+    changed[rp.ACTIONS] = actions
+    loss_changed, _ = td_loss(module, changed, temperature=0.1)
+    torch.testing.assert_close(loss, loss_changed)
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_gradients_reach_agent_net_embeddings_and_mixer(algorithm):
+    module, env, team = make_module(algorithm)
+    loss, _ = td_loss(module, synthetic_batch(env, team), temperature=0.1)
+    loss.backward()
+    assert module.agent.view_encoder[0].weight.grad.abs().sum() > 0
+    assert module.agent.embedding.weight.grad.abs().sum() > 0
+    if module.mean_action is not None:
+        assert module.agent.mean_action_encoder[0].weight.grad.abs().sum() > 0
+    if module.mixer is not None:
+        assert all(p.grad is not None for p in module.mixer.parameters())
+    if isinstance(module.mixer, QMixer):
+        assert module.mixer.hyper_w1[0].weight.grad.abs().sum() > 0
+    # the targets take no gradient
+    assert all(p.grad is None for p in module.target_agent.parameters())
+
+
+def test_target_networks_stay_frozen_until_a_sync():
+    module, env, team = make_module("qmix")
+    before = [p.clone() for p in module.target_agent.parameters()]
+    optimizer = torch.optim.Adam([*module.agent.parameters(), *module.mixer.parameters()], 1e-2)
+    for _ in range(3):
+        loss, _ = td_loss(module, synthetic_batch(env, team), temperature=0.1)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for p, b in zip(module.target_agent.parameters(), before):
+        torch.testing.assert_close(p, b)
+    assert any(not torch.equal(p, t) for p, t in
+               zip(module.agent.parameters(), module.target_agent.parameters()))
+    module.sync_targets(0.5)  # soft: halfway
+    for p, t, b in zip(module.agent.parameters(), module.target_agent.parameters(), before):
+        torch.testing.assert_close(t, 0.5 * p + 0.5 * b)
+    module.sync_targets(1.0)  # hard copy
+    for p, t in zip(module.agent.parameters(), module.target_agent.parameters()):
+        torch.testing.assert_close(t, p)
+
+
+def test_mfq_boltzmann_target_matches_a_hand_computation():
+    module, env, team = make_module("mfq")
+    batch = synthetic_batch(env, team)
+    _, next_obs = split_obs(batch)
+    q = module.q_values(next_obs, target=True).detach().double().numpy()
+    temperature = 0.5
+    expected = np.zeros(q.shape[:2])
+    for b in range(q.shape[0]):
+        for i in range(q.shape[1]):
+            weights = np.exp((q[b, i] - q[b, i].max()) / temperature)
+            policy = weights / weights.sum()
+            expected[b, i] = (policy * q[b, i]).sum()
+    got = bootstrap_values(module, next_obs, "boltzmann", temperature)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
+    # and the mean action of MFQ is the team's, the same for every agent
+    mean = module.mean_action_input(next_obs)
+    torch.testing.assert_close(mean[:, 0], next_obs[keys.TEAM_MEAN_ACTION])
+
+
+def test_double_q_target_uses_the_online_argmax_and_the_target_value():
+    module, env, team = make_module("qmix")
+    module.agent.head[-1].bias.data += torch.arange(A, dtype=torch.float32)  # online != target
+    _, next_obs = split_obs(synthetic_batch(env, team))
+    best = module.q_values(next_obs).argmax(-1, keepdim=True)
+    expected = module.q_values(next_obs, target=True).gather(-1, best).squeeze(-1)
+    torch.testing.assert_close(bootstrap_values(module, next_obs, "double_q", 0.1), expected)
