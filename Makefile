@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/marlscale rollout
+	$(VENV)/bin/marlscale train tune_specs/train/qmix_pursuit_small.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check platform tests
@@ -21,6 +21,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/marlscale bench env --scaling
+	$(VENV)/bin/marlscale bench train
 
 clean:
 	rm -rf $(VENV)

@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--n-agents", type=_positive_int, default=None)
     train.add_argument("--map-size", type=_positive_int, default=None)
     train.add_argument("--max-cycles", type=_positive_int, default=None)
+    train.add_argument("--opponent", choices=["random", "learned"], default=None,
+                       help="the other team: random, or a second learning team (head-to-head)")
     train.add_argument("--iterations", type=_positive_int, default=None, help="stop after")
     train.add_argument("--env-steps", type=_positive_int, default=None, help="stop after")
     train.add_argument("--time-s", type=float, default=None, help="stop after (seconds)")
@@ -130,7 +132,7 @@ def _train_spec(args: argparse.Namespace):
         values = TrainSpec.load(args.spec).__dict__
     values = {key: value for key, value in values.items()}
     env_config = dict(values.get("env_config", {}))
-    for key in ("n_agents", "map_size", "max_cycles"):
+    for key in ("n_agents", "map_size", "max_cycles", "opponent"):
         if getattr(args, key) is not None:
             env_config[key] = getattr(args, key)
     values["env_config"] = env_config

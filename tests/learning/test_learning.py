@@ -1,0 +1,58 @@
+"""Learning tests: the agents must learn, within a fixed budget, past a fixed threshold.
+
+Budgets and thresholds (measured values in docs/algorithms.md):
+* pursuit, 4 predators vs 8 random prey, map 18, 100-step episodes, 8,000 env steps: the
+  greedy team's return per agent over 5 evaluation episodes must be > 0 (doing nothing gives
+  0; random play gives about -9.5);
+* battle, QMIX, 12 vs 12 random, 100-step episodes, 4,000 env steps: the learned team's greedy
+  return (5 episodes) must beat the random team's, and the random-policy floor of its own seat
+  (about -4 per agent: random play wastes attacks).
+"""
+
+import pytest
+from marlscale import keys
+from marlscale.train import TrainSpec
+
+pytestmark = pytest.mark.learning
+
+PURSUIT = TrainSpec.load("tune_specs/train/qmix_pursuit_small.yaml")
+
+
+def train_and_evaluate(spec: TrainSpec, episodes: int = 5) -> dict:
+    algo = spec.algorithm_config().build_algo()
+    try:
+        for _ in range(spec.stop["iterations"]):
+            algo.train()
+        return algo.evaluate_greedy(episodes)
+    finally:
+        algo.stop()
+
+
+@pytest.mark.parametrize("algorithm", ["qmix", "mfqmix"])
+def test_pursuit_greedy_return_turns_positive(ray_local, algorithm):
+    spec = TrainSpec.from_dict({**PURSUIT.__dict__,
+                                "training": {**PURSUIT.training, "algorithm": algorithm}})
+    evaluation = train_and_evaluate(spec)["predator"]
+    print(f"{algorithm} pursuit greedy return/agent: {evaluation[keys.RETURN_PER_AGENT]:.2f}")
+    assert evaluation[keys.RETURN_PER_AGENT] > 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["iql", "vdn", "mfq"])
+def test_pursuit_baselines_learn_too(ray_local, algorithm):
+    spec = TrainSpec.from_dict({**PURSUIT.__dict__,
+                                "training": {**PURSUIT.training, "algorithm": algorithm}})
+    assert train_and_evaluate(spec)["predator"][keys.RETURN_PER_AGENT] > 0.0
+
+
+def test_battle_learned_team_beats_the_random_team(ray_local):
+    spec = TrainSpec.from_dict({
+        "env": "battle", "env_config": {"n_agents": 12, "max_cycles": 100},
+        "training": {**PURSUIT.training, "updates_per_env_step": 0.5},
+        "stop": {"iterations": 40}, "seed": 1,
+    })
+    evaluation = train_and_evaluate(spec)["red"]
+    print(f"battle greedy return/agent: {evaluation[keys.RETURN_PER_AGENT]:.2f}, random team: "
+          f"{evaluation[keys.OPPONENT_RETURN_PER_AGENT]:.2f}")
+    assert evaluation[keys.RETURN_PER_AGENT] > evaluation[keys.OPPONENT_RETURN_PER_AGENT]
+    assert evaluation[keys.RETURN_PER_AGENT] > -2.0  # random play in this seat: about -4
