@@ -57,6 +57,8 @@ class TeamQ(Algorithm):
     @override(Algorithm)
     def setup(self, config: TeamQConfig) -> None:
         super().setup(config)
+        # Torch in this process uses the CPUs reserved for it (Ray leaves it at 1 thread).
+        torch.set_num_threads(max(1, int(config.num_cpus_for_main_process)))
         probe = MagentTeamEnv(config.team_env_config)
         seed = config.seed
         self.replays = {

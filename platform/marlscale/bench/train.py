@@ -10,6 +10,7 @@ Measured in one run, beside raw magent2 (PettingZoo parallel_env, random actions
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -65,7 +66,9 @@ def training(steps: int) -> dict[str, Any]:
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    algo = spec.algorithm_config().build_algo()
+    # One process on this machine: the Algorithm reserves (and torch uses) every core.
+    config = spec.algorithm_config().resources(num_cpus_for_main_process=os.cpu_count() or 1)
+    algo = config.build_algo()
     try:
         while algo.counters["num_updates_lifetime"] == 0:  # fill past learning_starts
             algo.train()
