@@ -36,6 +36,14 @@ def test_rollout_on_local_ray_prints_metrics_for_both_games():
         (["rollout", "--games", "tag"], "invalid choice: 'tag'"),
         (["rollout", "--n-agents", "200", "--map-size", "20"],
          "n_agents=200 is invalid; allowed: at most"),
+        (["train", "--set", "lr=-1"], "lr=-1 is invalid; allowed: a number > 0"),
+        (["train", "--set", "learning_rate=0.1"],
+         "key 'training.learning_rate' is unknown; allowed: algorithm"),
+        (["train", "--algorithm", "implicit_ql"], "invalid choice: 'implicit_ql'"),
+        (["train", "--set", "opponent_algorithm=qmix"],
+         "opponent_algorithm='qmix' is invalid with env opponent='random'"),
+        (["train", "no/such/spec.yaml"], "spec file 'no/such/spec.yaml' does not exist"),
+        (["train", "--n-agents", "500", "--map-size", "18"], "n_agents=500 is invalid"),
     ],
 )
 def test_bad_arguments_fail_before_ray_starts(args, expected):
@@ -43,3 +51,31 @@ def test_bad_arguments_fail_before_ray_starts(args, expected):
     assert done.returncode == 2
     assert expected in done.stderr
     assert "Ray" not in done.stderr  # nothing was started
+
+
+def test_bad_spec_keys_name_the_file_and_key(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("env: battle\nstop: {iterations: 2, episodes: 3}\n")
+    done = marlscale("train", str(spec), "--run-dir", str(tmp_path / "run"), timeout=120)
+    assert done.returncode == 2
+    assert f"{spec}: key 'stop.episodes' is unknown; allowed: iterations, env_steps, time_s" \
+        in done.stderr
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_train_writes_metrics_checkpoints_and_evaluation(tmp_path):
+    run_dir = tmp_path / "run"
+    done = marlscale("train", "--game", "battle", "--n-agents", "4", "--max-cycles", "30",
+                     "--iterations", "3", "--algorithm", "mfqmix", "--set", "rollout_length=20",
+                     "--set", "learning_starts=20", "--set", "batch_size=8",
+                     "--run-dir", str(run_dir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    progress = [line for line in done.stdout.splitlines() if line.startswith("iter")]
+    assert len(progress) == 3
+    assert "env-steps/s" in progress[-1] and "eps" in progress[-1] and "MiB" in progress[-1]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["training_iteration"] for r in rows] == [1, 2, 3]
+    assert "env_steps_sampled_lifetime" in (run_dir / "metrics.csv").read_text().splitlines()[0]
+    assert (run_dir / "checkpoints" / "iter_000003").is_dir()
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["greedy_evaluation"]["red"][keys.LENGTH] == 30
