@@ -153,7 +153,7 @@ def progress_line(result: dict[str, Any]) -> str:
         returns.append(f"{team} return/agent {metrics.get('return_per_agent', float('nan')):+.2f}")
     return (
         f"iter {result['training_iteration']:4d}"
-        f" | env-steps {result['env_steps_sampled_lifetime']:>8,}"
+        f" | env-steps {int(result['env_steps_sampled_lifetime']):>8,}"
         f" | {result['env_steps_per_s']:7.0f} env-steps/s | eps {result['epsilon']:.2f} | "
         + (" | ".join(returns) or "no episode yet")
         + f" | replay {result['replay_bytes'] / 2**20:.1f} MiB"
