@@ -21,7 +21,6 @@ from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import LEARNER_RESULTS
 
-from marlscale import keys
 from marlscale.algorithms.config import TeamQConfig
 from marlscale.algorithms.replay import TeamReplay
 from marlscale.envs.team_env import MagentTeamEnv
@@ -74,9 +73,6 @@ class TeamQ(Algorithm):
         self._set_epsilon(epsilon_at(config, 0))
 
     # ---- the iteration --------------------------------------------------------------------
-    def _sampling_runners(self) -> tuple[Any, bool]:
-        return self.env_runner_group, self.config.num_env_runners == 0
-
     def _collect(self) -> list[dict]:
         steps = self.config.rollout_length
         if self.config.num_env_runners == 0:
@@ -224,7 +220,3 @@ class TeamQ(Algorithm):
             from_worker_or_learner_group=self.learner_group, inference_only=True
         )
 
-
-def team_reward_keys() -> tuple[str, ...]:
-    """The per-team episode metrics a result row carries (see docs/algorithms.md)."""
-    return (keys.RETURN, keys.RETURN_PER_AGENT, keys.LENGTH, keys.ALIVE_AT_END)
