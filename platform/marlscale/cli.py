@@ -130,7 +130,6 @@ def _train_spec(args: argparse.Namespace):
     values = {}
     if args.spec:
         values = TrainSpec.load(args.spec).__dict__
-    values = {key: value for key, value in values.items()}
     env_config = dict(values.get("env_config", {}))
     for key in ("n_agents", "map_size", "max_cycles", "opponent"):
         if getattr(args, key) is not None:
