@@ -108,7 +108,7 @@ def test_gradients_reach_agent_net_embeddings_and_mixer(algorithm):
     module, env, team = make_module(algorithm)
     loss, _ = td_loss(module, synthetic_batch(env, team), temperature=0.1)
     loss.backward()
-    assert module.agent.view_encoder[0].weight.grad.abs().sum() > 0
+    assert module.agent.view_encoder.weight.grad.abs().sum() > 0
     assert module.agent.embedding.weight.grad.abs().sum() > 0
     if module.mean_action is not None:
         assert module.agent.mean_action_encoder[0].weight.grad.abs().sum() > 0

@@ -94,7 +94,7 @@ class TeamQLearner(TorchLearner):
             params += list(module.mixer.parameters())
         self.register_optimizer(
             module_id=module_id,
-            optimizer=torch.optim.Adam(params),
+            optimizer=torch.optim.Adam(params, foreach=True),
             params=params,
             lr_or_lr_schedule=config.lr,
         )
