@@ -1,6 +1,7 @@
 """The `marlscale` command line.
 
     marlscale train       one training run (IQL, VDN, QMIX, MFQ, MFQMIX) on Ray
+    marlscale sweep       a tune_specs/ grid on Ray Tune (local, or a cluster), resumable
     marlscale rollout     random-policy rollouts of both games on Ray
     marlscale bench env   team-env vs raw magent2 throughput, as JSON
     marlscale bench train sampling / training / learner throughput, as JSON
@@ -76,6 +77,19 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--num-cpus", type=_positive_int, default=2,
                        help="CPUs of the local Ray, when one is started (default 2)")
 
+    sweep = commands.add_parser(
+        "sweep", help="run a sweep spec (tune_specs/*.yaml) on Ray Tune, or resume one")
+    sweep.add_argument("spec", nargs="?", default=None, help="the sweep spec (YAML)")
+    sweep.add_argument("--resume", default=None, metavar="RUN_DIR",
+                       help="continue an interrupted sweep from its run directory")
+    sweep.add_argument("--run-dir", default=None,
+                       help="output folder (default $MARLSCALE_RUNS or ~/marlscale_runs, "
+                            "then sweeps/<experiment>-<time>)")
+    sweep.add_argument("--address", default=None,
+                       help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    sweep.add_argument("--num-cpus", type=_positive_int, default=None,
+                       help="CPUs of the local Ray, when one is started (default: all)")
+
     bench = commands.add_parser("bench", help="benchmarks that print JSON")
     targets = bench.add_subparsers(dest="target", required=True)
     env = targets.add_parser("env", help="team env vs raw magent2 agent-steps/s")
@@ -89,9 +103,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _rollout(args: argparse.Namespace) -> int:
+def _init_ray(args: argparse.Namespace) -> None:
+    """--address, else RAY_ADDRESS (set inside `ray job submit`), else a local Ray."""
     import os
 
+    import ray
+
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+
+
+def _rollout(args: argparse.Namespace) -> int:
     import ray
 
     from marlscale import rollout
@@ -105,11 +130,7 @@ def _rollout(args: argparse.Namespace) -> int:
         for game in args.games
         for seed in range(args.seeds)
     ]
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+    _init_ray(args)
     start = time.perf_counter()
     try:
         results = rollout.run(configs, args.episodes)
@@ -163,7 +184,6 @@ def _train_spec(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
 
     import ray
@@ -175,11 +195,7 @@ def _train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or f"runs/train-{algorithm}-{time.strftime('%Y%m%d-%H%M%S')}")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ValueError(f"--run-dir {str(run_dir)!r} is invalid; allowed: a new or empty folder")
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+    _init_ray(args)
     try:
         final = train.run(spec, run_dir, log=lambda line: print(line, flush=True))
     finally:
@@ -188,6 +204,40 @@ def _train(args: argparse.Namespace) -> int:
                       "greedy_evaluation": final["greedy_evaluation"],
                       "wall_s": round(final["wall_s"], 1)}, indent=2))
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    import ray
+
+    from marlscale.sweeps import SweepSpec, runner
+
+    # Everything is checked before Ray starts or anything is written.
+    if args.resume:
+        if args.spec or args.run_dir:
+            raise ValueError(f"--resume {args.resume!r} is invalid with a spec or --run-dir; "
+                             "allowed: --resume RUN_DIR alone (the spec is RUN_DIR/sweep.yaml)")
+        run_dir = Path(args.resume)
+        spec = runner.check_resumable(run_dir)
+    else:
+        if not args.spec:
+            raise ValueError("spec=None is invalid; allowed: a sweep spec file "
+                             "(tune_specs/*.yaml) or --resume RUN_DIR")
+        spec = SweepSpec.load(args.spec)
+        root = Path(os.environ.get("MARLSCALE_RUNS", "~/marlscale_runs")).expanduser()
+        run_dir = Path(args.run_dir) if args.run_dir else \
+            root / "sweeps" / f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+        runner.check_new_run_dir(run_dir)
+    _init_ray(args)
+    try:
+        summary = runner.run(spec, run_dir, resume=bool(args.resume),
+                             log=lambda line: print(line, flush=True))
+    finally:
+        ray.shutdown()
+    print(json.dumps(summary, indent=2))
+    return 1 if summary["errored"] else 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -210,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             return _rollout(args)
         if args.command == "train":
             return _train(args)
+        if args.command == "sweep":
+            return _sweep(args)
         return _bench(args)
     except ValueError as error:  # bad config: one clear line, no traceback
         print(f"marlscale: error: {error}", file=sys.stderr)

@@ -6,7 +6,7 @@ A spec (YAML or JSON) has these top-level keys, every one optional:
     env_config: {n_agents: 4, ...}      # TeamEnvConfig fields (docs/envs.md)
     training: {algorithm: qmix, ...}    # TeamQConfig settings (docs/algorithms.md)
     stop: {iterations: 50, env_steps: ..., time_s: ...}   # whichever comes first
-    resources: {num_env_runners: 0, num_envs_per_env_runner: 1, num_gpus: 0}
+    resources: {num_cpus: 1, num_env_runners: 0, num_envs_per_env_runner: 1, num_gpus: 0}
     seed: 0
     checkpoint_every: 0                 # iterations between checkpoints (0: only at the end)
 
@@ -32,7 +32,7 @@ from marlscale.envs import ENV_NAMES
 SPEC_KEYS = ("env", "env_config", "training", "stop", "resources", "seed", "checkpoint_every",
              "eval_episodes")
 STOP_KEYS = ("iterations", "env_steps", "time_s")
-RESOURCE_KEYS = ("num_env_runners", "num_envs_per_env_runner", "num_gpus")
+RESOURCE_KEYS = ("num_cpus", "num_env_runners", "num_envs_per_env_runner", "num_gpus")
 
 
 @dataclass
@@ -97,8 +97,12 @@ class TrainSpec:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 fail(f"stop.{sub}", value, "a number > 0")
         for sub, value in self.resources.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                fail(f"resources.{sub}", value, "a number")
+            if sub == "num_cpus" and value <= 0:
+                fail(f"resources.{sub}", value, "a number > 0")
             low = 1 if sub == "num_envs_per_env_runner" else 0
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+            if value < low:
                 fail(f"resources.{sub}", value, f"a number >= {low}")
         seed = self.seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -128,6 +132,7 @@ class TrainSpec:
                 num_envs_per_env_runner=int(resources.get("num_envs_per_env_runner", 1)),
             )
             .learners(num_learners=0, num_gpus_per_learner=num_gpus)
+            .resources(num_cpus_for_main_process=resources.get("num_cpus", 1))
             .debugging(seed=self.seed)
         )
 

@@ -23,6 +23,7 @@ from ray.rllib.utils.metrics import LEARNER_RESULTS
 
 from marlscale.algorithms.config import TeamQConfig
 from marlscale.algorithms.replay import TeamReplay
+from marlscale.curriculum import Curriculum, apply_stage
 from marlscale.envs.team_env import MagentTeamEnv
 
 STATE_KEY = "team_q"
@@ -55,6 +56,13 @@ class TeamQ(Algorithm):
 
     @override(Algorithm)
     def setup(self, config: TeamQConfig) -> None:
+        # The curriculum exists before RLlib's setup, which calls `on_algorithm_init`.
+        env_config = config.team_env_config
+        counts = dict(zip(env_config.game_spec.team_names, env_config.team_counts))
+        self.curriculum = Curriculum(
+            config.curriculum_config(), {team: counts[team] for team in config.team_algorithms()},
+            fixed_n_active=env_config.n_active,
+        )
         super().setup(config)
         # Torch in this process uses the CPUs reserved for it (Ray leaves it at 1 thread).
         torch.set_num_threads(max(1, int(config.num_cpus_for_main_process)))
@@ -194,6 +202,7 @@ class TeamQ(Algorithm):
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": np.random.get_state(),
             "replay_rng": {t: r.rng.bit_generator.state for t, r in self.replays.items()},
+            "curriculum": self.curriculum.get_state(),
             "replays": (
                 {t: r.get_state() for t, r in self.replays.items()}
                 if self.config.checkpoint_replay else None
@@ -216,6 +225,9 @@ class TeamQ(Algorithm):
         for team, rng_state in extra["replay_rng"].items():
             self.replays[team].rng.bit_generator.state = rng_state
         self._set_epsilon(extra["epsilon"])
+        if "curriculum" in extra:
+            self.curriculum.set_state(extra["curriculum"])
+            apply_stage(self)
         self.env_runner_group.sync_weights(
             from_worker_or_learner_group=self.learner_group, inference_only=True
         )

@@ -43,6 +43,7 @@ TEAM_Q_DEFAULTS: dict[str, Any] = {
     "mixing_embed_dim": 32,  # PyMARL QMIX
     "hypernet_embed": 64,  # PyMARL QMIX
     "checkpoint_replay": False,  # also save the replay buffer in checkpoints
+    "curriculum": None,  # incremental learning (docs/incremental.md); None = all agents active
     "eval_interval": 0,  # iterations between greedy evaluations (0: never)
     "eval_episodes": 3,
 }
@@ -73,6 +74,9 @@ class TeamQConfig(AlgorithmConfig):
 
         self.env_runner_cls = TeamEnvRunner
         self.num_env_runners = 0
+        from marlscale.curriculum import IncrementalLearning
+
+        self.callbacks_class = IncrementalLearning
 
     def team_q(self, **settings) -> TeamQConfig:
         """Set family settings by name; unknown names raise."""
@@ -133,13 +137,31 @@ class TeamQConfig(AlgorithmConfig):
 
         return TeamQLearner
 
+    def curriculum_config(self):
+        from marlscale.curriculum import CurriculumConfig
+
+        return CurriculumConfig.from_dict(self.curriculum)
+
     @override(AlgorithmConfig)
     def validate(self) -> None:
         self.validate_team_q()
+        self._ensure_curriculum_callback()
         teams = self.team_algorithms()
         self.multi_agent(policies=set(teams), policy_mapping_fn=team_module_id)
         self.rl_module(rl_module_spec=self.module_specs())
         super().validate()
+
+    def _ensure_curriculum_callback(self) -> None:
+        """Keep `IncrementalLearning` among the callbacks when a user sets their own."""
+        from ray.rllib.callbacks.callbacks import RLlibCallback
+
+        from marlscale.curriculum import IncrementalLearning
+
+        classes = self.callbacks_class
+        classes = list(classes) if isinstance(classes, (list, tuple)) else [classes]
+        if not any(isinstance(c, type) and issubclass(c, IncrementalLearning) for c in classes):
+            classes = [c for c in classes if c is not RLlibCallback] + [IncrementalLearning]
+            self.callbacks_class = classes[0] if len(classes) == 1 else classes
 
     def validate_team_q(self) -> None:
         """The family's own checks (also run by `marlscale train` before Ray starts)."""
@@ -188,6 +210,13 @@ class TeamQConfig(AlgorithmConfig):
             raise ValueError(
                 f"replay_capacity={self.replay_capacity!r} is invalid with rollout_length="
                 f"{self.rollout_length}; allowed: replay_capacity > rollout_length"
+            )
+        curriculum = self.curriculum_config()
+        curriculum.validate("curriculum", team_size=env_config.team_counts[0])
+        if curriculum.schedule != "none" and env_config.n_active is not None:
+            raise ValueError(
+                f"env n_active={env_config.n_active!r} is invalid with curriculum.schedule="
+                f"{curriculum.schedule!r}; allowed: n_active unset (the curriculum sets it)"
             )
         if not isinstance(self.checkpoint_replay, bool):
             raise ValueError(

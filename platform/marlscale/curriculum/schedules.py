@@ -1,0 +1,179 @@
+"""Incremental-learning schedules: how many agents of each learning team the policy controls.
+
+All agents are in the game from the start; only the first `n_active` slots of a learning team
+are driven (and trained) by the learned policy, the rest act uniformly at random (the env's
+`active` mask). Stage s controls min(N, start + s * batch) agents.
+
+* `linear` (the paper's): the stage is floor(progress / every), progress = training iterations
+  or env steps sampled; a pure function of the Algorithm's checkpointed counters.
+* `adaptive`: the stage grows when the learning team's return per agent, averaged over the last
+  `window` iterations of the stage, has reached `threshold`, or has plateaued (the mean of the
+  window's second half is less than `plateau` above its first half). Its state (stage, when the
+  stage began, the stage's return history) is saved in the Algorithm's checkpoints.
+* `none`: every agent is active (or the env config's fixed `n_active`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+SCHEDULES = ("none", "linear", "adaptive")
+UNITS = ("iterations", "env_steps")
+EMBEDDING_INITS = ("initialised", "mean")
+
+
+@dataclass
+class CurriculumConfig:
+    """The `curriculum` training setting (docs/incremental.md)."""
+
+    schedule: str = "none"
+    start: int = 1  # agents controlled at stage 0
+    batch: int = 1  # agents added per stage
+    every: int = 10  # linear: iterations or env steps per stage
+    unit: str = "iterations"  # linear: what `every` counts
+    threshold: float | None = None  # adaptive: grow at this return per agent
+    plateau: float | None = None  # adaptive: grow when the window improved less than this
+    window: int = 10  # adaptive: iterations averaged
+    min_iterations: int = 0  # adaptive: at least this many iterations per stage
+    embedding_init: str = "initialised"  # new agents' slot embeddings: as initialised | mean
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None, key: str = "curriculum") -> CurriculumConfig:
+        if values is None:
+            return cls()
+        if isinstance(values, CurriculumConfig):
+            return values
+        if not isinstance(values, dict):
+            raise ValueError(f"{key}={values!r} is invalid; allowed: a mapping of "
+                             f"{', '.join(f.name for f in dataclasses.fields(cls))}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        for name in values:
+            if name not in known:
+                raise ValueError(f"{key}.{name} is unknown; allowed: {', '.join(known)}")
+        config = cls(**values)
+        config.validate(key)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self, key: str = "curriculum", team_size: int | None = None) -> None:
+        def fail(name: str, allowed: str) -> None:
+            raise ValueError(f"{key}.{name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
+
+        def is_int(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        if self.schedule not in SCHEDULES:
+            fail("schedule", ", ".join(SCHEDULES))
+        if self.unit not in UNITS:
+            fail("unit", ", ".join(UNITS))
+        if self.embedding_init not in EMBEDDING_INITS:
+            fail("embedding_init", ", ".join(EMBEDDING_INITS))
+        for name in ("start", "batch", "every"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
+                fail(name, "an integer >= 1")
+        if not is_int(self.window) or self.window < 2:
+            fail("window", "an integer >= 2")
+        if not is_int(self.min_iterations) or self.min_iterations < 0:
+            fail("min_iterations", "an integer >= 0")
+        for name in ("threshold", "plateau"):
+            if getattr(self, name) is not None and not is_number(getattr(self, name)):
+                fail(name, "a number or null")
+        if self.schedule == "adaptive" and self.threshold is None and self.plateau is None:
+            fail("threshold", "a number (or set plateau) with schedule 'adaptive'")
+        if team_size is not None and self.schedule != "none" and self.start > team_size:
+            fail("start", f"1..{team_size} (the learning team's size)")
+
+
+class Curriculum:
+    """A schedule applied to the learning teams (sizes {team: N}), with its own state."""
+
+    def __init__(self, config: CurriculumConfig, team_sizes: dict[str, int],
+                 fixed_n_active: int | None = None):
+        self.config = config
+        self.team_sizes = dict(team_sizes)
+        self.fixed_n_active = fixed_n_active
+        largest = max(self.team_sizes.values())
+        if config.schedule == "none":
+            self.final_stage = 0
+        else:
+            self.final_stage = max(0, math.ceil((largest - config.start) / config.batch))
+        self.stage = 0
+        self.stage_started = 0  # the training iteration at which the stage began
+        self.history: list[float] = []  # adaptive: the stage's return per agent, per iteration
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.schedule != "none"
+
+    def n_active(self, stage: int | None = None) -> dict[str, int]:
+        """Agents the policy controls in each learning team at `stage` (default: now)."""
+        stage = self.stage if stage is None else stage
+        if not self.enabled:
+            fixed = self.fixed_n_active
+            return {t: n if fixed is None else min(n, fixed) for t, n in self.team_sizes.items()}
+        grown = self.config.start + stage * self.config.batch
+        return {team: min(n, grown) for team, n in self.team_sizes.items()}
+
+    def linear_stage(self, iterations: int, env_steps: int) -> int:
+        progress = iterations if self.config.unit == "iterations" else env_steps
+        return min(self.final_stage, int(progress) // self.config.every)
+
+    def advance(self, *, iterations: int, env_steps: int, metric: float | None) -> bool:
+        """Update the stage after a training iteration; True when it changed."""
+        before = self.stage
+        if self.config.schedule == "linear":
+            self.stage = self.linear_stage(iterations, env_steps)
+        elif self.config.schedule == "adaptive" and self.stage < self.final_stage:
+            if metric is not None and math.isfinite(metric):
+                self.history.append(float(metric))
+                self.history = self.history[-self.config.window:]
+            if self._should_grow(iterations):
+                self.stage += 1
+        if self.stage != before:
+            self.stage_started = iterations
+            self.history = []
+        return self.stage != before
+
+    def _should_grow(self, iterations: int) -> bool:
+        config = self.config
+        if iterations - self.stage_started < config.min_iterations:
+            return False
+        if len(self.history) < config.window:
+            return False
+        recent = self.history[-config.window:]
+        if config.threshold is not None and sum(recent) / len(recent) >= config.threshold:
+            return True
+        if config.plateau is not None:
+            half = len(recent) // 2
+            first, second = recent[:half], recent[half:]
+            improvement = sum(second) / len(second) - sum(first) / len(first)
+            return improvement < config.plateau
+        return False
+
+    def report(self) -> dict[str, Any]:
+        """The row every training result carries (`curriculum/...`)."""
+        n_active = self.n_active()
+        return {
+            "schedule": self.config.schedule,
+            "stage": self.stage,
+            "final_stage": self.final_stage,
+            "n_active": next(iter(n_active.values())),  # the (first) learning team's
+            "n_active_by_team": n_active,
+        }
+
+    def get_state(self) -> dict[str, Any]:
+        return {"stage": self.stage, "stage_started": self.stage_started,
+                "history": list(self.history)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.stage = int(state["stage"])
+        self.stage_started = int(state["stage_started"])
+        self.history = list(state["history"])

@@ -1,0 +1,99 @@
+"""A sweep's results, in one table per run directory.
+
+    RUN_DIR/
+      sweep.yaml              the validated spec (what --resume reads)
+      results.csv             every result row of every trial: trial_id, trial, the grid axes,
+                              then the flattened metrics (training_iteration,
+                              env_steps_sampled_lifetime, episodes/<team>/return_per_agent,
+                              curriculum/stage, curriculum/n_active, learners/..., ...)
+      trials.csv              one row per trial: trial_id, trial, axes, status, iterations,
+                              env steps, last return per agent, error
+      <trial>/                Tune's trial directory: params.json, result.json (JSON lines),
+                              progress.csv, checkpoint_NNNNNN/, wandb/ (offline W&B runs)
+      tuner.pkl, experiment_state-*.json   Tune's own state, for `marlscale sweep --resume`
+
+Load it with pandas in one line: `pandas.read_csv("RUN_DIR/results.csv")`, or, while a sweep
+is still running, `marlscale.sweeps.load_results("RUN_DIR")`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from marlscale.train import flatten
+
+RESULTS_CSV = "results.csv"
+TRIALS_CSV = "trials.csv"
+ID_COLUMNS = ("trial_id", "trial")
+
+
+def trial_dirs(run_dir: str | Path) -> list[Path]:
+    return sorted(p.parent for p in Path(run_dir).glob("*/params.json"))
+
+
+def _rows(trial_dir: Path, axes: list[str]) -> list[dict[str, Any]]:
+    params = json.loads((trial_dir / "params.json").read_text())
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return []
+    rows: dict[int, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        result = json.loads(line)
+        row = {"trial_id": result.get("trial_id"), "trial": trial_dir.name}
+        row.update({axis: params.get(axis) for axis in axes})
+        row.update(flatten(result))
+        # A trial restored from a checkpoint repeats the iterations after it: keep the last.
+        rows[int(result["training_iteration"])] = row
+    return [rows[i] for i in sorted(rows)]
+
+
+def load_results(run_dir: str | Path, axes: list[str] | None = None):
+    """Every trial's result rows as one pandas DataFrame (see the module docstring)."""
+    import pandas as pd
+
+    if axes is None:
+        from marlscale.sweeps.spec import SweepSpec
+
+        axes = SweepSpec.load(Path(run_dir) / "sweep.yaml").axes
+    rows = [row for d in trial_dirs(run_dir) for row in _rows(d, axes)]
+    frame = pd.DataFrame(rows)
+    leading = [c for c in (*ID_COLUMNS, *axes) if c in frame.columns]
+    return frame[leading + sorted(c for c in frame.columns if c not in leading)]
+
+
+def write_tables(run_dir: str | Path, axes: list[str], result_grid=None) -> tuple[Path, Path]:
+    """Write results.csv and trials.csv from the trial directories (and Tune's ResultGrid)."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    results = load_results(run_dir, axes)
+    results.to_csv(run_dir / RESULTS_CSV, index=False)
+    errors = {}
+    if result_grid is not None:
+        for result in result_grid:
+            errors[Path(result.path).name] = repr(result.error) if result.error else ""
+    trials = []
+    for trial_dir in trial_dirs(run_dir):
+        mine = results[results["trial"] == trial_dir.name] if len(results) else results
+        last = mine.iloc[-1] if len(mine) else {}
+        returns = [c for c in results.columns if c.endswith("/return_per_agent")
+                   and c.startswith("episodes/")]
+        params = json.loads((trial_dir / "params.json").read_text())
+        error = errors.get(trial_dir.name, "")
+        trials.append({
+            "trial_id": last.get("trial_id") if len(mine) else None,
+            "trial": trial_dir.name,
+            **{axis: params.get(axis) for axis in axes},
+            "status": "ERROR" if error else ("TERMINATED" if result_grid is not None
+                                              else "UNKNOWN"),
+            "iterations": int(last["training_iteration"]) if len(mine) else 0,
+            "env_steps": int(last["env_steps_sampled_lifetime"]) if len(mine) else 0,
+            "return_per_agent": float(last[returns[0]]) if len(mine) and returns else None,
+            "error": error,
+        })
+    pd.DataFrame(trials).to_csv(run_dir / TRIALS_CSV, index=False)
+    return run_dir / RESULTS_CSV, run_dir / TRIALS_CSV

@@ -1,0 +1,135 @@
+"""`marlscale sweep`: a SweepSpec as one Ray Tune run, resumable.
+
+Each grid point is a Tune trial of `SweepTrial` (the `TeamQ` Algorithm built from the point's
+`TrainSpec`), with its own resources (CPUs, EnvRunners, GPUs). Trials checkpoint every
+`checkpoint_every` iterations and at the end; a failed trial (its actor died, its node went
+away) is retried from its last checkpoint up to `max_failures` times (Tune's FailureConfig);
+an interrupted sweep continues with `marlscale sweep --resume RUN_DIR`, which re-runs no
+finished trial and restarts unfinished ones from their last checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from marlscale.algorithms.algorithm import TeamQ
+from marlscale.sweeps import results
+from marlscale.sweeps.spec import SweepSpec
+
+SPEC_KEY = "sweep"  # the trial config's copy of the spec (axes sit beside it)
+SPEC_FILE = "sweep.yaml"
+TUNE_STOP_KEYS = {"iterations": "training_iteration",
+                  "env_steps": "env_steps_sampled_lifetime",
+                  "time_s": "time_total_s"}
+
+
+def _spec_of(config: dict[str, Any]) -> tuple[SweepSpec, dict[str, Any]]:
+    values = copy.deepcopy(config[SPEC_KEY])
+    spec = SweepSpec(**values)  # validated by the driver before the sweep started
+    return spec, {axis: config[axis] for axis in spec.axes}
+
+
+def _algorithm_config(config):
+    if isinstance(config, dict) and SPEC_KEY in config:
+        spec, point = _spec_of(config)
+        return spec.train_spec(point).algorithm_config()
+    return config
+
+
+class SweepTrial(TeamQ):
+    """A Tune trainable: the TeamQ Algorithm of one grid point of a sweep."""
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(config=_algorithm_config(config), **kwargs)
+
+    @classmethod
+    def default_resource_request(cls, config):
+        return super().default_resource_request(_algorithm_config(config))
+
+
+def trial_name(trial) -> str:
+    spec, point = _spec_of(trial.config)
+    return f"{spec.trial_name(point)}_{trial.trial_id}"
+
+
+def wandb_group(config: dict[str, Any]) -> str:
+    spec, point = _spec_of(config)
+    return spec.group(point)
+
+
+def param_space(spec: SweepSpec) -> dict[str, Any]:
+    from ray import tune
+
+    space: dict[str, Any] = {SPEC_KEY: spec.to_dict()}
+    for axis, values in spec.grid.items():
+        space[axis] = tune.grid_search(values)
+    return space
+
+
+def callbacks(spec: SweepSpec) -> list:
+    from marlscale.sweeps.wandb import DEFAULT_PROJECT, SweepWandbLogger, resolve_mode
+
+    mode = resolve_mode(spec.wandb.get("mode", "auto"))
+    if mode == "disabled":
+        return []
+    return [SweepWandbLogger(project=spec.wandb.get("project", DEFAULT_PROJECT), mode=mode,
+                             group_of=wandb_group, entity=spec.wandb.get("entity"))]
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise ValueError(f"--run-dir {str(run_dir)!r} is invalid; allowed: a new or empty "
+                         "folder (continue an interrupted sweep with --resume RUN_DIR)")
+
+
+def check_resumable(run_dir: Path) -> SweepSpec:
+    """The spec of an interrupted sweep, or a clear error when RUN_DIR is not one."""
+    if not (run_dir / SPEC_FILE).is_file() or not (run_dir / "tuner.pkl").is_file():
+        raise ValueError(f"--resume {str(run_dir)!r} is invalid; allowed: the run directory "
+                         f"of a sweep started by `marlscale sweep` ({SPEC_FILE} and tuner.pkl)")
+    return SweepSpec.load(run_dir / SPEC_FILE)
+
+
+def run(spec: SweepSpec, run_dir: str | Path, *, resume: bool = False,
+        log=print) -> dict[str, Any]:
+    """Run (or resume) the sweep into `run_dir`; Ray must be initialised. Returns a summary."""
+    from ray import tune
+
+    run_dir = Path(run_dir).resolve()
+    if resume:
+        tuner = tune.Tuner.restore(str(run_dir), trainable=SweepTrial, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+        tuner = tune.Tuner(
+            SweepTrial,
+            param_space=param_space(spec),
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=spec.max_concurrent_trials,
+                trial_name_creator=trial_name,
+                trial_dirname_creator=trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=run_dir.name,
+                storage_path=str(run_dir.parent),
+                stop={TUNE_STOP_KEYS[k]: v for k, v in spec.stop.items()},
+                checkpoint_config=tune.CheckpointConfig(
+                    checkpoint_frequency=spec.checkpoint_every, checkpoint_at_end=True,
+                    num_to_keep=2,
+                ),
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                callbacks=callbacks(spec),
+                verbose=1,
+            ),
+        )
+    log(f"# sweep {spec.experiment}: {len(spec.points())} trials -> {run_dir}")
+    grid = tuner.fit()
+    results_csv, trials_csv = results.write_tables(run_dir, spec.axes, grid)
+    errors = sum(1 for r in grid if r.error)
+    return {"run_dir": str(run_dir), "experiment": spec.experiment, "trials": len(grid),
+            "errored": errors, "results_csv": str(results_csv), "trials_csv": str(trials_csv)}

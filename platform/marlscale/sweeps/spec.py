@@ -1,0 +1,288 @@
+"""Sweep specs (tune_specs/*.yaml): a grid of training runs, validated before anything runs.
+
+    experiment: fig3_scaling              # required; names the run dir and the W&B groups
+    description: ...                      # optional, free text
+    game: adversarial_pursuit             # base game (or a grid axis)
+    env_config: {max_cycles: 200}         # base TeamEnvConfig fields (docs/envs.md)
+    training: {learning_starts: 1000}     # base TeamQConfig settings (docs/algorithms.md)
+    grid:                                 # the trials are the product of every axis
+      algorithm: [iql, qmix, mfq]         #   shorthands: algorithm, game, n_agents, seed
+      n_agents: [5, 10, 25]
+      seed: [0, 1, 2, 3, 4]
+      env_config.reward_mode: [team, individual]     # any env_config.<field>,
+      training.curriculum.schedule: [none, linear]   # training.<setting>[.<curriculum field>]
+    stop: {env_steps: 200000}             # iterations | env_steps | time_s: whichever first
+    resources: {num_cpus: 1, num_env_runners: 0, num_envs_per_env_runner: 1, num_gpus: 0}
+    checkpoint_every: 10                  # iterations between trial checkpoints (+ at the end)
+    max_failures: 2                       # retries of a failed trial, from its last checkpoint
+    max_concurrent_trials: null           # null: as many as the cluster's resources allow
+    wandb: {project: marlscale, mode: auto}   # auto (online iff WANDB_API_KEY is set) |
+                                              # offline | online | disabled
+
+Every error names the file, the key path, the value and what is allowed; every grid point is
+expanded and validated as a full training run (`TrainSpec`) before Ray starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marlscale.algorithms.config import TEAM_Q_DEFAULTS
+from marlscale.curriculum.schedules import CurriculumConfig
+from marlscale.envs import ENV_NAMES
+from marlscale.envs.config import TeamEnvConfig
+from marlscale.train import RESOURCE_KEYS, STOP_KEYS, TrainSpec
+
+SPEC_KEYS = ("experiment", "description", "game", "env_config", "training", "grid", "stop",
+             "resources", "checkpoint_every", "max_failures", "max_concurrent_trials", "wandb")
+SHORTHAND_AXES = {  # grid shorthand -> where it lands in a trial's TrainSpec
+    "algorithm": ("training", "algorithm"),
+    "game": ("env",),
+    "n_agents": ("env_config", "n_agents"),
+    "seed": ("seed",),
+}
+WANDB_KEYS = ("project", "mode", "entity")
+WANDB_MODES = ("auto", "offline", "online", "disabled")
+EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class SpecError(ValueError):
+    """A sweep spec that cannot run; the message names file, key path, value and allowed."""
+
+
+def _axis_target(axis: str) -> tuple[str, ...] | None:
+    """Where a grid axis lands in a TrainSpec dict, or None if the axis is unknown."""
+    if axis in SHORTHAND_AXES:
+        return SHORTHAND_AXES[axis]
+    parts = tuple(axis.split("."))
+    env_fields = set(TeamEnvConfig.__dataclass_fields__)
+    curriculum_fields = set(CurriculumConfig.__dataclass_fields__)
+    if len(parts) == 2 and parts[0] == "env_config" and parts[1] in env_fields:
+        return parts
+    if len(parts) == 2 and parts[0] == "training" and parts[1] in TEAM_Q_DEFAULTS:
+        return parts
+    if len(parts) == 3 and parts[:2] == ("training", "curriculum") \
+            and parts[2] in curriculum_fields:
+        return parts
+    return None
+
+
+def _get(tree: dict, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        if tree.get(key) is None:
+            tree[key] = {}
+        tree = tree[key]
+    tree[path[-1]] = value
+
+
+@dataclass
+class SweepSpec:
+    experiment: str
+    description: str = ""
+    game: str = "adversarial_pursuit"
+    env_config: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list] = field(default_factory=dict)
+    stop: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+    checkpoint_every: int = 10
+    max_failures: int = 2
+    max_concurrent_trials: int | None = None
+    wandb: dict[str, Any] = field(default_factory=dict)
+    source: str = "spec"
+
+    # ---- loading and validation -----------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SweepSpec:
+        import yaml
+
+        source = str(path)
+        if not Path(path).is_file():
+            raise SpecError(f"{source}: the spec file does not exist")
+        try:
+            with open(path) as handle:
+                values = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise SpecError(f"{source}: not valid YAML: {error}") from None
+        return cls.from_dict(values, source=source)
+
+    @classmethod
+    def from_dict(cls, values: Any, source: str = "spec") -> SweepSpec:
+        if not isinstance(values, dict):
+            raise SpecError(f"{source}: the spec must be a mapping of {', '.join(SPEC_KEYS)}; "
+                            f"got {type(values).__name__}")
+        for key in values:
+            if key not in SPEC_KEYS:
+                raise SpecError(f"{source}: key '{key}' is unknown; allowed: "
+                                f"{', '.join(SPEC_KEYS)}")
+        if "experiment" not in values:
+            raise SpecError(f"{source}: key 'experiment' is missing; allowed: a name matching "
+                            f"{EXPERIMENT_NAME.pattern}")
+        spec = cls(**copy.deepcopy(values), source=source)
+        spec.validate()
+        return spec
+
+    def fail(self, key: str, value: Any, allowed: str) -> SpecError:
+        return SpecError(f"{self.source}: {key}={value!r} is invalid; allowed: {allowed}")
+
+    def validate(self) -> None:
+        """Every check, including each expanded trial as a full training run."""
+        if not isinstance(self.experiment, str) or not EXPERIMENT_NAME.match(self.experiment):
+            raise self.fail("experiment", self.experiment,
+                            f"a name matching {EXPERIMENT_NAME.pattern}")
+        if not isinstance(self.description, str):
+            raise self.fail("description", self.description, "a string")
+        for key in ("env_config", "training", "grid", "stop", "resources", "wandb"):
+            if not isinstance(getattr(self, key), dict):
+                raise self.fail(key, getattr(self, key), "a mapping")
+        if not isinstance(self.game, str) or self.game not in ENV_NAMES:
+            raise self.fail("game", self.game, ", ".join(ENV_NAMES))
+        for key in self.env_config:
+            if key not in TeamEnvConfig.__dataclass_fields__:
+                raise SpecError(f"{self.source}: key 'env_config.{key}' is unknown; allowed: "
+                                f"{', '.join(TeamEnvConfig.__dataclass_fields__)}")
+        for key in self.training:
+            if key not in TEAM_Q_DEFAULTS:
+                raise SpecError(f"{self.source}: key 'training.{key}' is unknown; allowed: "
+                                f"{', '.join(TEAM_Q_DEFAULTS)}")
+        if "game" in self.env_config:
+            raise self.fail("env_config.game", self.env_config["game"],
+                            "unset (use the top-level 'game' or a grid axis)")
+        if not self.stop:
+            raise self.fail("stop", self.stop, f"at least one of {', '.join(STOP_KEYS)}")
+        for key, value in self.stop.items():
+            if key not in STOP_KEYS:
+                raise SpecError(f"{self.source}: key 'stop.{key}' is unknown; allowed: "
+                                f"{', '.join(STOP_KEYS)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise self.fail(f"stop.{key}", value, "a number > 0")
+        for key in self.resources:
+            if key not in RESOURCE_KEYS:
+                raise SpecError(f"{self.source}: key 'resources.{key}' is unknown; allowed: "
+                                f"{', '.join(RESOURCE_KEYS)}")
+        for key, low in (("checkpoint_every", 1), ("max_failures", 0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise self.fail(key, value, f"an integer >= {low}")
+        concurrent = self.max_concurrent_trials
+        if concurrent is not None and (isinstance(concurrent, bool)
+                                       or not isinstance(concurrent, int) or concurrent < 1):
+            raise self.fail("max_concurrent_trials", concurrent, "null or an integer >= 1")
+        for key in self.wandb:
+            if key not in WANDB_KEYS:
+                raise SpecError(f"{self.source}: key 'wandb.{key}' is unknown; allowed: "
+                                f"{', '.join(WANDB_KEYS)}")
+        if self.wandb.get("mode", "auto") not in WANDB_MODES:
+            raise self.fail("wandb.mode", self.wandb.get("mode"), ", ".join(WANDB_MODES))
+        for key in ("project", "entity"):
+            if key in self.wandb and not isinstance(self.wandb[key], str):
+                raise self.fail(f"wandb.{key}", self.wandb[key], "a string")
+        self._validate_grid()
+        for point in self.points():
+            try:
+                self.train_spec(point)
+            except ValueError as error:
+                where = ", ".join(f"{k}={v!r}" for k, v in point.items())
+                raise SpecError(f"{self.source}: grid point ({where}): "
+                                f"{str(error).removeprefix('spec: ')}") from None
+
+    def _validate_grid(self) -> None:
+        if not self.grid:
+            raise self.fail("grid", self.grid, "a mapping of axes to non-empty lists "
+                            "(at least 'algorithm', 'n_agents' or 'seed')")
+        allowed = (f"{', '.join(SHORTHAND_AXES)}, env_config.<field>, training.<setting>, "
+                   "training.curriculum.<field>")
+        base = self._base()
+        targets = {}
+        for axis, values in self.grid.items():
+            target = _axis_target(str(axis))
+            if target is None:
+                raise SpecError(f"{self.source}: key 'grid.{axis}' is unknown; allowed: {allowed}")
+            if target in targets.values():
+                raise self.fail(f"grid.{axis}", values, "one axis per setting (another axis "
+                                "sets the same one)")
+            targets[axis] = target
+            if not isinstance(values, list) or not values:
+                raise self.fail(f"grid.{axis}", values, "a non-empty list")
+            if len({repr(v) for v in values}) != len(values):
+                raise self.fail(f"grid.{axis}", values, "a list without repeated values")
+            fixed = _get(base, target)
+            if fixed is not None and axis not in ("game",) and target != ("seed",):
+                where = ".".join(target) if target != ("env",) else "game"
+                raise self.fail(f"grid.{axis}", values,
+                                f"an axis not also fixed at '{where}'={fixed!r}")
+
+    # ---- expansion ------------------------------------------------------------------------
+    @property
+    def axes(self) -> list[str]:
+        return list(self.grid)
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every trial's axis values, in a fixed order (the grid's product)."""
+        return [dict(zip(self.axes, combo))
+                for combo in itertools.product(*(self.grid[a] for a in self.axes))]
+
+    def _base(self) -> dict[str, Any]:
+        resources = {k: v for k, v in self.resources.items()}
+        return {
+            "env": self.game,
+            "env_config": copy.deepcopy(self.env_config),
+            "training": copy.deepcopy(self.training),
+            "stop": dict(self.stop),
+            "resources": resources,
+            "seed": None,
+            "checkpoint_every": self.checkpoint_every,
+            "eval_episodes": 0,
+        }
+
+    def train_spec(self, point: dict[str, Any]) -> TrainSpec:
+        """The full training run of one grid point (validated)."""
+        values = self._base()
+        for axis, value in point.items():
+            _set(values, _axis_target(axis), copy.deepcopy(value))
+        if values["seed"] is None:
+            values["seed"] = 0
+        return TrainSpec.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values.pop("source")
+        return values
+
+    # ---- naming ---------------------------------------------------------------------------
+    def group(self, point: dict[str, Any]) -> str:
+        """W&B group: experiment/algorithm/game/N, plus any further axis but the seed."""
+        spec = self.train_spec(point)
+        parts = [self.experiment, spec.training.get("algorithm", TEAM_Q_DEFAULTS["algorithm"]),
+                 spec.env_config.get("game") or self._game_of(spec),
+                 f"N{spec.env_config.get('n_agents', TeamEnvConfig.n_agents)}"]
+        for axis, value in point.items():
+            if axis not in SHORTHAND_AXES:
+                parts.append(f"{axis.split('.')[-1]}={value}")
+        return "/".join(str(p) for p in parts)
+
+    @staticmethod
+    def _game_of(spec: TrainSpec) -> str:
+        names = {name: game for game, name in ENV_NAMES.items()}
+        return names.get(spec.env, spec.env)
+
+    def trial_name(self, point: dict[str, Any]) -> str:
+        """e.g. qmix_N25_seed0_reward_mode-team (file-name safe)."""
+        labels = {"algorithm": "{}", "game": "{}", "n_agents": "N{}", "seed": "seed{}"}
+        parts = [labels[axis].format(value) if axis in labels
+                 else f"{axis.split('.')[-1]}-{value}" for axis, value in point.items()]
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", "_".join(parts))

@@ -1,0 +1,43 @@
+"""W&B logging of sweeps through Ray's `WandbLoggerCallback`.
+
+Each trial is its own W&B run; its group is experiment/algorithm/game/N (plus any other grid
+axis but the seed), so the seeds of one configuration aggregate on the dashboard. Offline mode
+needs no account: the runs land in each trial's directory under `wandb/` and can be uploaded
+later with `wandb sync`. The API key is only ever read from WANDB_API_KEY by W&B itself (Ray
+forwards that variable to its logging actors); marlscale never prints, logs or writes it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ray.air.integrations.wandb import WANDB_ENV_VAR, WandbLoggerCallback
+
+DEFAULT_PROJECT = "marlscale"
+
+
+def resolve_mode(mode: str) -> str:
+    """auto -> online when WANDB_API_KEY is set, else offline."""
+    if mode == "auto":
+        return "online" if os.environ.get(WANDB_ENV_VAR) else "offline"
+    return mode
+
+
+class SweepWandbLogger(WandbLoggerCallback):
+    """One W&B run per trial, grouped per configuration; offline needs no API key."""
+
+    def __init__(self, project: str, mode: str, group_of, entity: str | None = None):
+        kwargs = {"mode": mode}
+        if entity:
+            kwargs["entity"] = entity
+        super().__init__(project=project, **kwargs)
+        self._group_of = group_of  # trial config -> group name
+
+    def setup(self, *args, **kwargs):
+        if self.kwargs.get("mode") == "offline":
+            return  # Ray's setup insists on an API key, which offline runs do not need
+        super().setup(*args, **kwargs)
+
+    def log_trial_start(self, trial):
+        self.group = self._group_of(trial.config)
+        super().log_trial_start(trial)
