@@ -1,0 +1,99 @@
+"""Incremental learning inside real RLlib training: on schedule in every EnvRunner, in every
+result row, through a checkpoint restore, with embeddings started at the trained mean."""
+
+import pytest
+import torch
+from marlscale.algorithms.algorithm import TeamQ
+from marlscale.train import TrainSpec
+
+pytestmark = pytest.mark.integration
+
+
+def build(curriculum, num_env_runners=0):
+    return TrainSpec.from_dict({
+        "env_config": {"n_agents": 6, "map_size": 14, "max_cycles": 30},
+        "training": {"algorithm": "mfqmix", "rollout_length": 20, "learning_starts": 20,
+                     "batch_size": 8, "hidden": 32, "replay_capacity": 500,
+                     "curriculum": curriculum},
+        "resources": {"num_env_runners": num_env_runners},
+        "seed": 5,
+    }).algorithm_config().build_algo()
+
+
+def active_counts(algo):
+    """n_active of the predator team in every env of every EnvRunner (local or remote)."""
+    if algo.config.num_env_runners == 0:
+        return [env.get_active("predator") for env in algo.env_runner.team_envs]
+    return [n for per_runner in algo.env_runner_group.foreach_env_runner(
+        lambda r: [env.get_active("predator") for env in r.team_envs], local_env_runner=False)
+        for n in per_runner]
+
+
+def embeddings(algo):
+    return algo.learner_group._learner.module["predator"].unwrapped().agent.embedding.weight
+
+
+def test_linear_curriculum_grows_on_schedule_and_survives_a_restore(ray_local, tmp_path):
+    algo = build({"schedule": "linear", "start": 2, "batch": 2, "every": 2,
+                  "embedding_init": "mean"})
+    try:
+        assert active_counts(algo) == [2]
+        rows = []
+        for _ in range(3):
+            result = algo.train()  # each row reports the stage its iteration trained with
+            rows.append((result["curriculum"]["stage"], result["curriculum"]["n_active"]))
+        assert rows == [(0, 2), (0, 2), (1, 4)]
+        assert active_counts(algo) == [4] and algo.curriculum.stage == 1
+        algo.save_to_path(str(tmp_path / "ckpt"))
+        stage, state = algo.curriculum.stage, algo.curriculum.get_state()
+    finally:
+        algo.stop()
+    restored = TeamQ.from_checkpoint(str(tmp_path / "ckpt"))
+    try:
+        assert restored.curriculum.stage == stage and restored.curriculum.get_state() == state
+        assert active_counts(restored) == [4]  # the env runners follow the restored stage
+        result = restored.train()  # iteration 4: stage 1 -> grows to stage 2 afterwards
+        assert result["training_iteration"] == 4
+        assert (result["curriculum"]["stage"], result["curriculum"]["n_active"]) == (1, 4)
+        assert active_counts(restored) == [6] and restored.curriculum.stage == 2
+    finally:
+        restored.stop()
+
+
+def test_new_agents_start_at_the_mean_embedding_of_the_trained_ones(ray_local):
+    algo = build({"schedule": "linear", "start": 3, "batch": 3, "every": 1,
+                  "embedding_init": "mean"})
+    try:
+        algo.train()  # stage 0 -> 1 after the first iteration
+        weight = embeddings(algo).detach()
+        expected = weight[:3].mean(dim=0)
+        for slot in range(3, 6):
+            assert torch.allclose(weight[slot], expected, atol=1e-6)
+        target = algo.learner_group._learner.module["predator"].unwrapped().target_agent
+        target_weight = target.embedding.weight.detach()  # the target net's own mean
+        assert torch.allclose(target_weight[3], target_weight[:3].mean(dim=0), atol=1e-6)
+    finally:
+        algo.stop()
+
+
+def test_initialised_embeddings_are_left_as_they_were(ray_local):
+    algo = build({"schedule": "linear", "start": 3, "batch": 3, "every": 1})
+    try:
+        initial = embeddings(algo).detach().clone()
+        algo.train()
+        assert torch.equal(embeddings(algo).detach()[3:], initial[3:])
+    finally:
+        algo.stop()
+
+
+def test_remote_env_runners_follow_the_curriculum(ray_local):
+    algo = build({"schedule": "linear", "start": 1, "batch": 5, "every": 1}, num_env_runners=1)
+    try:
+        assert active_counts(algo) == [1]
+        result = algo.train()
+        assert result["curriculum"]["n_active"] == 1
+        assert active_counts(algo) == [6]
+        episodes = algo.evaluate_greedy(1)["predator"]
+        assert episodes["n_active"] == 6  # the evaluation env follows the training envs
+    finally:
+        algo.stop()
