@@ -40,4 +40,11 @@ class SweepWandbLogger(WandbLoggerCallback):
 
     def log_trial_start(self, trial):
         self.group = self._group_of(trial.config)
+        path = str(trial.path)
+        if "://" not in path:
+            # Local storage: W&B writes straight into the run directory. (Ray's default, the
+            # driver's staging folder, is synced there; a run still being flushed when the
+            # sweep ends would arrive truncated.) The logging actor runs on the driver's node.
+            os.makedirs(path, exist_ok=True)
+            self.kwargs["dir"] = path
         super().log_trial_start(trial)

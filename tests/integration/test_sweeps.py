@@ -1,0 +1,234 @@
+"""`marlscale sweep` end to end, run the way users run it: the CLI on a local Ray, killed and
+resumed, with a trial's actor killed, and through `ray job submit` on a `ray start --head`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "tune_specs" / "smoke.yaml"
+BIN = Path(sys.executable).parent
+FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # W&B keys are 40 hex characters
+
+
+def env_with(**extra) -> dict[str, str]:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+               RAY_DEDUP_LOGS="0", **extra)
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def sweep_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "marlscale.cli", "sweep", *args]
+
+
+def small_spec(tmp_path: Path, name: str, **changes) -> Path:
+    values = yaml.safe_load(SMOKE.read_text())
+    values.update(changes)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def rows_of(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def trials(run_dir: Path) -> dict[str, list[dict]]:
+    return {p.parent.name: rows_of(p.parent) for p in run_dir.glob("*/params.json")}
+
+
+def check_smoke_results(run_dir: Path) -> None:
+    """8 trials (2 algorithms x 2 sizes x 2 seeds), each with its 3 iterations of results."""
+    per_trial = trials(run_dir)
+    assert len(per_trial) == 8
+    for name, rows in per_trial.items():
+        assert [r["training_iteration"] for r in rows] == [1, 2, 3], name
+    results = pd.read_csv(run_dir / "results.csv")  # the documented one-line load
+    assert len(results) == 24
+    assert sorted(results.groupby(["algorithm", "n_agents", "seed"]).size().index) == [
+        (a, n, s) for a in ("mfqmix", "qmix") for n in (3, 5) for s in (0, 1)]
+    assert {"curriculum/stage", "curriculum/n_active", "episodes/predator/return_per_agent",
+            "env_steps_sampled_lifetime"} <= set(results.columns)
+    summary = pd.read_csv(run_dir / "trials.csv")
+    assert list(summary["status"]) == ["TERMINATED"] * 8 and list(summary["iterations"]) == [3] * 8
+
+
+def check_wandb_offline(run_dir: Path) -> None:
+    """One offline W&B run per trial, grouped experiment/algorithm/game/N, no API key."""
+    for trial_dir in (p.parent for p in run_dir.glob("*/params.json")):
+        params = json.loads((trial_dir / "params.json").read_text())
+        runs = list((trial_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(runs) == 1, trial_dir
+        group = f"smoke/{params['algorithm']}/adversarial_pursuit/N{params['n_agents']}"
+        assert group.encode() in runs[0].read_bytes()
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert FAKE_KEY.encode() not in path.read_bytes(), path
+
+
+def test_smoke_sweep_on_a_local_ray_writes_results_and_offline_wandb(tmp_path):
+    run_dir = tmp_path / "smoke"
+    done = subprocess.run(sweep_cmd(str(SMOKE), "--run-dir", str(run_dir), "--num-cpus", "2"),
+                          env=env_with(WANDB_API_KEY=FAKE_KEY), capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert FAKE_KEY not in done.stdout + done.stderr
+    summary = json.loads(done.stdout[done.stdout.rindex("{\n"):])
+    assert summary["trials"] == 8 and summary["errored"] == 0
+    check_smoke_results(run_dir)
+    check_wandb_offline(run_dir)
+
+
+def test_a_killed_driver_resumes_without_losing_or_rerunning_trials(tmp_path):
+    spec = small_spec(tmp_path, "resume", grid={"algorithm": ["qmix", "mfqmix"],
+                                                "n_agents": [3], "seed": [0, 1]},
+                      stop={"iterations": 6}, checkpoint_every=2, wandb={"mode": "disabled"})
+    run_dir = tmp_path / "resume"
+    driver = subprocess.Popen(sweep_cmd(str(spec), "--run-dir", str(run_dir), "--num-cpus", "2"),
+                              env=env_with(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:  # two trials done, a later one past a checkpoint
+            lengths = [len(rows) for rows in trials(run_dir).values()]
+            if sum(n == 6 for n in lengths) >= 2 and any(3 <= n < 6 for n in lengths):
+                break
+            assert driver.poll() is None, "the sweep finished before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"no trial state to interrupt in time: {trials(run_dir)}")
+    finally:
+        stop_group(driver)  # the driver and its local Ray, at once
+    before = {name: [r["training_iteration"] for r in rows]
+              for name, rows in trials(run_dir).items()}
+    finished = {name for name, its in before.items() if its and its[-1] == 6}
+    unfinished = {name: its[-1] if its else 0 for name, its in before.items()}
+    assert len(finished) >= 2
+
+    done = subprocess.run(sweep_cmd("--resume", str(run_dir), "--num-cpus", "2"),
+                          env=env_with(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    after = trials(run_dir)
+    assert len(after) == 4  # no trial lost
+    for name, rows in after.items():
+        iterations = [r["training_iteration"] for r in rows]
+        assert iterations[-1] == 6, (name, iterations)
+        if name in finished:  # not re-run: not a single new result
+            assert iterations == before[name], name
+        elif name in before and unfinished[name] >= 3:
+            # restarted from its last checkpoint (iteration 2 or 4), not from scratch
+            restarts = [r for r in rows if r["iterations_since_restore"] == 1]
+            assert len(restarts) == 2 and restarts[1]["training_iteration"] in (3, 5), iterations
+    results = pd.read_csv(run_dir / "results.csv")
+    assert sorted(results.groupby("trial").size()) == [6, 6, 6, 6]  # one row per iteration
+
+
+def actor_pids(name: str) -> list[int]:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if handle.read().startswith(f"ray::{name}".encode()):
+                    pids.append(int(pid))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_trial_whose_actor_dies_is_retried_from_its_checkpoint(tmp_path):
+    spec = small_spec(tmp_path, "die", grid={"algorithm": ["qmix"], "n_agents": [3],
+                                             "seed": [0]},
+                      stop={"iterations": 8}, checkpoint_every=2, max_failures=1,
+                      wandb={"mode": "disabled"})
+    run_dir = tmp_path / "die"
+    driver = subprocess.Popen(sweep_cmd(str(spec), "--run-dir", str(run_dir), "--num-cpus", "2"),
+                              env=env_with(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True, cwd=ROOT)
+    try:
+        deadline = time.time() + 300
+        while not any(len(rows) >= 3 for rows in trials(run_dir).values()):
+            assert time.time() < deadline and driver.poll() is None
+            time.sleep(0.1)
+        victims = actor_pids("SweepTrial")
+        assert len(victims) == 1
+        os.kill(victims[0], signal.SIGKILL)  # the trial's Algorithm actor dies
+        output, _ = driver.communicate(timeout=600)
+    finally:
+        stop_group(driver)
+    assert driver.returncode == 0, output[-4000:]
+    (rows,) = trials(run_dir).values()
+    iterations = [r["training_iteration"] for r in rows]
+    restarts = [r["training_iteration"] for r in rows if r["iterations_since_restore"] == 1]
+    assert iterations[-1] == 8
+    assert len(restarts) == 2 and restarts[1] in (3, 5, 7), iterations  # after a checkpoint
+    assert pd.read_csv(run_dir / "trials.csv")["status"].tolist() == ["TERMINATED"]
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGKILL a process started with start_new_session=True, with everything it started."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ray_job_submit_against_a_local_head_runs_the_smoke_sweep(tmp_path):
+    """`ray start --head`, then `ray job submit --working-dir . -- marlscale sweep ...`."""
+    gcs, dashboard = free_port(), free_port()
+    env = env_with(RAY_AUTH_MODE="token")  # Ray 2.60's local clusters use token auth
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix socket paths
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+         "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    run_dir = tmp_path / "job-smoke"
+    try:
+        deadline = time.time() + 120
+        while subprocess.run([str(BIN / "ray"), "job", "list", "--address", address],
+                             env=env, capture_output=True).returncode != 0:
+            assert time.time() < deadline and head.poll() is None, "the head did not start"
+            time.sleep(1)
+        done = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
+             "--", "marlscale", "sweep", "tune_specs/smoke.yaml", "--run-dir", str(run_dir)],
+            env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        job_id = next(line.split("'")[1] for line in done.stdout.splitlines()
+                      if "Job '" in line and "succeeded" in line)
+        status = subprocess.run(  # the job's status as Ray's job SDK reports it
+            [sys.executable, "-c", "import sys; from ray.job_submission import "
+             "JobSubmissionClient as C; print(C(sys.argv[1]).get_job_status(sys.argv[2]).value)",
+             address, job_id], env=env, capture_output=True, text=True)
+        assert status.stdout.strip().splitlines()[-1] == "SUCCEEDED", status.stderr[-2000:]
+    finally:
+        stop_group(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    check_smoke_results(run_dir)
