@@ -211,15 +211,20 @@ def test_ray_job_submit_against_a_local_head_runs_the_smoke_sweep(tmp_path):
     address = f"http://127.0.0.1:{dashboard}"
     run_dir = tmp_path / "job-smoke"
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 180
         while subprocess.run([str(BIN / "ray"), "job", "list", "--address", address],
                              env=env, capture_output=True).returncode != 0:
             assert time.time() < deadline and head.poll() is None, "the head did not start"
             time.sleep(1)
-        done = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
-             "--", "marlscale", "sweep", "tune_specs/smoke.yaml", "--run-dir", str(run_dir)],
-            env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+        while True:
+            done = subprocess.run(
+                [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
+                 "--", "marlscale", "sweep", "tune_specs/smoke.yaml", "--run-dir", str(run_dir)],
+                env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+            # The job server answers before its agent is up; nothing was submitted yet then.
+            if "No available agent to submit job" not in done.stderr or time.time() > deadline:
+                break
+            time.sleep(2)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         job_id = next(line.split("'")[1] for line in done.stdout.splitlines()
                       if "Job '" in line and "succeeded" in line)
