@@ -156,6 +156,10 @@ def progress_line(result: dict[str, Any]) -> str:
     returns = []
     for team, metrics in result.get("episodes", {}).items():
         returns.append(f"{team} return/agent {metrics.get('return_per_agent', float('nan')):+.2f}")
+    curriculum = result.get("curriculum", {})
+    if curriculum.get("schedule", "none") != "none":
+        returns.append(f"active {curriculum['n_active']} (stage {curriculum['stage']}/"
+                       f"{curriculum['final_stage']})")
     return (
         f"iter {result['training_iteration']:4d}"
         f" | env-steps {int(result['env_steps_sampled_lifetime']):>8,}"
