@@ -97,3 +97,36 @@ def test_remote_env_runners_follow_the_curriculum(ray_local):
         assert episodes["n_active"] == 6  # the evaluation env follows the training envs
     finally:
         algo.stop()
+
+
+def test_a_recreated_env_runner_gets_the_current_stage(ray_local):
+    import ray
+
+    spec = TrainSpec.from_dict({
+        "env_config": {"n_agents": 6, "map_size": 14, "max_cycles": 30},
+        "training": {"algorithm": "qmix", "rollout_length": 20, "learning_starts": 20,
+                     "batch_size": 8, "hidden": 32, "replay_capacity": 500,
+                     "curriculum": {"schedule": "linear", "start": 2, "batch": 2,
+                                    "every": 100}},
+        "resources": {"num_env_runners": 1},
+        "seed": 5,
+    })
+    config = spec.algorithm_config().fault_tolerance(restart_failed_env_runners=True)
+    algo = config.build_algo()
+    try:
+        algo.train()
+        assert active_counts(algo) == [2]
+        pid_of = lambda runner: __import__("os").getpid()  # noqa: E731
+        (old_pid,) = algo.env_runner_group.foreach_env_runner(pid_of, local_env_runner=False)
+        (actor,) = algo.env_runner_group._worker_manager._actors.values()
+        ray.kill(actor, no_restart=False)  # Ray restarts it with a fresh env: all 6 active
+        for _ in range(5):
+            algo.train()
+            if algo._counters["total_num_restored_workers"] >= 1:
+                break
+        assert algo._counters["total_num_restored_workers"] >= 1
+        (new_pid,) = algo.env_runner_group.foreach_env_runner(pid_of, local_env_runner=False)
+        assert new_pid != old_pid  # a new process, recreated by RLlib's fault tolerance
+        assert algo.curriculum.stage == 0 and active_counts(algo) == [2]
+    finally:
+        algo.stop()
