@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -201,7 +202,9 @@ def free_port() -> int:
 def test_ray_job_submit_against_a_local_head_runs_the_smoke_sweep(tmp_path):
     """`ray start --head`, then `ray job submit --working-dir . -- marlscale sweep ...`."""
     gcs, dashboard = free_port(), free_port()
-    env = env_with(RAY_AUTH_MODE="token")  # Ray 2.60's local clusters use token auth
+    # Token auth, with a token of this test's own: Ray 2.60 turns auth on whenever a token
+    # exists (a local ray.init() writes ~/.ray/auth_token), and then clients need it too.
+    env = env_with(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix socket paths
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
