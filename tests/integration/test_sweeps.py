@@ -202,6 +202,12 @@ def free_port() -> int:
 def test_ray_job_submit_against_a_local_head_runs_the_smoke_sweep(tmp_path):
     """`ray start --head`, then `ray job submit --working-dir . -- marlscale sweep ...`."""
     gcs, dashboard = free_port(), free_port()
+    # Every port of its own: another Ray on this machine (the test session's) holds the
+    # defaults, e.g. the dashboard agent's 52365, and the job server needs that agent.
+    ports = [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port", "node-manager-port",
+        "object-manager-port")]
     # Token auth, with a token of this test's own: Ray 2.60 turns auth on whenever a token
     # exists (a local ray.init() writes ~/.ray/auth_token), and then clients need it too.
     env = env_with(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
@@ -209,7 +215,7 @@ def test_ray_job_submit_against_a_local_head_runs_the_smoke_sweep(tmp_path):
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+         "--disable-usage-stats", f"--temp-dir={temp_dir}", *ports],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     run_dir = tmp_path / "job-smoke"
