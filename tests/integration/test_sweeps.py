@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from marlscale.sweeps.results import read_results
 
 pytestmark = pytest.mark.integration
 
@@ -46,15 +47,9 @@ def small_spec(tmp_path: Path, name: str, **changes) -> Path:
     return path
 
 
-def rows_of(trial_dir: Path) -> list[dict]:
-    path = trial_dir / "result.json"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def trials(run_dir: Path) -> dict[str, list[dict]]:
-    return {p.parent.name: rows_of(p.parent) for p in run_dir.glob("*/params.json")}
+    """Every trial's result rows so far (complete lines only: trials may be writing)."""
+    return {p.parent.name: read_results(p.parent) for p in run_dir.glob("*/params.json")}
 
 
 def check_smoke_results(run_dir: Path) -> None:

@@ -33,16 +33,19 @@ def trial_dirs(run_dir: str | Path) -> list[Path]:
     return sorted(p.parent for p in Path(run_dir).glob("*/params.json"))
 
 
-def _rows(trial_dir: Path, axes: list[str]) -> list[dict[str, Any]]:
-    params = json.loads((trial_dir / "params.json").read_text())
-    path = trial_dir / "result.json"
+def read_results(trial_dir: str | Path) -> list[dict[str, Any]]:
+    """A trial's result rows from Tune's result.json; a line still being written is left out."""
+    path = Path(trial_dir) / "result.json"
     if not path.is_file():
         return []
+    complete = path.read_text().split("\n")[:-1]  # the last piece has no newline yet
+    return [json.loads(line) for line in complete if line.strip()]
+
+
+def _rows(trial_dir: Path, axes: list[str]) -> list[dict[str, Any]]:
+    params = json.loads((trial_dir / "params.json").read_text())
     rows: dict[int, dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        result = json.loads(line)
+    for result in read_results(trial_dir):
         row = {"trial_id": result.get("trial_id"), "trial": trial_dir.name}
         row.update({axis: params.get(axis) for axis in axes})
         row.update(flatten(result))
