@@ -221,7 +221,7 @@ class SweepSpec:
             if len({repr(v) for v in values}) != len(values):
                 raise self.fail(f"grid.{axis}", values, "a list without repeated values")
             fixed = _get(base, target)
-            if fixed is not None and axis not in ("game",) and target != ("seed",):
+            if fixed is not None and axis != "game" and target != ("seed",):
                 where = ".".join(target) if target != ("env",) else "game"
                 raise self.fail(f"grid.{axis}", values,
                                 f"an axis not also fixed at '{where}'={fixed!r}")
@@ -237,13 +237,12 @@ class SweepSpec:
                 for combo in itertools.product(*(self.grid[a] for a in self.axes))]
 
     def _base(self) -> dict[str, Any]:
-        resources = {k: v for k, v in self.resources.items()}
         return {
             "env": self.game,
             "env_config": copy.deepcopy(self.env_config),
             "training": copy.deepcopy(self.training),
             "stop": dict(self.stop),
-            "resources": resources,
+            "resources": dict(self.resources),
             "seed": None,
             "checkpoint_every": self.checkpoint_every,
             "eval_episodes": 0,
@@ -268,7 +267,7 @@ class SweepSpec:
         """W&B group: experiment/algorithm/game/N, plus any further axis but the seed."""
         spec = self.train_spec(point)
         parts = [self.experiment, spec.training.get("algorithm", TEAM_Q_DEFAULTS["algorithm"]),
-                 spec.env_config.get("game") or self._game_of(spec),
+                 self._game_of(spec),
                  f"N{spec.env_config.get('n_agents', TeamEnvConfig.n_agents)}"]
         for axis, value in point.items():
             if axis not in SHORTHAND_AXES:
