@@ -193,8 +193,7 @@ def _train(args: argparse.Namespace) -> int:
     spec = _train_spec(args)  # everything is checked before Ray starts
     algorithm = spec.training.get("algorithm", "qmix")
     run_dir = Path(args.run_dir or f"runs/train-{algorithm}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ValueError(f"--run-dir {str(run_dir)!r} is invalid; allowed: a new or empty folder")
+    train.check_new_run_dir(run_dir)
     _init_ray(args)
     try:
         final = train.run(spec, run_dir, log=lambda line: print(line, flush=True))

@@ -178,11 +178,19 @@ def should_stop(spec: TrainSpec, result: dict[str, Any], elapsed: float) -> bool
     )
 
 
+def check_new_run_dir(run_dir: str | os.PathLike, name: str = "--run-dir",
+                      hint: str = "") -> None:
+    """A run writes into a new or empty folder only (checked before Ray starts)."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise ValueError(f"{name} {str(run_dir)!r} is invalid; allowed: a new or empty "
+                         f"folder{hint}")
+
+
 def run(spec: TrainSpec, run_dir: str | os.PathLike, *, log=print) -> dict[str, Any]:
     """Train until a stop criterion; write the run directory; return the final result."""
     run_dir = Path(run_dir).resolve()
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ValueError(f"run dir {str(run_dir)!r} is invalid; allowed: a new or empty folder")
+    check_new_run_dir(run_dir, "run dir")
     algo = spec.algorithm_config().build_algo()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "spec.json").write_text(json.dumps(asdict(spec), indent=2))

@@ -59,14 +59,13 @@ class TeamQ(Algorithm):
         # The curriculum exists before RLlib's setup, which calls `on_algorithm_init`.
         env_config = config.team_env_config
         counts = dict(zip(env_config.game_spec.team_names, env_config.team_counts))
-        self.curriculum = Curriculum(
-            config.curriculum_config(), {team: counts[team] for team in config.team_algorithms()},
-            fixed_n_active=env_config.n_active,
-        )
+        self.team_sizes = {team: counts[team] for team in config.team_algorithms()}
+        self.curriculum = Curriculum(config.curriculum_config(), self.team_sizes,
+                                     fixed_n_active=env_config.n_active)
         super().setup(config)
         # Torch in this process uses the CPUs reserved for it (Ray leaves it at 1 thread).
         torch.set_num_threads(max(1, int(config.num_cpus_for_main_process)))
-        probe = MagentTeamEnv(config.team_env_config)
+        probe = MagentTeamEnv(env_config)
         seed = config.seed
         self.replays = {
             team: TeamReplay(
@@ -75,7 +74,6 @@ class TeamQ(Algorithm):
             )
             for i, team in enumerate(config.team_algorithms())
         }
-        self.team_sizes = {team: int(probe.action_spaces[team].shape[0]) for team in self.replays}
         self.counters = {ENV_STEPS: 0, AGENT_STEPS: 0, UPDATES: 0, "update_credit": 0.0}
         self._last_episodes: dict[str, list] = defaultdict(list)
         self._set_epsilon(epsilon_at(config, 0))

@@ -79,12 +79,12 @@ def write_tables(run_dir: str | Path, axes: list[str], result_grid=None) -> tupl
     if result_grid is not None:
         for result in result_grid:
             errors[Path(result.path).name] = repr(result.error) if result.error else ""
+    returns = [c for c in results.columns if c.endswith("/return_per_agent")
+               and c.startswith("episodes/")]
     trials = []
     for trial_dir in trial_dirs(run_dir):
         mine = results[results["trial"] == trial_dir.name] if len(results) else results
         last = mine.iloc[-1] if len(mine) else {}
-        returns = [c for c in results.columns if c.endswith("/return_per_agent")
-                   and c.startswith("episodes/")]
         params = json.loads((trial_dir / "params.json").read_text())
         error = errors.get(trial_dir.name, "")
         trials.append({

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from marlscale import train
 from marlscale.algorithms.algorithm import TeamQ
 from marlscale.sweeps import results
 from marlscale.sweeps.spec import SweepSpec
@@ -81,9 +82,8 @@ def callbacks(spec: SweepSpec) -> list:
 
 
 def check_new_run_dir(run_dir: Path) -> None:
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise ValueError(f"--run-dir {str(run_dir)!r} is invalid; allowed: a new or empty "
-                         "folder (continue an interrupted sweep with --resume RUN_DIR)")
+    train.check_new_run_dir(run_dir, hint=" (continue an interrupted sweep with --resume "
+                            "RUN_DIR)")
 
 
 def check_resumable(run_dir: Path) -> SweepSpec:
