@@ -4,6 +4,7 @@ resumed, with a trial's actor killed, and through `ray job submit` on a `ray sta
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -94,31 +95,49 @@ def test_smoke_sweep_on_a_local_ray_writes_results_and_offline_wandb(tmp_path):
     check_wandb_offline(run_dir)
 
 
+def saved_state(run_dir: Path) -> dict[str, tuple[str, int | None]]:
+    """What `--resume` reads: each trial's status and last checkpoint's index in the
+    experiment state Tune has saved to the run dir (through Tune's public reader)."""
+    from ray.tune import ExperimentAnalysis
+
+    # it also reads each trial's results, which trials that have not started lack
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    if not list(run_dir.glob("experiment_state-*.json")):
+        return {}
+    try:
+        analysis = ExperimentAnalysis(str(run_dir))
+    except (OSError, ValueError):  # a state file being copied in
+        return {}
+    return {Path(t.path).name: (t.status, int(Path(t.checkpoint.path).name.split("_")[1])
+                                if t.checkpoint else None) for t in analysis.trials}
+
+
 def test_a_killed_driver_resumes_without_losing_or_rerunning_trials(tmp_path):
+    stop = 12
     spec = small_spec(tmp_path, "resume", grid={"algorithm": ["qmix", "mfqmix"],
                                                 "n_agents": [3], "seed": [0, 1]},
-                      stop={"iterations": 6}, checkpoint_every=2, wandb={"mode": "disabled"})
+                      stop={"iterations": stop}, checkpoint_every=2, wandb={"mode": "disabled"})
     run_dir = tmp_path / "resume"
     driver = subprocess.Popen(sweep_cmd(str(spec), "--run-dir", str(run_dir), "--num-cpus", "2"),
                               env=env_with(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
     deadline = time.time() + 300
-    try:
-        while time.time() < deadline:  # two trials done, a later one past a checkpoint
-            lengths = [len(rows) for rows in trials(run_dir).values()]
-            if sum(n == 6 for n in lengths) >= 2 and any(3 <= n < 6 for n in lengths):
+    try:  # until the saved state has a finished trial and an unfinished one past a checkpoint
+        while time.time() < deadline:
+            state = saved_state(run_dir)
+            if (any(status == "TERMINATED" for status, _ in state.values())
+                    and any(status != "TERMINATED" and index is not None
+                            for status, index in state.values())):
                 break
             assert driver.poll() is None, "the sweep finished before it could be killed"
             time.sleep(0.2)
         else:
-            pytest.fail(f"no trial state to interrupt in time: {trials(run_dir)}")
+            pytest.fail(f"no trial state to interrupt in time: {saved_state(run_dir)}")
     finally:
         stop_group(driver)  # the driver and its local Ray, at once
+    state = saved_state(run_dir)  # Tune may have saved once more before it died
     before = {name: [r["training_iteration"] for r in rows]
               for name, rows in trials(run_dir).items()}
-    finished = {name for name, its in before.items() if its and its[-1] == 6}
-    unfinished = {name: its[-1] if its else 0 for name, its in before.items()}
-    assert len(finished) >= 2
 
     done = subprocess.run(sweep_cmd("--resume", str(run_dir), "--num-cpus", "2"),
                           env=env_with(), capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -127,15 +146,58 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials(tmp_path):
     assert len(after) == 4  # no trial lost
     for name, rows in after.items():
         iterations = [r["training_iteration"] for r in rows]
-        assert iterations[-1] == 6, (name, iterations)
-        if name in finished:  # not re-run: not a single new result
+        assert iterations[-1] == stop, (name, iterations)
+        status, checkpoint = state.get(name, ("PENDING", None))
+        if status == "TERMINATED":  # not re-run: not a single new result
             assert iterations == before[name], name
-        elif name in before and unfinished[name] >= 3:
-            # restarted from its last checkpoint (iteration 2 or 4), not from scratch
-            restarts = [r for r in rows if r["iterations_since_restore"] == 1]
-            assert len(restarts) == 2 and restarts[1]["training_iteration"] in (3, 5), iterations
+        elif checkpoint is not None:  # restarted from its checkpoint (or a later one), not anew
+            restarts = [r["training_iteration"] for r in rows if r["iterations_since_restore"] == 1]
+            assert len(restarts) == 2 and restarts[1] >= 2 * (checkpoint + 1) + 1, iterations
+            assert restarts[1] % 2 == 1, iterations  # right after a checkpoint (every 2)
     results = pd.read_csv(run_dir / "results.csv")
-    assert sorted(results.groupby("trial").size()) == [6, 6, 6, 6]  # one row per iteration
+    assert sorted(results.groupby("trial").size()) == [stop] * 4  # one row per iteration
+
+
+def test_a_checkpoint_deleted_after_the_last_saved_state_is_refilled_from_the_next_one(tmp_path):
+    """The state --resume reads can name a checkpoint Tune's num_to_keep has since deleted
+    (the driver died between the two); the trial goes on from its next checkpoint."""
+    import torch
+    from marlscale.sweeps.runner import SPEC_KEY, SweepTrial
+    from marlscale.sweeps.spec import SweepSpec
+    from ray import tune
+
+    spec = SweepSpec.load(small_spec(tmp_path, "refill", grid={"algorithm": ["qmix"],
+                                                               "n_agents": [3], "seed": [0]}))
+    config = {SPEC_KEY: spec.to_dict(), **spec.points()[0]}
+    trial_dir = tmp_path / "trial"
+    algo = SweepTrial(config=config)
+    try:
+        for index in range(3):  # iterations 1, 2, 3 -> checkpoint_000000..000002
+            algo.train()
+            algo.save_to_path(str(trial_dir / f"checkpoint_{index:06d}"))
+            if index == 1:
+                expected = {k: v.clone() for k, v in algo.learner_group._learner.module[
+                    "predator"].state_dict().items()}
+    finally:
+        algo.stop()
+    shutil.rmtree(trial_dir / "checkpoint_000000")
+    resumed = SweepTrial(config=config)
+    try:
+        resumed.restore(tune.Checkpoint.from_directory(str(trial_dir / "checkpoint_000000")))
+        assert resumed.iteration == 2  # checkpoint_000001's, with its weights
+        weights = resumed.learner_group._learner.module["predator"].state_dict()
+        assert all(torch.equal(weights[k], v) for k, v in expected.items())
+        assert resumed.train()["training_iteration"] == 3
+    finally:
+        resumed.stop()
+    assert (trial_dir / "checkpoint_000000").is_dir()  # where Tune will look (and delete) next
+    shutil.rmtree(trial_dir)  # nothing to refill from: Tune's own error stays
+    fresh = SweepTrial(config=config)
+    try:
+        with pytest.raises(ValueError, match="does not exist"):
+            fresh.restore(str(trial_dir / "checkpoint_000000"))
+    finally:
+        fresh.stop()
 
 
 def actor_pids(name: str) -> list[int]:

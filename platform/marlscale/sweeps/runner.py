@@ -11,6 +11,9 @@ finished trial and restarts unfinished ones from their last checkpoints.
 from __future__ import annotations
 
 import copy
+import logging
+import posixpath
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,8 @@ from marlscale import train
 from marlscale.algorithms.algorithm import TeamQ
 from marlscale.sweeps import results
 from marlscale.sweeps.spec import SweepSpec
+
+logger = logging.getLogger(__name__)
 
 SPEC_KEY = "sweep"  # the trial config's copy of the spec (axes sit beside it)
 SPEC_FILE = "sweep.yaml"
@@ -50,6 +55,52 @@ class SweepTrial(TeamQ):
     @classmethod
     def default_resource_request(cls, config):
         return super().default_resource_request(_algorithm_config(config))
+
+    def restore(self, checkpoint_path):
+        from ray import tune
+
+        # Tune passes a _TrainingResult (checkpoint + metrics); callers a Checkpoint or a path.
+        checkpoint = getattr(checkpoint_path, "checkpoint", checkpoint_path)
+        if isinstance(checkpoint, (str, Path)):
+            checkpoint = tune.Checkpoint.from_directory(str(checkpoint))
+        refill_deleted_checkpoint(checkpoint.filesystem, checkpoint.path)
+        return super().restore(checkpoint_path)
+
+
+_CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")
+
+
+def refill_deleted_checkpoint(filesystem, path: str) -> str | None:
+    """Put the trial's next surviving checkpoint where a deleted one is expected; its source.
+
+    Tune keeps a trial's last `num_to_keep` checkpoints and deletes older ones as soon as a new
+    one is registered, but writes the experiment state (what `--resume` reads) only every few
+    seconds. A driver killed in between leaves a state that points at a deleted checkpoint,
+    and Tune would fail that trial on every retry. The trial's later checkpoints from the
+    same run are still there: the oldest of them holds the state the trial reached next (its
+    iteration and counters come back with it), so it is copied into the expected place and
+    the trial continues from there. Returns None when nothing was missing or nothing can
+    replace it (Tune then raises its own error).
+    """
+    from pyarrow import fs
+
+    path = path.rstrip("/")
+    parent, name = posixpath.split(path)
+    match = _CHECKPOINT_DIR.fullmatch(name)
+    if not match or filesystem.get_file_info(path).type != fs.FileType.NotFound:
+        return None
+    later = []
+    for info in filesystem.get_file_info(fs.FileSelector(parent, allow_not_found=True)):
+        found = _CHECKPOINT_DIR.fullmatch(info.base_name)
+        if found and info.type == fs.FileType.Directory and int(found[1]) > int(match[1]):
+            later.append((int(found[1]), info.path))
+    if not later:
+        return None
+    source = min(later)[1]
+    fs.copy_files(source, path, source_filesystem=filesystem, destination_filesystem=filesystem)
+    logger.warning("%s was deleted (Tune's num_to_keep) after the last saved experiment state "
+                   "named it; continuing the trial from its next checkpoint, %s", path, source)
+    return source
 
 
 def trial_name(trial) -> str:
