@@ -146,7 +146,7 @@ def _rollout(args: argparse.Namespace) -> int:
 def _train_spec(args: argparse.Namespace):
     import yaml
 
-    from marlscale.train import TrainSpec
+    from marlscale.train import STOP_KEYS, TrainSpec
 
     values = {}
     if args.spec:
@@ -167,9 +167,7 @@ def _train_spec(args: argparse.Namespace):
             raise ValueError(f"--set {item!r} is invalid; allowed: KEY=VALUE")
         training[key] = yaml.safe_load(text)
     values["training"] = training
-    stop = {key: getattr(args, attr) for key, attr in
-            (("iterations", "iterations"), ("env_steps", "env_steps"), ("time_s", "time_s"))
-            if getattr(args, attr) is not None}
+    stop = {key: getattr(args, key) for key in STOP_KEYS if getattr(args, key) is not None}
     if stop:
         values["stop"] = stop
     resources = dict(values.get("resources", {}))

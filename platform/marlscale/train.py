@@ -206,11 +206,11 @@ def run(spec: TrainSpec, run_dir: str | os.PathLike, *, log=print) -> dict[str, 
                 jsonl.flush()
                 log(progress_line(result))
                 iteration = result["training_iteration"]
-                if spec.checkpoint_every and iteration % spec.checkpoint_every == 0:
+                last = should_stop(spec, result, time.perf_counter() - start)
+                if last or (spec.checkpoint_every and iteration % spec.checkpoint_every == 0):
                     algo.save_to_path(str(run_dir / "checkpoints" / f"iter_{iteration:06d}"))
-                if should_stop(spec, result, time.perf_counter() - start):
+                if last:
                     break
-        algo.save_to_path(str(run_dir / "checkpoints" / f"iter_{iteration:06d}"))
         evaluation = algo.evaluate_greedy(spec.eval_episodes) if spec.eval_episodes else {}
     finally:
         algo.stop()

@@ -40,6 +40,12 @@ EVALUATION = "evaluation"
 MAX_MINIBATCHES_PER_CALL = 16
 
 
+def episode_means(episodes: list[dict[str, Any]]) -> dict[str, float]:
+    """The mean of every numeric episode metric (the "team" label and strings left out)."""
+    return {key: float(np.mean([e[key] for e in episodes])) for key in episodes[-1]
+            if key != "team" and isinstance(episodes[-1][key], (int, float))}
+
+
 def epsilon_at(config: TeamQConfig, env_steps: int) -> float:
     """Linear epsilon schedule from epsilon_start to epsilon_end over epsilon_decay_steps."""
     progress = min(1.0, env_steps / config.epsilon_decay_steps)
@@ -162,10 +168,8 @@ class TeamQ(Algorithm):
             episodes = self._last_episodes[team][-20:]  # the latest finished episodes
             self._last_episodes[team] = episodes
             if episodes:
-                for key in episodes[-1]:
-                    if key != "team" and isinstance(episodes[-1][key], (int, float)):
-                        value = float(np.mean([e[key] for e in episodes]))
-                        log((EPISODES, team, key), value, window=1)
+                for key, value in episode_means(episodes).items():
+                    log((EPISODES, team, key), value, window=1)
 
     # ---- evaluation -------------------------------------------------------------------------
     def evaluate_greedy(self, num_episodes: int) -> dict[str, dict[str, float]]:
@@ -177,14 +181,8 @@ class TeamQ(Algorithm):
                 lambda runner: runner.evaluate(num_episodes), local_env_runner=False,
                 remote_worker_ids=[1],
             )[0]
-        out: dict[str, dict[str, float]] = {}
-        for team in {e["team"] for e in episodes}:
-            mine = [e for e in episodes if e["team"] == team]
-            out[team] = {
-                key: float(np.mean([e[key] for e in mine]))
-                for key in mine[0] if key != "team" and isinstance(mine[0][key], (int, float))
-            }
-        return out
+        return {team: episode_means([e for e in episodes if e["team"] == team])
+                for team in {e["team"] for e in episodes}}
 
     @property
     def epsilon(self) -> float:

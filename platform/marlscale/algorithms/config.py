@@ -15,7 +15,7 @@ from ray.rllib.utils.annotations import override
 
 from marlscale.algorithms.registry import get_algorithm
 from marlscale.algorithms.spec import MEAN_ACTIONS
-from marlscale.envs import ENV_NAMES
+from marlscale.envs import ENV_NAMES, GAME_OF_ENV
 from marlscale.envs.config import TeamEnvConfig
 
 TEAM_Q_DEFAULTS: dict[str, Any] = {
@@ -96,9 +96,8 @@ class TeamQConfig(AlgorithmConfig):
     @property
     def team_env_config(self) -> TeamEnvConfig:
         env_config = dict(self.env_config)
-        games = {name: game for game, name in ENV_NAMES.items()}
-        if "game" not in env_config and self.env in games:
-            env_config["game"] = games[self.env]
+        if "game" not in env_config and self.env in GAME_OF_ENV:
+            env_config["game"] = GAME_OF_ENV[self.env]
         return TeamEnvConfig.from_dict(env_config)
 
     def team_algorithms(self) -> dict[str, str]:

@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 from marlscale.bench.env import _raw_pettingzoo, machine
-from marlscale.envs import TeamEnvConfig
 from marlscale.train import TrainSpec
 
 
@@ -41,10 +40,9 @@ def sampling(n_agents: int, steps: int) -> dict[str, Any]:
     start = time.perf_counter()
     runner.collect(steps)
     elapsed = time.perf_counter() - start
-    env = runner.team_envs[0]
-    agents_per_step = sum(env.env_config.team_counts)
-    map_size = TeamEnvConfig.from_dict({"game": "adversarial_pursuit",
-                                        "n_agents": n_agents}).resolved_map_size
+    env_config = runner.team_envs[0].env_config
+    agents_per_step = sum(env_config.team_counts)
+    map_size = env_config.resolved_map_size
     raw_agent_steps, raw_elapsed = _raw_pettingzoo("adversarial_pursuit", map_size, steps, 0)
     ours = steps * agents_per_step / elapsed
     raw = raw_agent_steps / raw_elapsed
@@ -90,8 +88,7 @@ def training(steps: int) -> dict[str, Any]:
         algo.stop()
         if started:
             ray.shutdown()
-    map_size = TeamEnvConfig.from_dict({"game": "adversarial_pursuit",
-                                        "n_agents": 25}).resolved_map_size
+    map_size = spec.algorithm_config().team_env_config.resolved_map_size
     raw_agent_steps, raw_elapsed = _raw_pettingzoo("adversarial_pursuit", map_size, steps, 0)
     raw_env_steps_per_s = steps / raw_elapsed
     ours = env_steps / elapsed

@@ -12,6 +12,8 @@ from marlscale.envs.team_env import MagentTeamEnv, runner_seed_offset
 
 ENV_NAMES = {game: f"marlscale/{game}" for game in GAMES}
 """RLlib/Tune env names: marlscale/adversarial_pursuit and marlscale/battle."""
+GAME_OF_ENV = {name: game for game, name in ENV_NAMES.items()}
+"""The game of each RLlib/Tune env name."""
 
 
 def make_env(game: str):
@@ -38,7 +40,7 @@ def register_envs() -> None:
         register_env(name, make_env(game))
 
 
-__all__ = ["ENV_NAMES", "GAMES", "MagentTeamEnv", "TeamEnvConfig", "make_env", "register_envs",
-           "runner_seed_offset"]
+__all__ = ["ENV_NAMES", "GAMES", "GAME_OF_ENV", "MagentTeamEnv", "TeamEnvConfig", "make_env",
+           "register_envs", "runner_seed_offset"]
 
 register_envs()

@@ -127,14 +127,17 @@ def _square_sums_grid(positions, actions, onehot, k, width, height):
         hi = np.where(enough, mid, hi)
         lo = np.where(enough, lo, mid + 1)
     radius = lo
-    all_channels = slice(None)
-    within = square(radius, all_channels).astype(np.float64)
-    within[:, 0] -= 1.0
-    within[:, 1:] -= onehot
+
+    def team_mates(radius):
+        """[count, per-action counts] of each agent's square, the agent itself taken out."""
+        sums = square(radius, slice(None)).astype(np.float64)
+        sums[:, 0] -= 1.0
+        sums[:, 1:] -= onehot
+        return sums
+
+    within = team_mates(radius)
     # Strictly inside: the square of radius - 1, or nobody when the radius is 0.
-    inner = square(np.maximum(radius - 1, 0), all_channels).astype(np.float64)
-    inner[:, 0] -= 1.0
-    inner[:, 1:] -= onehot
+    inner = team_mates(np.maximum(radius - 1, 0))
     inner[radius == 0] = 0.0
     ring = within - inner
     return inner[:, 1:], inner[:, 0], ring[:, 1:], ring[:, 0]

@@ -35,7 +35,7 @@ from typing import Any
 
 from marlscale.algorithms.config import TEAM_Q_DEFAULTS
 from marlscale.curriculum.schedules import CurriculumConfig
-from marlscale.envs import ENV_NAMES
+from marlscale.envs import ENV_NAMES, GAME_OF_ENV
 from marlscale.envs.config import TeamEnvConfig
 from marlscale.train import RESOURCE_KEYS, STOP_KEYS, TrainSpec
 
@@ -267,17 +267,12 @@ class SweepSpec:
         """W&B group: experiment/algorithm/game/N, plus any further axis but the seed."""
         spec = self.train_spec(point)
         parts = [self.experiment, spec.training.get("algorithm", TEAM_Q_DEFAULTS["algorithm"]),
-                 self._game_of(spec),
+                 GAME_OF_ENV.get(spec.env, spec.env),
                  f"N{spec.env_config.get('n_agents', TeamEnvConfig.n_agents)}"]
         for axis, value in point.items():
             if axis not in SHORTHAND_AXES:
                 parts.append(f"{axis.split('.')[-1]}={value}")
         return "/".join(str(p) for p in parts)
-
-    @staticmethod
-    def _game_of(spec: TrainSpec) -> str:
-        names = {name: game for game, name in ENV_NAMES.items()}
-        return names.get(spec.env, spec.env)
 
     def trial_name(self, point: dict[str, Any]) -> str:
         """e.g. qmix_N25_seed0_reward_mode-team (file-name safe)."""
