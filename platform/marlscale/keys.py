@@ -34,6 +34,8 @@ ALIVE_AT_END = "alive"
 N_ACTIVE = "n_active"
 OPPONENT_RETURN = "opponent_return"
 OPPONENT_RETURN_PER_AGENT = "opponent_return_per_agent"
+REWARD_DIFFERENCE = "reward_difference"
+"""This team's return per agent minus the other team's (the paper's Fig 7 metric)."""
 
 OBS_KEYS = (VIEWS, ALIVE, ACTIVE, NEIGHBOUR_MEAN_ACTION, TEAM_MEAN_ACTION, STATE, AGENT_REWARD)
 """Every observation column a team can have."""

@@ -21,6 +21,7 @@ from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import LEARNER_RESULTS
 
+from marlscale import keys
 from marlscale.algorithms.config import TeamQConfig
 from marlscale.algorithms.replay import TeamReplay
 from marlscale.curriculum import Curriculum, apply_stage
@@ -37,6 +38,7 @@ REPLAY_BYTES_PER_AGENT_STEP = "replay_bytes_per_agent_step"
 REPLAY_SIZE = "replay_transitions"
 EPISODES = "episodes"
 EVALUATION = "evaluation"
+TEAMS = "teams"
 MAX_MINIBATCHES_PER_CALL = 16
 
 
@@ -170,6 +172,20 @@ class TeamQ(Algorithm):
             if episodes:
                 for key, value in episode_means(episodes).items():
                     log((EPISODES, team, key), value, window=1)
+
+    @override(Algorithm)
+    def step(self) -> dict[str, Any]:
+        """RLlib's iteration result, plus which algorithm plays each side (`teams/<team>/
+        algorithm`) and the learning team's reward difference (`reward_difference`: its return
+        per agent minus the other team's, over the latest episodes), so that every result row
+        of a head-to-head run says who played whom."""
+        result = super().step()
+        teams = self.config.team_algorithms()
+        result[TEAMS] = {team: {"algorithm": name} for team, name in teams.items()}
+        first = result.get(EPISODES, {}).get(next(iter(teams)), {})
+        if keys.REWARD_DIFFERENCE in first:
+            result[keys.REWARD_DIFFERENCE] = first[keys.REWARD_DIFFERENCE]
+        return result
 
     # ---- evaluation -------------------------------------------------------------------------
     def evaluate_greedy(self, num_episodes: int) -> dict[str, dict[str, float]]:

@@ -111,6 +111,7 @@ class MagentTeamEnv(MultiAgentEnv):
             for pair in ((edge, first), (edge, last), (first, edge), (last, edge))
         ])
         self._rng = np.random.default_rng(self._default_seed)
+        self._walls = np.zeros((0, 2), dtype=np.int32)
         self._seeded = False
         self._t = 0
         if cfg.n_active is not None:
@@ -163,6 +164,23 @@ class MagentTeamEnv(MultiAgentEnv):
     def get_active(self, team: str) -> int:
         return int(next(t for t in self._learning if t.name == team).active.sum())
 
+    def snapshot(self) -> dict[str, Any]:
+        """The map as it is now, for pictures: `map_size`, `walls` (interior wall cells, (k, 2)
+        x, y; the border is always walled) and per team (game order) its `name`, `body` side
+        in cells, `slots` of the agents alive now, their `positions` ((n_alive, 2) x, y of
+        the body's top-left cell) and `active` (bool [N]: the policy controls the slot; a
+        random team is all False)."""
+        teams = []
+        for team in self._teams:
+            active = team.active.copy() if team.learning else np.zeros(team.n, dtype=bool)
+            teams.append({
+                "name": team.name, "body": self.game.body_size[team.index],
+                "slots": team.engine_slots.copy(),
+                "positions": np.asarray(self._engine.get_pos(team.handle), dtype=np.int32),
+                "active": active,
+            })
+        return {"map_size": self.map_size, "walls": self._walls.copy(), "teams": teams}
+
     # ---- gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is None and not self._seeded:
@@ -180,6 +198,7 @@ class MagentTeamEnv(MultiAgentEnv):
             self._rng, self.map_size, self.env_config.team_counts,
             self.env_config.resolved_wall_density,
         )
+        self._walls = layout.walls
         if len(layout.walls):
             engine.add_walls(method="custom", pos=layout.walls.tolist())
         self._pooler.set_walls(np.concatenate([self._border, layout.walls]))
@@ -346,6 +365,7 @@ class MagentTeamEnv(MultiAgentEnv):
             keys.N_ACTIVE: int(team.active.sum()),
             keys.OPPONENT_RETURN: other.episode_return,
             keys.OPPONENT_RETURN_PER_AGENT: other.episode_return / other.n,
+            keys.REWARD_DIFFERENCE: team.episode_return / team.n - other.episode_return / other.n,
         }
         metrics.update(team.events)
         return metrics

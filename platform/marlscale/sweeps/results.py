@@ -7,7 +7,9 @@
                               env_steps_sampled_lifetime, episodes/<team>/return_per_agent,
                               curriculum/stage, curriculum/n_active, learners/..., ...)
       trials.csv              one row per trial: trial_id, trial, axes, status, iterations,
-                              env steps, last return per agent, error
+                              env steps, the learning team's side (team), its last return per
+                              agent and reward difference, each learning side's algorithm and
+                              return per agent (<side>_algorithm, <side>_return_per_agent), error
       <trial>/                Tune's trial directory: params.json, result.json (JSON lines),
                               progress.csv, checkpoint_NNNNNN/, wandb/ (offline W&B runs)
       tuner.pkl, experiment_state-*.json   Tune's own state, for `marlscale sweep --resume`
@@ -22,6 +24,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from marlscale import keys
+from marlscale.sweeps.spec import SweepSpec
 from marlscale.train import flatten
 
 RESULTS_CSV = "results.csv"
@@ -59,13 +63,31 @@ def load_results(run_dir: str | Path, axes: list[str] | None = None):
     import pandas as pd
 
     if axes is None:
-        from marlscale.sweeps.spec import SweepSpec
-
         axes = SweepSpec.load(Path(run_dir) / "sweep.yaml").axes
     rows = [row for d in trial_dirs(run_dir) for row in _rows(d, axes)]
     frame = pd.DataFrame(rows)
     leading = [c for c in (*ID_COLUMNS, *axes) if c in frame.columns]
     return frame[leading + sorted(c for c in frame.columns if c not in leading)]
+
+
+def team_columns(params: dict[str, Any], last) -> dict[str, Any]:
+    """A trial's sides in its last result row, the learning team first: `team` (its side),
+    `return_per_agent` and `reward_difference` (its), then `<side>_algorithm` and
+    `<side>_return_per_agent` for every side that learns (both in a head-to-head run)."""
+    spec, point = SweepSpec.of_trial(params)
+    teams = spec.train_spec(point).algorithm_config().team_algorithms()
+    first = next(iter(teams))
+
+    def metric(team: str, key: str) -> float | None:
+        value = last.get(f"episodes/{team}/{key}") if len(last) else None
+        return None if value is None or value != value else float(value)
+
+    columns = {"team": first, "return_per_agent": metric(first, keys.RETURN_PER_AGENT),
+               "reward_difference": metric(first, keys.REWARD_DIFFERENCE)}
+    for team, algorithm in teams.items():
+        columns[f"{team}_algorithm"] = algorithm
+        columns[f"{team}_return_per_agent"] = metric(team, keys.RETURN_PER_AGENT)
+    return columns
 
 
 def write_tables(run_dir: str | Path, axes: list[str], result_grid=None) -> tuple[Path, Path]:
@@ -79,8 +101,6 @@ def write_tables(run_dir: str | Path, axes: list[str], result_grid=None) -> tupl
     if result_grid is not None:
         for result in result_grid:
             errors[Path(result.path).name] = repr(result.error) if result.error else ""
-    returns = [c for c in results.columns if c.endswith("/return_per_agent")
-               and c.startswith("episodes/")]
     trials = []
     for trial_dir in trial_dirs(run_dir):
         mine = results[results["trial"] == trial_dir.name] if len(results) else results
@@ -95,7 +115,7 @@ def write_tables(run_dir: str | Path, axes: list[str], result_grid=None) -> tupl
                                               else "UNKNOWN"),
             "iterations": int(last["training_iteration"]) if len(mine) else 0,
             "env_steps": int(last["env_steps_sampled_lifetime"]) if len(mine) else 0,
-            "return_per_agent": float(last[returns[0]]) if len(mine) and returns else None,
+            **team_columns(params, last),
             "error": error,
         })
     pd.DataFrame(trials).to_csv(run_dir / TRIALS_CSV, index=False)

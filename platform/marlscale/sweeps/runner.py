@@ -10,7 +10,6 @@ finished trial and restarts unfinished ones from their last checkpoints.
 
 from __future__ import annotations
 
-import copy
 import logging
 import posixpath
 import re
@@ -22,26 +21,19 @@ import yaml
 from marlscale import train
 from marlscale.algorithms.algorithm import TeamQ
 from marlscale.sweeps import results
-from marlscale.sweeps.spec import SweepSpec
+from marlscale.sweeps.spec import SPEC_KEY, SweepSpec
 
 logger = logging.getLogger(__name__)
 
-SPEC_KEY = "sweep"  # the trial config's copy of the spec (axes sit beside it)
 SPEC_FILE = "sweep.yaml"
 TUNE_STOP_KEYS = {"iterations": "training_iteration",
                   "env_steps": "env_steps_sampled_lifetime",
                   "time_s": "time_total_s"}
 
 
-def _spec_of(config: dict[str, Any]) -> tuple[SweepSpec, dict[str, Any]]:
-    values = copy.deepcopy(config[SPEC_KEY])
-    spec = SweepSpec(**values)  # validated by the driver before the sweep started
-    return spec, {axis: config[axis] for axis in spec.axes}
-
-
 def _algorithm_config(config):
     if isinstance(config, dict) and SPEC_KEY in config:
-        spec, point = _spec_of(config)
+        spec, point = SweepSpec.of_trial(config)
         return spec.train_spec(point).algorithm_config()
     return config
 
@@ -104,12 +96,12 @@ def refill_deleted_checkpoint(filesystem, path: str) -> str | None:
 
 
 def trial_name(trial) -> str:
-    spec, point = _spec_of(trial.config)
+    spec, point = SweepSpec.of_trial(trial.config)
     return f"{spec.trial_name(point)}_{trial.trial_id}"
 
 
 def wandb_group(config: dict[str, Any]) -> str:
-    spec, point = _spec_of(config)
+    spec, point = SweepSpec.of_trial(config)
     return spec.group(point)
 
 

@@ -11,6 +11,7 @@
       seed: [0, 1, 2, 3, 4]
       env_config.reward_mode: [team, individual]     # any env_config.<field>,
       training.curriculum.schedule: [none, linear]   # training.<setting>[.<curriculum field>]
+      pair: [[qmix, mfq], [mfq, mfqmix]]  # head-to-head: [algorithm, opponent_algorithm]
     stop: {env_steps: 200000}             # iterations | env_steps | time_s: whichever first
     resources: {num_cpus: 1, num_env_runners: 0, num_envs_per_env_runner: 1, num_gpus: 0}
     checkpoint_every: 10                  # iterations between trial checkpoints (+ at the end)
@@ -47,8 +48,13 @@ SHORTHAND_AXES = {  # grid shorthand -> where it lands in a trial's TrainSpec
     "n_agents": ("env_config", "n_agents"),
     "seed": ("seed",),
 }
+PAIR_AXIS = "pair"
+"""Head-to-head shorthand: each value [a, b] sets training.algorithm=a (the first team, red or
+predators) and training.opponent_algorithm=b (the second); needs env_config.opponent=learned."""
+PAIR_TARGETS = (("training", "algorithm"), ("training", "opponent_algorithm"))
 WANDB_KEYS = ("project", "mode", "entity")
 WANDB_MODES = ("auto", "offline", "online", "disabled")
+SPEC_KEY = "sweep"  # a trial config's copy of the spec (its axis values sit beside it)
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -56,8 +62,16 @@ class SpecError(ValueError):
     """A sweep spec that cannot run; the message names file, key path, value and allowed."""
 
 
+def _axis_targets(axis: str) -> tuple[tuple[str, ...], ...] | None:
+    """Where a grid axis's value lands in a TrainSpec dict (one place per element for the pair
+    axis), or None if the axis is unknown."""
+    if axis == PAIR_AXIS:
+        return PAIR_TARGETS
+    target = _axis_target(axis)
+    return None if target is None else (target,)
+
+
 def _axis_target(axis: str) -> tuple[str, ...] | None:
-    """Where a grid axis lands in a TrainSpec dict, or None if the axis is unknown."""
     if axis in SHORTHAND_AXES:
         return SHORTHAND_AXES[axis]
     parts = tuple(axis.split("."))
@@ -136,6 +150,12 @@ class SweepSpec:
         spec.validate()
         return spec
 
+    @classmethod
+    def of_trial(cls, config: dict[str, Any]) -> tuple[SweepSpec, dict[str, Any]]:
+        """The spec and grid point of a trial, from its Tune config (or params.json)."""
+        spec = cls(**copy.deepcopy(config[SPEC_KEY]))  # validated before the sweep started
+        return spec, {axis: config[axis] for axis in spec.axes}
+
     def fail(self, key: str, value: Any, allowed: str) -> SpecError:
         return SpecError(f"{self.source}: {key}={value!r} is invalid; allowed: {allowed}")
 
@@ -204,27 +224,34 @@ class SweepSpec:
         if not self.grid:
             raise self.fail("grid", self.grid, "a mapping of axes to non-empty lists "
                             "(at least 'algorithm', 'n_agents' or 'seed')")
-        allowed = (f"{', '.join(SHORTHAND_AXES)}, env_config.<field>, training.<setting>, "
-                   "training.curriculum.<field>")
+        allowed = (f"{', '.join(SHORTHAND_AXES)}, {PAIR_AXIS}, env_config.<field>, "
+                   "training.<setting>, training.curriculum.<field>")
         base = self._base()
-        targets = {}
+        taken: dict[tuple[str, ...], str] = {}
         for axis, values in self.grid.items():
-            target = _axis_target(str(axis))
-            if target is None:
+            targets = _axis_targets(str(axis))
+            if targets is None:
                 raise SpecError(f"{self.source}: key 'grid.{axis}' is unknown; allowed: {allowed}")
-            if target in targets.values():
+            if any(target in taken for target in targets):
                 raise self.fail(f"grid.{axis}", values, "one axis per setting (another axis "
                                 "sets the same one)")
-            targets[axis] = target
+            taken.update({target: axis for target in targets})
             if not isinstance(values, list) or not values:
                 raise self.fail(f"grid.{axis}", values, "a non-empty list")
             if len({repr(v) for v in values}) != len(values):
                 raise self.fail(f"grid.{axis}", values, "a list without repeated values")
-            fixed = _get(base, target)
-            if fixed is not None and axis != "game" and target != ("seed",):
-                where = ".".join(target) if target != ("env",) else "game"
-                raise self.fail(f"grid.{axis}", values,
-                                f"an axis not also fixed at '{where}'={fixed!r}")
+            if axis == PAIR_AXIS:
+                for value in values:
+                    if not (isinstance(value, list) and len(value) == 2
+                            and all(isinstance(v, str) for v in value)):
+                        raise self.fail(f"grid.{axis}", value, "pairs [algorithm, "
+                                        "opponent_algorithm] of algorithm names")
+            for target in targets:
+                fixed = _get(base, target)
+                if fixed is not None and axis != "game" and target != ("seed",):
+                    where = ".".join(target) if target != ("env",) else "game"
+                    raise self.fail(f"grid.{axis}", values,
+                                    f"an axis not also fixed at '{where}'={fixed!r}")
 
     # ---- expansion ------------------------------------------------------------------------
     @property
@@ -252,7 +279,10 @@ class SweepSpec:
         """The full training run of one grid point (validated)."""
         values = self._base()
         for axis, value in point.items():
-            _set(values, _axis_target(axis), copy.deepcopy(value))
+            targets = _axis_targets(axis)
+            parts = value if len(targets) > 1 else [value]
+            for target, part in zip(targets, parts):
+                _set(values, target, copy.deepcopy(part))
         if values["seed"] is None:
             values["seed"] = 0
         return TrainSpec.from_dict(values)
@@ -270,13 +300,16 @@ class SweepSpec:
                  GAME_OF_ENV.get(spec.env, spec.env),
                  f"N{spec.env_config.get('n_agents', TeamEnvConfig.n_agents)}"]
         for axis, value in point.items():
-            if axis not in SHORTHAND_AXES:
+            if axis == PAIR_AXIS:
+                parts[1] = "-vs-".join(value)
+            elif axis not in SHORTHAND_AXES:
                 parts.append(f"{axis.split('.')[-1]}={value}")
         return "/".join(str(p) for p in parts)
 
     def trial_name(self, point: dict[str, Any]) -> str:
-        """e.g. qmix_N25_seed0_reward_mode-team (file-name safe)."""
+        """e.g. qmix_N25_seed0_reward_mode-team, qmix-vs-mfq_N12_seed0 (file-name safe)."""
         labels = {"algorithm": "{}", "game": "{}", "n_agents": "N{}", "seed": "seed{}"}
-        parts = [labels[axis].format(value) if axis in labels
+        parts = ["-vs-".join(value) if axis == PAIR_AXIS
+                 else labels[axis].format(value) if axis in labels
                  else f"{axis.split('.')[-1]}-{value}" for axis, value in point.items()]
         return re.sub(r"[^A-Za-z0-9_.-]", "_", "_".join(parts))
