@@ -72,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--num-gpus", type=float, default=None, help="GPUs for the learner")
     train.add_argument("--run-dir", default=None,
                        help="output folder (default runs/train-<algorithm>-<time>)")
+    train.add_argument("--resume", default=None, metavar="RUN_DIR",
+                       help="continue a train run from its last checkpoint (its spec is "
+                            "RUN_DIR/spec.json; a stop flag given is the new total)")
+    train.add_argument("--from-checkpoint", default=None, metavar="CKPT[:TEAM]",
+                       help="start a new run's team modules from a checkpoint's weights (a "
+                            "checkpoint, train run or sweep trial directory; :TEAM takes that "
+                            "team's module for the learning team)")
     train.add_argument("--address", default=None,
                        help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     train.add_argument("--num-cpus", type=_positive_int, default=2,
@@ -188,13 +195,36 @@ def _train(args: argparse.Namespace) -> int:
 
     from marlscale import train
 
-    spec = _train_spec(args)  # everything is checked before Ray starts
-    algorithm = spec.training.get("algorithm", "qmix")
-    run_dir = Path(args.run_dir or f"runs/train-{algorithm}-{time.strftime('%Y%m%d-%H%M%S')}")
-    train.check_new_run_dir(run_dir)
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    # Everything is checked before Ray starts or anything is written.
+    if args.resume:
+        allowed = {"command", "resume", "address", "num_cpus", *train.STOP_KEYS}
+        given = [f"--{key.replace('_', '-')}" if key != "spec" else f"spec {args.spec!r}"
+                 for key, value in vars(args).items() if key not in allowed
+                 and value not in (None, [])]
+        if given:
+            raise ValueError(f"--resume {args.resume!r} is invalid with {', '.join(given)}; "
+                             "allowed: --resume RUN_DIR with a stop flag (--iterations, "
+                             "--env-steps, --time-s: the new total), --address, --num-cpus "
+                             "(the spec is RUN_DIR/spec.json)")
+        stop = {key: getattr(args, key) for key in train.STOP_KEYS
+                if getattr(args, key) is not None}
+        state = train.check_resumable(args.resume, stop or None)
+        run_dir = state.run_dir
+    else:
+        spec = _train_spec(args)
+        algorithm = spec.training.get("algorithm", "qmix")
+        run_dir = Path(args.run_dir or
+                       f"runs/train-{algorithm}-{time.strftime('%Y%m%d-%H%M%S')}")
+        train.check_new_run_dir(run_dir)
+        warm = train.check_warm_start(spec, args.from_checkpoint) \
+            if args.from_checkpoint else None
     _init_ray(args)
     try:
-        final = train.run(spec, run_dir, log=lambda line: print(line, flush=True))
+        final = train.resume(state, log=log) if args.resume else \
+            train.run(spec, run_dir, log=log, from_checkpoint=warm)
     finally:
         ray.shutdown()
     print(json.dumps({"run_dir": str(run_dir.resolve()),

@@ -13,6 +13,21 @@ A spec (YAML or JSON) has these top-level keys, every one optional:
 The run directory gets `spec.json` (the resolved spec), `metrics.jsonl` (one flattened row per
 iteration, appended as it goes), `metrics.csv` (the same rows, written at the end),
 `result.json` (last row + final greedy evaluation) and `checkpoints/iter_NNNNNN/`.
+
+Two ways to go on from earlier training, both checked before Ray starts:
+
+* `resume(check_resumable(RUN_DIR, stop))` (`marlscale train --resume RUN_DIR`) continues a
+  run, interrupted or finished, from its last checkpoint with RLlib's own restore: iteration,
+  counters, epsilon, curriculum stage, RNG states and (with `checkpoint_replay`) the replay
+  come back. A new stop is a total, as in Tune (iterations, env steps and seconds since the
+  run began); it replaces the spec's stop in spec.json. Rows of metrics.jsonl written after
+  the last checkpoint (a killed run) are dropped, so no iteration appears twice.
+* `run(spec, run_dir, from_checkpoint=check_warm_start(spec, CKPT))` (`marlscale train ...
+  --from-checkpoint CKPT[:team]`) starts a new run whose team modules begin with a
+  checkpoint's weights (online and target networks); counters, epsilon and the optimizer
+  start fresh. The checkpoint must be of the same game, and of the same algorithm, N, network
+  sizes and observation shapes for every team it starts; spec.json records it under
+  `from_checkpoint`.
 """
 
 from __future__ import annotations
@@ -33,6 +48,10 @@ SPEC_KEYS = ("env", "env_config", "training", "stop", "resources", "seed", "chec
              "eval_episodes")
 STOP_KEYS = ("iterations", "env_steps", "time_s")
 RESOURCE_KEYS = ("num_cpus", "num_env_runners", "num_envs_per_env_runner", "num_gpus")
+SPEC_FILE = "spec.json"
+METRICS_FILE = "metrics.jsonl"
+FRESH_BUFFERS = ("epsilon", "num_updates")
+"""Module buffers a warm start leaves at their new values (exploration, target-update count)."""
 
 
 @dataclass
@@ -187,17 +206,42 @@ def check_new_run_dir(run_dir: str | os.PathLike, name: str = "--run-dir",
                          f"folder{hint}")
 
 
-def run(spec: TrainSpec, run_dir: str | os.PathLike, *, log=print) -> dict[str, Any]:
-    """Train until a stop criterion; write the run directory; return the final result."""
+def run(spec: TrainSpec, run_dir: str | os.PathLike, *, log=print,
+        from_checkpoint: WarmStart | str | None = None) -> dict[str, Any]:
+    """Train until a stop criterion; write the run directory; return the final result.
+
+    `from_checkpoint`: start the team modules from a checkpoint's weights (a `WarmStart`, or
+    any form `check_warm_start` accepts)."""
     run_dir = Path(run_dir).resolve()
     check_new_run_dir(run_dir, "run dir")
+    warm = from_checkpoint
+    if isinstance(warm, (str, os.PathLike)):
+        warm = check_warm_start(spec, warm)
     algo = spec.algorithm_config().build_algo()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
-    rows: list[dict[str, Any]] = []
+    try:
+        if warm is not None:
+            warm.apply(algo)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        extra = {"from_checkpoint": warm.record()} if warm is not None else {}
+        _write_spec(run_dir, spec, extra)
+    except BaseException:
+        algo.stop()
+        raise
+    return _train(algo, spec, run_dir, [], log)
+
+
+def _write_spec(run_dir: Path, spec: TrainSpec, extra: dict[str, Any]) -> None:
+    (run_dir / SPEC_FILE).write_text(json.dumps({**asdict(spec), **extra}, indent=2))
+
+
+def _train(algo, spec: TrainSpec, run_dir: Path, rows: list[dict[str, Any]], log,
+           time_before: float = 0.0) -> dict[str, Any]:
+    """The training loop of `run` and `resume`: appends to metrics.jsonl, checkpoints, stops
+    the Algorithm; then metrics.csv (every row) and result.json. `rows`: earlier rows kept."""
+    rows = list(rows)
     start = time.perf_counter()
     try:
-        with (run_dir / "metrics.jsonl").open("w") as jsonl:
+        with (run_dir / METRICS_FILE).open("a") as jsonl:
             while True:
                 result = algo.train()
                 row = flatten(result)
@@ -206,7 +250,7 @@ def run(spec: TrainSpec, run_dir: str | os.PathLike, *, log=print) -> dict[str, 
                 jsonl.flush()
                 log(progress_line(result))
                 iteration = result["training_iteration"]
-                last = should_stop(spec, result, time.perf_counter() - start)
+                last = should_stop(spec, result, time_before + time.perf_counter() - start)
                 if last or (spec.checkpoint_every and iteration % spec.checkpoint_every == 0):
                     algo.save_to_path(str(run_dir / "checkpoints" / f"iter_{iteration:06d}"))
                 if last:
@@ -223,3 +267,200 @@ def run(spec: TrainSpec, run_dir: str | os.PathLike, *, log=print) -> dict[str, 
              "wall_s": time.perf_counter() - start}
     (run_dir / "result.json").write_text(json.dumps(final, indent=2))
     return final
+
+
+# ---- --resume ---------------------------------------------------------------------------------
+@dataclass
+class Resume:
+    """A `marlscale train` run to continue, as `check_resumable` found it."""
+
+    run_dir: Path
+    spec: TrainSpec
+    """From RUN_DIR/spec.json, with the new stop if one was given."""
+    checkpoint: Path
+    """The last checkpoint (RUN_DIR/checkpoints/iter_NNNNNN, the highest)."""
+    iteration: int
+    rows: list[dict[str, Any]]
+    """metrics.jsonl rows up to the checkpoint's iteration (later ones are trained again)."""
+    time_s: float
+    """Training time the run had spent at the checkpoint (its row's time_total_s)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """spec.json's keys besides the spec's (`from_checkpoint`), kept as they were."""
+
+
+def check_resumable(run_dir: str | os.PathLike, stop: dict[str, Any] | None = None,
+                    name: str = "--resume") -> Resume:
+    """Everything `resume` needs, checked before Ray starts or anything is written.
+
+    `stop`: a new stop (totals, as in Tune), replacing the spec's; None keeps the spec's."""
+    from marlscale.algorithms import checkpoints
+
+    given = str(run_dir)
+    allowed = "allowed: the run directory of a `marlscale train` run with a checkpoint"
+    run_dir = Path(run_dir).expanduser().resolve()
+    if not run_dir.is_dir():
+        problem = "is not a folder" if run_dir.exists() else "does not exist"
+        raise ValueError(f"{name} {given!r} {problem}; {allowed}")
+    spec_file = run_dir / SPEC_FILE
+    if not spec_file.is_file():
+        raise ValueError(f"{name} {given!r} is not a `marlscale train` run directory (it has no "
+                         f"{SPEC_FILE}); {allowed}")
+    try:
+        values = json.loads(spec_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{name} {given!r}: {SPEC_FILE} is not JSON ({error}); {allowed}") \
+            from None
+    extra = {key: values.pop(key) for key in list(values) if key not in SPEC_KEYS} \
+        if isinstance(values, dict) else {}
+    unknown = sorted(set(extra) - {"from_checkpoint"})
+    if unknown:
+        raise ValueError(f"{spec_file}: key {unknown[0]!r} is unknown; allowed: "
+                         f"{', '.join(SPEC_KEYS)}, from_checkpoint")
+    if stop:
+        values = {**values, "stop": dict(stop)}
+    spec = TrainSpec.from_dict(values, source=str(spec_file))
+    numbered = sorted(run_dir.glob("checkpoints/iter_*"))
+    if not any((path / checkpoints.MARKER).is_file() for path in numbered):
+        raise ValueError(f"{name} {given!r} has no checkpoint (no checkpoints/iter_*/ with "
+                         f"{checkpoints.MARKER}): the run was killed before its first "
+                         "checkpoint; allowed: a run with a checkpoint (set checkpoint_every "
+                         "to checkpoint during a run, not only at its end)")
+    checkpoint = checkpoints.load(run_dir, name)
+    rows = _rows_until(run_dir / METRICS_FILE, checkpoint.iteration)
+    at = rows[-1] if rows and rows[-1].get("training_iteration") == checkpoint.iteration else {}
+    progress = {"training_iteration": checkpoint.iteration,
+                "env_steps_sampled_lifetime": at.get("env_steps_sampled_lifetime", 0)}
+    time_s = float(at.get("time_total_s", 0.0))
+    if should_stop(spec, progress, time_s):
+        hint = ", ".join(f"--{key.replace('_', '-')} N" for key in STOP_KEYS)
+        raise ValueError(
+            f"{name} {given!r} has nothing to train: at its last checkpoint (iteration "
+            f"{checkpoint.iteration}, {int(progress['env_steps_sampled_lifetime'])} env steps, "
+            f"{time_s:.1f} s) it has already reached its stop ({_describe(spec.stop)}); "
+            f"allowed: a larger total stop ({hint}), e.g. --iterations "
+            f"{checkpoint.iteration + 10}")
+    return Resume(run_dir=run_dir, spec=spec, checkpoint=checkpoint.path,
+                  iteration=checkpoint.iteration, rows=rows, time_s=time_s, extra=extra)
+
+
+def _describe(stop: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in stop.items())
+
+
+def _rows_until(path: Path, iteration: int) -> list[dict[str, Any]]:
+    """metrics.jsonl's rows up to `iteration` (a last line cut short by a kill is dropped)."""
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ValueError(f"{path}: line {number} is not JSON; allowed: one JSON row "
+                                 "per line") from None
+    return [row for row in rows if row.get("training_iteration", 0) <= iteration]
+
+
+def resume(state: Resume | str | os.PathLike, *, stop: dict[str, Any] | None = None,
+           log=print) -> dict[str, Any]:
+    """Continue a `marlscale train` run from its last checkpoint until its (new) stop.
+
+    `state`: a `check_resumable` result, or the run directory (then checked with `stop`)."""
+    if not isinstance(state, Resume):
+        state = check_resumable(state, stop)
+    spec, run_dir = state.spec, state.run_dir
+    algo = spec.algorithm_config().build_algo()
+    try:
+        algo.restore_from_path(str(state.checkpoint))
+        # As Tune's Trainable.restore does: the rows' time_total_s goes on from the checkpoint.
+        algo._time_total = state.time_s
+        log(f"resuming {run_dir} at iteration {algo.iteration} from {state.checkpoint.name} "
+            f"until {_describe(spec.stop)}")
+        _write_spec(run_dir, spec, state.extra)
+        with (run_dir / METRICS_FILE).open("w") as jsonl:
+            jsonl.writelines(json.dumps(row) + "\n" for row in state.rows)
+    except BaseException:
+        algo.stop()
+        raise
+    return _train(algo, spec, run_dir, state.rows, log, time_before=state.time_s)
+
+
+# ---- --from-checkpoint ------------------------------------------------------------------------
+@dataclass
+class WarmStart:
+    """Starting weights of a new run's team modules, as `check_warm_start` loaded them."""
+
+    checkpoint: Path
+    teams: dict[str, str]
+    """The run's team -> the checkpoint's team whose module it starts from."""
+    states: dict[str, dict[str, Any]]
+    """The run's team -> module state (online and target networks, not FRESH_BUFFERS)."""
+
+    def record(self) -> dict[str, Any]:
+        """What spec.json says about it."""
+        return {"checkpoint": str(self.checkpoint), "teams": dict(self.teams)}
+
+    def apply(self, algo) -> None:
+        """Set the learner's modules, then sync the EnvRunners' (call right after building)."""
+        for team, state in self.states.items():
+            algo.learner_group.foreach_learner(
+                lambda learner, team=team, state=state: learner.module[team].set_state(state))
+        algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group,
+                                           inference_only=True)
+
+
+def check_warm_start(spec: TrainSpec, text: str | os.PathLike,
+                     name: str = "--from-checkpoint") -> WarmStart:
+    """The weights `run(spec, ..., from_checkpoint=text)` starts from, checked to fit (no Ray).
+
+    `text`: a checkpoint, `marlscale train` run or sweep trial directory (see
+    algorithms/checkpoints.py), optionally `:team` to start the run's learning team from that
+    team's module; without it, every team the run trains starts from the team of its name."""
+    from marlscale.algorithms import checkpoints
+    from marlscale.algorithms.registry import get_algorithm
+    from marlscale.envs import MagentTeamEnv
+
+    path, source_team = checkpoints.split_team(str(text))
+    checkpoint = checkpoints.load(path, name)
+    config = spec.algorithm_config()
+    env_config = config.team_env_config
+    algorithms = config.team_algorithms()
+    if source_team is None:
+        teams = {team: team for team in algorithms}
+    else:
+        if checkpoint.game == env_config.game:
+            checkpoint.policy(source_team, name)  # a team it lacks: names the ones it holds
+        teams = {next(iter(algorithms)): source_team}
+    counts = dict(zip(env_config.game_spec.team_names, env_config.team_counts))
+    wanted = {
+        teams[team]: {"algorithm": algorithms[team], "n_agents": counts[team],
+                      "mean_action": config.mean_action
+                      or get_algorithm(algorithms[team]).mean_action,
+                      **{key: getattr(config, key) for key in checkpoints.SIZE_KEYS}}
+        for team in teams
+    }
+    checkpoints.check_fits(checkpoint, wanted, env_config.game, name)
+    probe = MagentTeamEnv(env_config)
+    states = {}
+    for team, source in teams.items():
+        module = checkpoint.policies[source].load_module()
+        have = _shapes(module.observation_space, module.action_space)
+        want = _shapes(probe.observation_spaces[team], probe.action_spaces[team])
+        for key in sorted(set(have) & set(want)):
+            if have[key] != want[key]:
+                raise ValueError(
+                    f"{name} {str(checkpoint.path)!r}: its {source} module takes {key} of shape "
+                    f"{have[key]}; the run's {team} team has {want[key]}; allowed: a "
+                    "checkpoint whose env gives the same observation and action shapes (game, "
+                    "N, state_grid)")
+        states[team] = {key: value for key, value in module.get_state().items()
+                        if key not in FRESH_BUFFERS}
+    return WarmStart(checkpoint=checkpoint.path, teams=teams, states=states)
+
+
+def _shapes(observation_space, action_space) -> dict[str, tuple[int, ...]]:
+    shapes = {key: tuple(space.shape) for key, space in observation_space.spaces.items()}
+    shapes["actions"] = tuple(int(n) for n in action_space.nvec)
+    return shapes
