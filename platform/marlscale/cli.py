@@ -2,6 +2,9 @@
 
     marlscale train       one training run (IQL, VDN, QMIX, MFQ, MFQMIX) on Ray
     marlscale sweep       a tune_specs/ grid on Ray Tune (local, or a cluster), resumable
+    marlscale evaluate    a checkpoint's policy against random or another checkpoint
+    marlscale league      algorithms trained head-to-head, then cross-played
+    marlscale render      one greedy episode as a GIF
     marlscale rollout     random-policy rollouts of both games on Ray
     marlscale bench env   team-env vs raw magent2 throughput, as JSON
     marlscale bench train sampling / training / learner throughput, as JSON
@@ -22,6 +25,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is invalid; allowed: an integer >= 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is invalid; allowed: an integer >= 0")
     return value
 
 
@@ -97,6 +107,48 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--num-cpus", type=_positive_int, default=None,
                        help="CPUs of the local Ray, when one is started (default: all)")
 
+    evaluate = commands.add_parser(
+        "evaluate", help="greedy episodes of a checkpoint's policy against random or another "
+        "checkpoint (cross-play), spread over Ray EnvRunners",
+        description="Greedy evaluation of a checkpoint's team policy. CHECKPOINT is a "
+        "checkpoint directory, a `marlscale train` run directory or a sweep trial directory "
+        "(its last checkpoint), optionally with a team: CKPT:red, CKPT:blue, CKPT:predator.")
+    evaluate.add_argument("checkpoint", metavar="CHECKPOINT",
+                          help="CKPT[:team] (default team: the checkpoint's learning team)")
+    _add_matchup_flags(evaluate)
+    evaluate.add_argument("--episodes", type=_positive_int, default=10,
+                          help="episodes (default 10)")
+    evaluate.add_argument("--json", default=None, metavar="OUT",
+                          help="also write the figures as JSON to OUT")
+    evaluate.add_argument("--num-env-runners", type=int, default=None,
+                          help="EnvRunners to spread the episodes over (default: the cluster's "
+                               "CPUs, at most one per episode; 0: in this process)")
+    _add_ray_flags(evaluate, default_cpus=2)
+
+    league = commands.add_parser(
+        "league", help="train every pair of algorithms head-to-head (a Tune sweep), then "
+                       "cross-play every policy: league.csv, ratings.csv, matchups.csv")
+    league.add_argument("spec", nargs="?", default=None,
+                        help="the league spec (e.g. tune_specs/fig7_league.yaml)")
+    league.add_argument("--resume", default=None, metavar="RUN_DIR",
+                        help="continue an interrupted league (its training, then cross-play)")
+    league.add_argument("--run-dir", default=None,
+                        help="output folder (default $MARLSCALE_RUNS or ~/marlscale_runs, "
+                             "then leagues/<experiment>-<time>)")
+    _add_ray_flags(league, default_cpus=None)
+
+    render = commands.add_parser(
+        "render", help="one greedy episode of a checkpoint's policy as an animated GIF "
+                       "(headless)")
+    render.add_argument("checkpoint", metavar="CHECKPOINT", help="CKPT[:team]")
+    _add_matchup_flags(render)
+    render.add_argument("--steps", type=_positive_int, default=None,
+                        help="at most this many steps (default: the whole episode)")
+    render.add_argument("--fps", type=float, default=10.0, help="frames per second (default 10)")
+    render.add_argument("--cell", type=_positive_int, default=None,
+                        help="pixels per map cell (default: fit about 480 pixels)")
+    render.add_argument("--out", required=True, help="the GIF to write (its folder must exist)")
+
     bench = commands.add_parser("bench", help="benchmarks that print JSON")
     targets = bench.add_subparsers(dest="target", required=True)
     env = targets.add_parser("env", help="team env vs raw magent2 agent-steps/s")
@@ -108,6 +160,103 @@ def _parser() -> argparse.ArgumentParser:
     train_bench.add_argument("--steps", type=_positive_int, default=1000,
                              help="env steps per measurement")
     return parser
+
+
+def _add_matchup_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--opponent", default=None, metavar="random|CKPT[:team]",
+                        help="the other side: random, or a team of a checkpoint of the same "
+                             "game and N (default: the checkpoint's other team when it holds "
+                             "one, else random)")
+    parser.add_argument("--side", default=None,
+                        help="the side the policy plays (default: the side it was trained on)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0,
+                        help="evaluation seed: maps, random agents and draws (default 0)")
+    parser.add_argument("--epsilon", type=float, default=0.0,
+                        help="per-agent random-action rate (default 0: greedy)")
+
+
+def _add_ray_flags(parser: argparse.ArgumentParser, default_cpus: int | None) -> None:
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--num-cpus", type=_positive_int, default=default_cpus,
+                        help="CPUs of the local Ray, when one is started (default: "
+                             f"{default_cpus or 'all'})")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import ray
+
+    from marlscale.evaluation.evaluate import Evaluation, check_out, table, write_json
+
+    # Everything is checked before Ray starts.
+    out = check_out(args.json, ".json", "--json") if args.json else None
+    if args.num_env_runners is not None and args.num_env_runners < 0:
+        raise ValueError(f"--num-env-runners {args.num_env_runners} is invalid; allowed: an "
+                         "integer >= 0")
+    evaluation = Evaluation.prepare(args.checkpoint, args.opponent, args.side, args.episodes,
+                                    args.seed, args.epsilon)
+    _init_ray(args)
+    try:
+        runners = args.num_env_runners
+        if runners is None:
+            runners = min(args.episodes, max(1, int(ray.cluster_resources().get("CPU", 1))))
+        report = evaluation.run(runners)
+    finally:
+        ray.shutdown()
+    print(table(report))
+    if out is not None:
+        write_json(out, report)
+        print(f"# figures written to {out}", file=sys.stderr)
+    return 0
+
+
+def _league(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    import pandas as pd
+    import ray
+
+    from marlscale import train
+    from marlscale.evaluation import league
+
+    if args.resume:
+        if args.spec or args.run_dir:
+            raise ValueError(f"--resume {args.resume!r} is invalid with a spec or --run-dir; "
+                             f"allowed: --resume RUN_DIR alone (the spec is RUN_DIR/"
+                             f"{league.LEAGUE_FILE})")
+        run_dir = Path(args.resume)
+        spec = league.check_resumable(run_dir)
+    else:
+        if not args.spec:
+            raise ValueError("spec=None is invalid; allowed: a league spec file "
+                             "(tune_specs/fig7_league.yaml) or --resume RUN_DIR")
+        spec = league.LeagueSpec.load(args.spec)
+        root = Path(os.environ.get("MARLSCALE_RUNS", "~/marlscale_runs")).expanduser()
+        run_dir = Path(args.run_dir) if args.run_dir else \
+            root / "leagues" / f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+        train.check_new_run_dir(run_dir, hint=" (continue an interrupted league with "
+                                "--resume RUN_DIR)")
+    _init_ray(args)
+    try:
+        summary = league.run(spec, run_dir, resume=bool(args.resume),
+                             log=lambda line: print(line, flush=True))
+    finally:
+        ray.shutdown()
+    print(league.format_league(pd.read_csv(summary["files"]["league"]),
+                               pd.read_csv(summary["files"]["ratings"])))
+    print(json.dumps({k: v for k, v in summary.items() if k != "ratings"}, indent=2))
+    return 1 if summary["errored"] else 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from marlscale.evaluation.render import render
+
+    info = render(args.checkpoint, args.out, opponent=args.opponent, side=args.side,
+                  steps=args.steps, seed=args.seed, epsilon=args.epsilon, fps=args.fps,
+                  cell=args.cell)
+    print(json.dumps({k: v for k, v in info.items() if k != "alive"}, indent=2))
+    return 0
 
 
 def _init_ray(args: argparse.Namespace) -> None:
@@ -289,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
+        if args.command == "league":
+            return _league(args)
+        if args.command == "render":
+            return _render(args)
         return _bench(args)
     except ValueError as error:  # bad config: one clear line, no traceback
         print(f"marlscale: error: {error}", file=sys.stderr)

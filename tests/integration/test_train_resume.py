@@ -256,8 +256,8 @@ SAME = "; allowed: a checkpoint of the same algorithm, N and network sizes"
     (["--algorithm", "mfqmix"], [HAS, "the run asks for mfqmix, N=4, hidden=32",
                                  "mean_action=neighbour" + SAME]),
     (["--from-checkpoint", "{battle}"],
-     ["--from-checkpoint '{battle}' is a battle checkpoint; allowed: a adversarial_pursuit "
-      "checkpoint"]),
+     ["--from-checkpoint '{battle}' is a checkpoint of battle; allowed: a checkpoint of "
+      "adversarial_pursuit"]),
     (["--from-checkpoint", "{source}:prey"],
      ["--from-checkpoint '{ckpt}':prey is invalid: the checkpoint holds no team 'prey'; "
       "allowed: predator"]),

@@ -189,8 +189,8 @@ def check_fits(checkpoint: TeamCheckpoint, wanted: dict[str, TeamPolicy | dict[s
     algorithm, N and network sizes. `wanted`: {team: {"algorithm", "n_agents", sizes...}}."""
     where = f"{name} {str(checkpoint.path)!r}"
     if checkpoint.game != game:
-        raise ValueError(f"{where} is a {checkpoint.game} checkpoint; allowed: a {game} "
-                         "checkpoint (the run's game)")
+        raise ValueError(f"{where} is a checkpoint of {checkpoint.game}; allowed: a checkpoint "
+                         f"of {game} (the run's game)")
     for team, want in wanted.items():
         if team not in checkpoint.policies:
             raise ValueError(f"{where} holds no team {team!r} (it holds "

@@ -1,0 +1,234 @@
+"""Policies from checkpoints playing each other (or a random team) on Ray EnvRunners.
+
+A `Contestant` is one team policy of a checkpoint (`CKPT[:team]`) or the random policy. An
+`Arena` is a group of RLlib EnvRunners (`TeamEnvRunner`, one Ray actor each) holding a
+head-to-head env of one game and N and every contestant's module; `Arena.play(games)` spreads
+the games over the runners. Each game is one episode with its own seed: the env's map and
+random agents, epsilon-greedy draws and random teams all follow that seed, so results do not
+depend on how many runners there are, and the same seed gives the same numbers.
+
+Any team policy may play any side whose observations and actions it fits: in battle a
+red-trained policy can play blue (the map is mirrored for it); in pursuit predators only play
+predators. A policy keeps the curriculum stage of its checkpoint: under incremental learning
+the agents it never trained act at random, as they did in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from marlscale import keys
+from marlscale.algorithms import checkpoints
+from marlscale.envs.config import TeamEnvConfig
+
+RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class Contestant:
+    """A team policy of a checkpoint, or the random policy (`policy is None`)."""
+
+    label: str
+    """How reports name it: 'random', or the checkpoint path with its team ('CKPT:red')."""
+    checkpoint: checkpoints.TeamCheckpoint | None = None
+    policy: checkpoints.TeamPolicy | None = None
+
+    @property
+    def is_random(self) -> bool:
+        return self.policy is None
+
+    @property
+    def algorithm(self) -> str:
+        return RANDOM if self.policy is None else self.policy.algorithm
+
+    @property
+    def trained_side(self) -> str | None:
+        return None if self.policy is None else self.policy.team
+
+    @property
+    def n_active(self) -> int | None:
+        """Agents its policy controls (its checkpoint's curriculum stage); None: random."""
+        return None if self.policy is None else self.checkpoint.n_active[self.policy.team]
+
+    def describe(self) -> dict[str, Any]:
+        return {"policy": self.label, "algorithm": self.algorithm,
+                "trained_side": self.trained_side, "n_active": self.n_active,
+                "iteration": None if self.checkpoint is None else self.checkpoint.iteration}
+
+
+def contestant(text: str, name: str = "CHECKPOINT") -> Contestant:
+    """'random', or 'CKPT[:team]' read from disk (checked, no Ray)."""
+    if text == RANDOM:
+        return Contestant(label=RANDOM)
+    path, team = checkpoints.split_team(text)
+    checkpoint = checkpoints.load(path, name)
+    policy = checkpoint.policy(team, name)
+    return Contestant(label=f"{checkpoint.path}:{policy.team}", checkpoint=checkpoint,
+                      policy=policy)
+
+
+def arena_env_config(contestants: list[Contestant], names: list[str]) -> TeamEnvConfig:
+    """The head-to-head env every contestant can play in: the first checkpoint's game, map and
+    episode length, with both teams as agent ids. Raises unless all share the game and N."""
+    trained = [(c, n) for c, n in zip(contestants, names) if not c.is_random]
+    if not trained:
+        raise ValueError(f"{names[0]}=random is invalid against a random opponent; allowed: a "
+                         "checkpoint on at least one side")
+    first, first_name = trained[0]
+    base = first.checkpoint.env_config
+    for other, other_name in trained[1:]:
+        env = other.checkpoint.env_config
+        if env.game != base.game:
+            raise ValueError(
+                f"{other_name} {other.label!r} is a checkpoint of {env.game} and {first_name} "
+                f"{first.label!r} of {base.game}; allowed: checkpoints of the same game")
+        if env.team_counts != base.team_counts:
+            raise ValueError(
+                f"{other_name} {other.label!r} was trained at N={_counts(env)} and {first_name} "
+                f"{first.label!r} at N={_counts(base)}; allowed: checkpoints of the same N "
+                "(cross-play needs the same team sizes)")
+    values = base.to_dict()
+    values.update(opponent="learned", n_active=None)
+    return TeamEnvConfig.from_dict(values)
+
+
+def _counts(env: TeamEnvConfig) -> str:
+    names = env.game_spec.team_names
+    return ", ".join(f"{n} {team}" for team, n in zip(names, env.team_counts))
+
+
+def check_side(contestant: Contestant, side: str, env_config: TeamEnvConfig, name: str) -> None:
+    """Raise unless the contestant's policy fits `side` (its views, actions and N)."""
+    if contestant.is_random:
+        return
+    spaces = _side_spaces(env_config)
+    if side not in spaces:
+        raise ValueError(f"--side {side!r} is invalid; allowed: {', '.join(spaces)}")
+    views, n_actions = spaces[side]
+    policy = contestant.policy
+    if (policy.n_agents, *policy.view_shape) != views or policy.n_actions != n_actions:
+        raise ValueError(
+            f"{name} {contestant.label!r} cannot play {side}: its policy sees {policy.n_agents} "
+            f"agents' {policy.view_shape} views with {policy.n_actions} actions; {side} has "
+            f"{views[0]} agents, {views[1:]} views and {n_actions} actions; allowed sides: "
+            + ", ".join(s for s, (v, a) in spaces.items()
+                        if (policy.n_agents, *policy.view_shape) == v
+                        and policy.n_actions == a))
+
+
+def _side_spaces(env_config: TeamEnvConfig) -> dict[str, tuple[tuple[int, ...], int]]:
+    from marlscale.envs.team_env import MagentTeamEnv
+
+    env = MagentTeamEnv(env_config)
+    return {team: (tuple(int(d) for d in space[keys.VIEWS].shape),
+                   int(env.action_spaces[team].nvec[0]))
+            for team, space in env.observation_spaces.items()}
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    """The seed of one episode of an evaluation with `seed` (independent streams)."""
+    return int(np.random.SeedSequence([seed, episode]).generate_state(1)[0] % (2**31 - 1))
+
+
+@dataclass(frozen=True)
+class Game:
+    """One episode to play: who plays each side, with which seed and epsilon."""
+
+    index: int
+    sides: dict[str, str | None]
+    """{side: contestant key in the arena, or None for the random policy}."""
+    seed: int
+    epsilon: float = 0.0
+    tags: dict[str, Any] = field(default_factory=dict)
+    """Anything the caller wants back with the result (matchup ids and the like)."""
+
+
+def play_episode(env, game: Game, policies: dict[str, Any], n_active: dict[str, int],
+                 on_step=None) -> dict[str, dict[str, float]]:
+    """Play one game in `env` (a head-to-head MagentTeamEnv); both sides' episode metrics.
+    `on_step(env, step, infos)` is called after the reset (step 0) and after every step."""
+    import torch
+
+    generator = torch.Generator().manual_seed(game.seed)
+    rng = np.random.default_rng(game.seed)
+    for side, key in game.sides.items():
+        env.set_active(env.action_spaces[side].shape[0] if key is None else n_active[key], side)
+    obs, infos = env.reset(seed=game.seed)
+    step = 0
+    if on_step is not None:
+        on_step(env, step, infos)
+    while True:
+        actions = {}
+        for side, key in game.sides.items():
+            space = env.action_spaces[side]
+            if key is None:
+                actions[side] = rng.integers(0, space.nvec[0], space.shape[0])
+                continue
+            module = policies[key]
+            batch = {k: torch.from_numpy(v[None]) for k, v in obs[side].items()}
+            with torch.no_grad():
+                module.epsilon.fill_(game.epsilon)
+                chosen = module.explore_actions(batch, generator) if game.epsilon > 0 \
+                    else module.greedy_actions(batch)
+            actions[side] = chosen[0].numpy()
+        obs, _, terminated, truncated, infos = env.step(actions)
+        step += 1
+        if on_step is not None:
+            on_step(env, step, infos)
+        if terminated["__all__"] or truncated["__all__"]:
+            return {side: infos[side][keys.EPISODE] for side in game.sides}
+
+
+def _play(runner, games: list[Game], policies: dict[str, Any], n_active: dict[str, int],
+          num_runners: int) -> list[dict[str, Any]]:
+    """On an EnvRunner: play its share of `games` (every `num_runners`-th one; a local runner
+    plays all); one result per game, the env's episode metrics of both sides."""
+    env = runner.team_envs[0]
+    share = runner.worker_index or 0
+    return [{"index": game.index, "sides": dict(game.sides), "tags": dict(game.tags),
+             "metrics": play_episode(env, game, policies, n_active)}
+            for game in games if not share or game.index % num_runners == share - 1]
+
+
+class Arena:
+    """EnvRunners with a head-to-head env and every contestant's module, ready to play."""
+
+    def __init__(self, env_config: TeamEnvConfig, contestants: dict[str, Contestant],
+                 num_env_runners: int):
+        from ray.rllib.env.env_runner_group import EnvRunnerGroup
+
+        from marlscale.algorithms.config import TeamQConfig
+        from marlscale.envs import ENV_NAMES
+
+        config = (
+            TeamQConfig()
+            .environment(ENV_NAMES[env_config.game], env_config=env_config.to_dict())
+            .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=1)
+        )
+        config.validate()
+        self.num_env_runners = num_env_runners
+        self.group = EnvRunnerGroup(config=config, local_env_runner=num_env_runners == 0)
+        modules = {key: c.policy.load_module() for key, c in contestants.items()
+                   if not c.is_random}
+        n_active = {key: c.n_active for key, c in contestants.items() if not c.is_random}
+        self._modules, self._n_active = modules, n_active
+
+    def play(self, games: list[Game]) -> list[dict[str, Any]]:
+        """Every game's result, in game order, played across the EnvRunners."""
+        modules, n_active, count = self._modules, self._n_active, self.num_env_runners
+
+        def run(runner):
+            return _play(runner, games, modules, n_active, count)
+
+        per_runner = self.group.foreach_env_runner(run, local_env_runner=count == 0)
+        results = sorted((r for rs in per_runner for r in rs), key=lambda r: r["index"])
+        if len(results) != len(games):
+            raise RuntimeError(f"{len(games) - len(results)} of {len(games)} evaluation "
+                               "episodes were lost with a failed EnvRunner")
+        return results
+
+    def stop(self) -> None:
+        self.group.stop()

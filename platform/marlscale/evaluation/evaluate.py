@@ -1,0 +1,220 @@
+"""`marlscale evaluate`: greedy episodes of a checkpoint's policy against another policy.
+
+    marlscale evaluate CKPT[:team] [--opponent random|CKPT[:team]] [--side SIDE]
+                       [--episodes K] [--seed S] [--epsilon E] [--json OUT]
+
+The policy plays the side it was trained on (or `--side`), the opponent the other side. The
+default opponent is the checkpoint's other team when it holds one (a head-to-head run), else
+the random team. Per side it reports, over the K episodes: return per agent (mean, std, 95%
+confidence interval), kills, deaths and survivors at the end (tags in pursuit), the reward
+difference (this side's return per agent minus the other's, with its 95% CI) and the win rate
+(episodes the side ends with more survivors or, with equal survivors, a higher return per
+agent; exact ties are draws). Intervals are Student-t intervals over episodes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from marlscale import keys
+from marlscale.evaluation.arena import (
+    RANDOM,
+    Arena,
+    Contestant,
+    Game,
+    arena_env_config,
+    check_side,
+    contestant,
+    episode_seed,
+)
+
+EVENTS = ("kills", "deaths", "tags", "tagged")
+"""Episode counts reported where the game has them (battle: kills, deaths; pursuit: tags)."""
+SURVIVORS = "survivors"
+
+
+def check_out(out: str | os.PathLike, suffix: str = ".gif", name: str = "--out") -> Path:
+    """An output file path whose folder exists and is writable (checked before any work)."""
+    path = Path(out).expanduser()
+    folder = path.parent.resolve()
+    if path.suffix.lower() != suffix:
+        raise ValueError(f"{name} {str(out)!r} is invalid; allowed: a {suffix} file")
+    if not folder.is_dir():
+        raise ValueError(f"{name} {str(out)!r} is invalid: folder {str(folder)!r} does not "
+                         "exist; allowed: a file in an existing, writable folder")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{name} {str(out)!r} is invalid: folder {str(folder)!r} is not "
+                         "writable; allowed: a file in an existing, writable folder")
+    return path
+
+
+def write_json(path: Path, values: dict[str, Any]) -> None:
+    """Write JSON whole or not at all (a temporary file in the same folder, then a rename)."""
+    import json
+    import tempfile
+
+    handle, temporary = tempfile.mkstemp(suffix=".json", dir=path.parent)
+    with os.fdopen(handle, "w") as out:
+        json.dump(values, out, indent=2)
+    os.replace(temporary, path)
+
+
+def interval(values: list[float] | np.ndarray) -> dict[str, Any]:
+    """Mean, std and the 95% Student-t confidence interval of the mean (None with one value)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    mean = float(values.mean())
+    std = float(values.std(ddof=1)) if n > 1 else 0.0
+    if n < 2:
+        return {"mean": mean, "std": std, "ci95": None, "n": n}
+    half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n))
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n}
+
+
+def outcome(mine: dict[str, float], theirs: dict[str, float]) -> float:
+    """1 for a win, 0.5 for a draw, 0 for a loss: more survivors, else a higher return/agent."""
+    for key in (keys.ALIVE_AT_END, keys.RETURN_PER_AGENT):
+        if mine[key] != theirs[key]:
+            return 1.0 if mine[key] > theirs[key] else 0.0
+    return 0.5
+
+
+def side_summary(results: list[dict[str, Any]], side: str, other: str) -> dict[str, Any]:
+    """A side's figures over episodes (`results` as `Arena.play` returns them)."""
+    mine = [r["metrics"][side] for r in results]
+    theirs = [r["metrics"][other] for r in results]
+    outcomes = [outcome(a, b) for a, b in zip(mine, theirs)]
+    summary = {
+        keys.RETURN_PER_AGENT: interval([m[keys.RETURN_PER_AGENT] for m in mine]),
+        keys.REWARD_DIFFERENCE: interval([m[keys.REWARD_DIFFERENCE] for m in mine]),
+        "win_rate": float(np.mean([o == 1.0 for o in outcomes])),
+        "draw_rate": float(np.mean([o == 0.5 for o in outcomes])),
+        SURVIVORS: interval([m[keys.ALIVE_AT_END] for m in mine]),
+    }
+    for event in EVENTS:
+        if event in mine[0]:
+            summary[event] = interval([m[event] for m in mine])
+    summary[keys.LENGTH] = interval([m[keys.LENGTH] for m in mine])
+    return summary
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A checked evaluation: who plays which side, in which env, how many episodes."""
+
+    sides: dict[str, Contestant]
+    env_config: Any
+    episodes: int
+    seed: int
+    epsilon: float
+
+    @classmethod
+    def prepare(cls, checkpoint: str, opponent: str | None = None, side: str | None = None,
+                episodes: int = 10, seed: int = 0, epsilon: float = 0.0) -> Evaluation:
+        """Read and check everything (no Ray): bad input raises ValueError naming it."""
+        if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+            raise ValueError(f"--episodes {episodes!r} is invalid; allowed: an integer >= 1")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"--seed {seed!r} is invalid; allowed: an integer >= 0")
+        if not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon)
+                and 0.0 <= epsilon <= 1.0):
+            raise ValueError(f"--epsilon {epsilon!r} is invalid; allowed: a number in [0, 1]")
+        if checkpoint == RANDOM:
+            raise ValueError("CHECKPOINT 'random' is invalid; allowed: a checkpoint (the "
+                             "random policy can only be the --opponent)")
+        policy = contestant(checkpoint, "CHECKPOINT")
+        if opponent is None:
+            others = [t for t in policy.checkpoint.policies if t != policy.policy.team]
+            opponent = f"{policy.checkpoint.path}:{others[0]}" if others else RANDOM
+        rival = contestant(opponent, "--opponent")
+        env_config = arena_env_config([policy, rival], ["CHECKPOINT", "--opponent"])
+        names = list(env_config.game_spec.team_names)
+        mine = side or policy.trained_side
+        if mine not in names:
+            raise ValueError(f"--side {mine!r} is invalid for {env_config.game}; allowed: "
+                             f"{', '.join(names)}")
+        theirs = names[1 - names.index(mine)]
+        check_side(policy, mine, env_config, "CHECKPOINT")
+        check_side(rival, theirs, env_config, "--opponent")
+        return cls(sides={mine: policy, theirs: rival}, env_config=env_config,
+                   episodes=episodes, seed=seed, epsilon=float(epsilon))
+
+    def games(self, keys_of: dict[str, str | None] | None = None) -> list[Game]:
+        sides = keys_of or {side: None if c.is_random else side for side, c in self.sides.items()}
+        return [Game(index=i, sides=sides, seed=episode_seed(self.seed, i), epsilon=self.epsilon)
+                for i in range(self.episodes)]
+
+    def run(self, num_env_runners: int) -> dict[str, Any]:
+        """Play the episodes on `num_env_runners` EnvRunners (0: in this process); the report.
+        Ray must be running."""
+        import time
+
+        start = time.perf_counter()
+        arena = Arena(self.env_config, {s: c for s, c in self.sides.items() if not c.is_random},
+                      num_env_runners)
+        try:
+            results = arena.play(self.games())
+        finally:
+            arena.stop()
+        first, second = self.sides
+        report = {
+            "game": self.env_config.game,
+            "n_agents": dict(zip(self.env_config.game_spec.team_names,
+                                 self.env_config.team_counts)),
+            "map_size": self.env_config.resolved_map_size,
+            "max_cycles": self.env_config.resolved_max_cycles,
+            "episodes": self.episodes, "seed": self.seed, "epsilon": self.epsilon,
+            "sides": {
+                side: {**self.sides[side].describe(),
+                       **side_summary(results, side, second if side == first else first)}
+                for side in (first, second)
+            },
+        }
+        report["wall_s"] = round(time.perf_counter() - start, 2)
+        report["num_env_runners"] = num_env_runners
+        return report
+
+
+def _cell(stat: dict[str, Any], digits: int = 2) -> str:
+    return f"{stat['mean']:+.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def _ci(stat: dict[str, Any]) -> str:
+    ci = stat["ci95"]
+    return "n/a" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def table(report: dict[str, Any]) -> str:
+    """The report as a readable table (one row per side)."""
+    import pandas as pd
+
+    rows = []
+    for side, s in report["sides"].items():
+        row = {"side": side, "algorithm": s["algorithm"],
+               "return/agent": _cell(s[keys.RETURN_PER_AGENT]),
+               "95% CI": _ci(s[keys.RETURN_PER_AGENT]),
+               "reward diff": _cell(s[keys.REWARD_DIFFERENCE]),
+               "diff 95% CI": _ci(s[keys.REWARD_DIFFERENCE]),
+               "win rate": f"{s['win_rate']:.2f}", "draws": f"{s['draw_rate']:.2f}"}
+        for event in (*EVENTS, SURVIVORS):
+            if event in s:
+                row[event] = f"{s[event]['mean']:.1f}"
+        rows.append(row)
+    header = (f"{report['game']} {' v '.join(str(n) for n in report['n_agents'].values())}, "
+              f"{report['episodes']} episodes (seed {report['seed']}, epsilon "
+              f"{report['epsilon']}), {report['wall_s']:.1f} s on "
+              f"{max(report['num_env_runners'], 1)} EnvRunner(s)")
+    policies = "\n".join(
+        f"  {side}: the random policy" if s["algorithm"] == RANDOM else
+        f"  {side}: {s['policy']} ({s['algorithm']}, trained as {s['trained_side']}, iteration "
+        f"{s['iteration']}, {s['n_active']} agents controlled)"
+        for side, s in report["sides"].items())
+    return f"{header}\n{policies}\n\n{pd.DataFrame(rows).to_string(index=False)}"
