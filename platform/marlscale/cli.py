@@ -56,10 +56,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="seeds per game, one Ray task each (default 1)")
     rollout.add_argument("--max-cycles", type=_positive_int, default=None,
                          help="episode length limit (default: the game's)")
-    rollout.add_argument("--address", default=None,
-                         help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    rollout.add_argument("--num-cpus", type=_positive_int, default=2,
-                         help="CPUs of the local Ray, when one is started (default 2)")
+    _add_ray_flags(rollout, default_cpus=2)
 
     train = commands.add_parser("train", help="train one run from a spec file and/or flags")
     train.add_argument("spec", nargs="?", default=None,
@@ -89,23 +86,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="start a new run's team modules from a checkpoint's weights (a "
                             "checkpoint, train run or sweep trial directory; :TEAM takes that "
                             "team's module for the learning team)")
-    train.add_argument("--address", default=None,
-                       help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    train.add_argument("--num-cpus", type=_positive_int, default=2,
-                       help="CPUs of the local Ray, when one is started (default 2)")
+    _add_ray_flags(train, default_cpus=2)
 
     sweep = commands.add_parser(
         "sweep", help="run a sweep spec (tune_specs/*.yaml) on Ray Tune, or resume one")
-    sweep.add_argument("spec", nargs="?", default=None, help="the sweep spec (YAML)")
-    sweep.add_argument("--resume", default=None, metavar="RUN_DIR",
-                       help="continue an interrupted sweep from its run directory")
-    sweep.add_argument("--run-dir", default=None,
-                       help="output folder (default $MARLSCALE_RUNS or ~/marlscale_runs, "
-                            "then sweeps/<experiment>-<time>)")
-    sweep.add_argument("--address", default=None,
-                       help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    sweep.add_argument("--num-cpus", type=_positive_int, default=None,
-                       help="CPUs of the local Ray, when one is started (default: all)")
+    _add_spec_run_flags(sweep, "sweep", "tune_specs/*.yaml", "sweeps")
 
     evaluate = commands.add_parser(
         "evaluate", help="greedy episodes of a checkpoint's policy against random or another "
@@ -128,14 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     league = commands.add_parser(
         "league", help="train every pair of algorithms head-to-head (a Tune sweep), then "
                        "cross-play every policy: league.csv, ratings.csv, matchups.csv")
-    league.add_argument("spec", nargs="?", default=None,
-                        help="the league spec (e.g. tune_specs/fig7_league.yaml)")
-    league.add_argument("--resume", default=None, metavar="RUN_DIR",
-                        help="continue an interrupted league (its training, then cross-play)")
-    league.add_argument("--run-dir", default=None,
-                        help="output folder (default $MARLSCALE_RUNS or ~/marlscale_runs, "
-                             "then leagues/<experiment>-<time>)")
-    _add_ray_flags(league, default_cpus=None)
+    _add_spec_run_flags(league, "league", "tune_specs/league/*.yaml", "leagues")
 
     render = commands.add_parser(
         "render", help="one greedy episode of a checkpoint's policy as an animated GIF "
@@ -175,6 +153,18 @@ def _add_matchup_flags(parser: argparse.ArgumentParser) -> None:
                         help="per-agent random-action rate (default 0: greedy)")
 
 
+def _add_spec_run_flags(parser: argparse.ArgumentParser, kind: str, specs: str,
+                        folder: str) -> None:
+    """A spec file, or --resume RUN_DIR; --run-dir; Ray flags (sweep and league)."""
+    parser.add_argument("spec", nargs="?", default=None, help=f"the {kind} spec ({specs})")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR",
+                        help=f"continue an interrupted {kind} from its run directory")
+    parser.add_argument("--run-dir", default=None,
+                        help="output folder (default $MARLSCALE_RUNS or ~/marlscale_runs, "
+                             f"then {folder}/<experiment>-<time>)")
+    _add_ray_flags(parser, default_cpus=None)
+
+
 def _add_ray_flags(parser: argparse.ArgumentParser, default_cpus: int | None) -> None:
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
@@ -211,32 +201,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _league(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
-
     import pandas as pd
     import ray
 
-    from marlscale import train
     from marlscale.evaluation import league
 
-    if args.resume:
-        if args.spec or args.run_dir:
-            raise ValueError(f"--resume {args.resume!r} is invalid with a spec or --run-dir; "
-                             f"allowed: --resume RUN_DIR alone (the spec is RUN_DIR/"
-                             f"{league.LEAGUE_FILE})")
-        run_dir = Path(args.resume)
-        spec = league.check_resumable(run_dir)
-    else:
-        if not args.spec:
-            raise ValueError("spec=None is invalid; allowed: a league spec file "
-                             "(tune_specs/fig7_league.yaml) or --resume RUN_DIR")
-        spec = league.LeagueSpec.load(args.spec)
-        root = Path(os.environ.get("MARLSCALE_RUNS", "~/marlscale_runs")).expanduser()
-        run_dir = Path(args.run_dir) if args.run_dir else \
-            root / "leagues" / f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
-        train.check_new_run_dir(run_dir, hint=" (continue an interrupted league with "
-                                "--resume RUN_DIR)")
+    spec, run_dir = _spec_and_run_dir(args, "league", league.LEAGUE_FILE,
+                                      league.LeagueSpec.load, league.check_resumable, "leagues")
     _init_ray(args)
     try:
         summary = league.run(spec, run_dir, resume=bool(args.resume),
@@ -382,30 +353,38 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep(args: argparse.Namespace) -> int:
+def _spec_and_run_dir(args: argparse.Namespace, kind: str, spec_file: str, load,
+                      check_resumable, folder: str):
+    """The spec and run directory of a new or resumed sweep or league, checked before Ray
+    starts or anything is written."""
     import os
     from pathlib import Path
 
+    from marlscale import train
+
+    if args.resume:
+        if args.spec or args.run_dir:
+            raise ValueError(f"--resume {args.resume!r} is invalid with a spec or --run-dir; "
+                             f"allowed: --resume RUN_DIR alone (the spec is RUN_DIR/{spec_file})")
+        return check_resumable(Path(args.resume)), Path(args.resume)
+    if not args.spec:
+        raise ValueError(f"spec=None is invalid; allowed: a {kind} spec file or --resume RUN_DIR")
+    spec = load(args.spec)
+    root = Path(os.environ.get("MARLSCALE_RUNS", "~/marlscale_runs")).expanduser()
+    run_dir = Path(args.run_dir) if args.run_dir else \
+        root / folder / f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+    train.check_new_run_dir(run_dir, hint=f" (continue an interrupted {kind} with --resume "
+                            "RUN_DIR)")
+    return spec, run_dir
+
+
+def _sweep(args: argparse.Namespace) -> int:
     import ray
 
     from marlscale.sweeps import SweepSpec, runner
 
-    # Everything is checked before Ray starts or anything is written.
-    if args.resume:
-        if args.spec or args.run_dir:
-            raise ValueError(f"--resume {args.resume!r} is invalid with a spec or --run-dir; "
-                             "allowed: --resume RUN_DIR alone (the spec is RUN_DIR/sweep.yaml)")
-        run_dir = Path(args.resume)
-        spec = runner.check_resumable(run_dir)
-    else:
-        if not args.spec:
-            raise ValueError("spec=None is invalid; allowed: a sweep spec file "
-                             "(tune_specs/*.yaml) or --resume RUN_DIR")
-        spec = SweepSpec.load(args.spec)
-        root = Path(os.environ.get("MARLSCALE_RUNS", "~/marlscale_runs")).expanduser()
-        run_dir = Path(args.run_dir) if args.run_dir else \
-            root / "sweeps" / f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
-        runner.check_new_run_dir(run_dir)
+    spec, run_dir = _spec_and_run_dir(args, "sweep", runner.SPEC_FILE, SweepSpec.load,
+                                      runner.check_resumable, "sweeps")
     _init_ray(args)
     try:
         summary = runner.run(spec, run_dir, resume=bool(args.resume),

@@ -8,8 +8,9 @@ default opponent is the checkpoint's other team when it holds one (a head-to-hea
 the random team. Per side it reports, over the K episodes: return per agent (mean, std, 95%
 confidence interval), kills, deaths and survivors at the end (tags in pursuit), the reward
 difference (this side's return per agent minus the other's, with its 95% CI) and the win rate
-(episodes the side ends with more survivors or, with equal survivors, a higher return per
-agent; exact ties are draws). Intervals are Student-t intervals over episodes.
+(the share of episodes the side ends with more survivors where anyone died, or with a higher
+return per agent where no one died or survivors are equal; exact ties are draws). Intervals
+are Student-t intervals over episodes.
 """
 
 from __future__ import annotations
@@ -80,11 +81,15 @@ def interval(values: list[float] | np.ndarray) -> dict[str, Any]:
 
 
 def outcome(mine: dict[str, float], theirs: dict[str, float]) -> float:
-    """1 for a win, 0.5 for a draw, 0 for a loss: more survivors, else a higher return/agent."""
-    for key in (keys.ALIVE_AT_END, keys.RETURN_PER_AGENT):
-        if mine[key] != theirs[key]:
-            return 1.0 if mine[key] > theirs[key] else 0.0
-    return 0.5
+    """1 for a win, 0.5 for a draw, 0 for a loss. Where anyone died, more survivors wins;
+    where no one died (pursuit, or a battle without kills), a higher return per agent."""
+    anyone_died = mine.get("deaths", 0) or theirs.get("deaths", 0)
+    key = keys.ALIVE_AT_END if anyone_died else keys.RETURN_PER_AGENT
+    if mine[key] == theirs[key] and key == keys.ALIVE_AT_END:
+        key = keys.RETURN_PER_AGENT  # as many survivors: the better return breaks the tie
+    if mine[key] == theirs[key]:
+        return 0.5
+    return 1.0 if mine[key] > theirs[key] else 0.0
 
 
 def side_summary(results: list[dict[str, Any]], side: str, other: str) -> dict[str, Any]:

@@ -59,7 +59,13 @@ from marlscale.evaluation.arena import (
 )
 from marlscale.evaluation.evaluate import interval, outcome
 from marlscale.sweeps import results as sweep_results
-from marlscale.sweeps.spec import PAIR_AXIS, SpecError, SweepSpec
+from marlscale.sweeps.spec import (
+    PAIR_AXIS,
+    SpecError,
+    SweepSpec,
+    check_keys,
+    read_spec_file,
+)
 
 LEAGUE_FILE = "league.yaml"
 DEFAULT_ALGORITHMS = ["qmix", "mfq", "mfqmix"]
@@ -93,28 +99,11 @@ class LeagueSpec:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LeagueSpec:
-        import yaml
-
-        source = str(path)
-        if not Path(path).is_file():
-            raise SpecError(f"{source}: the league spec file does not exist")
-        try:
-            values = yaml.safe_load(Path(path).read_text())
-        except yaml.YAMLError as error:
-            raise SpecError(f"{source}: not valid YAML: {error}") from None
-        return cls.from_dict(values, source)
+        return cls.from_dict(read_spec_file(path, "league spec"), str(path))
 
     @classmethod
     def from_dict(cls, values: Any, source: str = "spec") -> LeagueSpec:
-        if not isinstance(values, dict):
-            raise SpecError(f"{source}: the league spec must be a mapping of "
-                            f"{', '.join(SPEC_KEYS)}; got {type(values).__name__}")
-        for key in values:
-            if key not in SPEC_KEYS:
-                raise SpecError(f"{source}: key '{key}' is unknown; allowed: "
-                                f"{', '.join(SPEC_KEYS)}")
-        if "experiment" not in values:
-            raise SpecError(f"{source}: key 'experiment' is missing; allowed: a name")
+        check_keys(values, SPEC_KEYS, source, "league spec")
         spec = cls(**copy.deepcopy(values), source=source)
         spec.validate()
         return spec

@@ -18,7 +18,6 @@ from typing import Any
 
 import yaml
 
-from marlscale import train
 from marlscale.algorithms.algorithm import TeamQ
 from marlscale.sweeps import results
 from marlscale.sweeps.spec import SPEC_KEY, SweepSpec
@@ -122,11 +121,6 @@ def callbacks(spec: SweepSpec) -> list:
         return []
     return [SweepWandbLogger(project=spec.wandb.get("project", DEFAULT_PROJECT), mode=mode,
                              group_of=wandb_group, entity=spec.wandb.get("entity"))]
-
-
-def check_new_run_dir(run_dir: Path) -> None:
-    train.check_new_run_dir(run_dir, hint=" (continue an interrupted sweep with --resume "
-                            "RUN_DIR)")
 
 
 def check_resumable(run_dir: Path) -> SweepSpec:

@@ -87,6 +87,32 @@ def _axis_target(axis: str) -> tuple[str, ...] | None:
     return None
 
 
+def read_spec_file(path: str | os.PathLike, what: str = "spec") -> Any:
+    """A YAML spec file's contents; a SpecError naming the file when it is missing or bad."""
+    import yaml
+
+    if not Path(path).is_file():
+        raise SpecError(f"{path}: the {what} file does not exist")
+    try:
+        with open(path) as handle:
+            return yaml.safe_load(handle)
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML: {error}") from None
+
+
+def check_keys(values: Any, allowed: tuple[str, ...], source: str, what: str = "spec") -> None:
+    """A spec is a mapping of known keys with an `experiment`; a SpecError otherwise."""
+    if not isinstance(values, dict):
+        raise SpecError(f"{source}: the {what} must be a mapping of {', '.join(allowed)}; "
+                        f"got {type(values).__name__}")
+    for key in values:
+        if key not in allowed:
+            raise SpecError(f"{source}: key '{key}' is unknown; allowed: {', '.join(allowed)}")
+    if "experiment" not in values:
+        raise SpecError(f"{source}: key 'experiment' is missing; allowed: a name matching "
+                        f"{EXPERIMENT_NAME.pattern}")
+
+
 def _get(tree: dict, path: tuple[str, ...]) -> Any:
     for key in path:
         if not isinstance(tree, dict) or key not in tree:
@@ -122,30 +148,11 @@ class SweepSpec:
     # ---- loading and validation -----------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike) -> SweepSpec:
-        import yaml
-
-        source = str(path)
-        if not Path(path).is_file():
-            raise SpecError(f"{source}: the spec file does not exist")
-        try:
-            with open(path) as handle:
-                values = yaml.safe_load(handle)
-        except yaml.YAMLError as error:
-            raise SpecError(f"{source}: not valid YAML: {error}") from None
-        return cls.from_dict(values, source=source)
+        return cls.from_dict(read_spec_file(path), source=str(path))
 
     @classmethod
     def from_dict(cls, values: Any, source: str = "spec") -> SweepSpec:
-        if not isinstance(values, dict):
-            raise SpecError(f"{source}: the spec must be a mapping of {', '.join(SPEC_KEYS)}; "
-                            f"got {type(values).__name__}")
-        for key in values:
-            if key not in SPEC_KEYS:
-                raise SpecError(f"{source}: key '{key}' is unknown; allowed: "
-                                f"{', '.join(SPEC_KEYS)}")
-        if "experiment" not in values:
-            raise SpecError(f"{source}: key 'experiment' is missing; allowed: a name matching "
-                            f"{EXPERIMENT_NAME.pattern}")
+        check_keys(values, SPEC_KEYS, source)
         spec = cls(**copy.deepcopy(values), source=source)
         spec.validate()
         return spec

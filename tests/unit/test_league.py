@@ -47,3 +47,20 @@ def test_bad_league_specs_name_the_key_value_and_what_is_allowed(change, expecte
     with pytest.raises(SpecError) as error:
         LeagueSpec.from_dict({**BASE, **change}, source="league.yaml")
     assert expected in str(error.value) and str(error.value).startswith("league.yaml")
+
+
+def test_a_win_is_more_survivors_where_anyone_died_else_a_higher_return():
+    from marlscale.evaluation.evaluate import outcome
+
+    def team(alive, ret, deaths=None):
+        metrics = {"alive": alive, "return_per_agent": ret}
+        if deaths is not None:
+            metrics["deaths"] = deaths
+        return metrics
+
+    assert outcome(team(5, -9.0, deaths=7), team(3, 2.0, deaths=9)) == 1.0  # survivors
+    assert outcome(team(5, 1.0, deaths=7), team(5, 2.0, deaths=7)) == 0.0  # tie: the return
+    assert outcome(team(12, 1.0, deaths=0), team(12, 1.0, deaths=0)) == 0.5
+    # Pursuit: nobody dies, teams differ in size; the return decides, not the head count.
+    assert outcome(team(3, 2.0), team(6, -1.0)) == 1.0
+    assert outcome(team(6, -1.0), team(3, 2.0)) == 0.0
