@@ -1,4 +1,4 @@
-"""League specs: validated before Ray starts; pairs per game; every committed spec loads."""
+"""League: specs validated before Ray starts, pairs per game, the cross-play schedule, wins."""
 
 from pathlib import Path
 
@@ -64,3 +64,38 @@ def test_a_win_is_more_survivors_where_anyone_died_else_a_higher_return():
     # Pursuit: nobody dies, teams differ in size; the return decides, not the head count.
     assert outcome(team(3, 2.0), team(6, -1.0)) == 1.0
     assert outcome(team(6, -1.0), team(3, 2.0)) == 0.0
+
+
+def _member(key, algorithm, team, n_actions, n_agents=3):
+    from marlscale.algorithms.checkpoints import TeamPolicy
+    from marlscale.evaluation.arena import Contestant
+    from marlscale.evaluation.league import Member
+
+    policy = TeamPolicy(team=team, algorithm=algorithm, n_agents=n_agents, n_actions=n_actions,
+                        view_shape=(5, 5, 5), mean_action=None, sizes={}, path=Path(key))
+    return Member(key=key, trial=key.split(":")[0], seed=0, pair="",
+                  contestant=Contestant(label=key, policy=policy))
+
+
+def test_cross_play_schedule_battle_both_sides_pursuit_roles_only():
+    from marlscale.evaluation.league import schedule
+
+    battle = [_member("t0:red", "qmix", "red", 21), _member("t0:blue", "mfq", "blue", 21),
+              _member("t1:red", "qmix", "red", 21)]
+    games = schedule(battle, ["red", "blue"], episodes=2, seed=0, epsilon=0.0,
+                     random_opponent=True)
+    pairs = {tuple(sorted(g.sides.items())) for g in games}
+    # qmix-qmix is not a cross-algorithm matchup; each other pairing on both sides, + random.
+    assert (("blue", "t0:blue"), ("red", "t0:red")) in pairs
+    assert (("blue", "t0:red"), ("red", "t0:blue")) in pairs
+    assert not any(set(g.sides.values()) == {"t0:red", "t1:red"} for g in games)
+    assert len(games) == (2 * 2 + 3 * 2) * 2  # 2 matchups x 2 sides + 3 vs random x 2 sides
+    assert {g.seed for g in games if g.tags["episode"] == 0} == {games[0].seed}  # same seeds
+    pursuit = [_member("t0:predator", "qmix", "predator", 13),
+               _member("t0:prey", "mfq", "prey", 9, n_agents=6),
+               _member("t1:predator", "mfq", "predator", 13),
+               _member("t1:prey", "qmix", "prey", 9, n_agents=6)]
+    games = schedule(pursuit, ["predator", "prey"], episodes=1, seed=0, epsilon=0.0,
+                     random_opponent=False)
+    assert {(g.sides["predator"], g.sides["prey"]) for g in games} == \
+        {("t0:predator", "t0:prey"), ("t1:predator", "t1:prey")}

@@ -31,7 +31,8 @@ TEAM_COLOURS = ((214, 39, 40), (31, 119, 180))
 """The first team (red, predators) and the second (blue, prey): trained or random team."""
 UNTRAINED_COLOURS = ((255, 160, 150), (160, 200, 235))
 """The same teams' agents that the policy's curriculum stage leaves random."""
-HEADER = 34
+HEADER = 52
+"""Pixels above the map: the step, then one line per team."""
 
 
 def palette() -> list[tuple[int, int, int]]:
@@ -75,14 +76,16 @@ class FrameDrawer:
         pixels[HEADER:, self.left:self.left + m * c] = grid.repeat(c, axis=0).repeat(c, axis=1)
         image = Image.fromarray(pixels)
         draw = ImageDraw.Draw(image)
-        draw.text((4, 2), f"step {step}", fill=TEXT)
-        x = 4
+        draw.text((4, 1), f"step {step}", fill=TEXT)
         for index, (label, value) in enumerate(zip(self.labels, returns)):
-            alive = len(snapshot["teams"][index]["slots"])
-            text = f"{label}: return {value:+.1f}, {alive} alive"
-            draw.rectangle((x, 20, x + 8, 28), fill=TEAM_COLOURS[index])
-            draw.text((x + 12, 18), text, fill=TEXT)
-            x += 16 + int(draw.textlength(text))
+            team, y = snapshot["teams"][index], 18 + 16 * index
+            text = f"{label}: return {value:+.1f}, {len(team['slots'])} alive"
+            draw.rectangle((4, y + 2, 12, y + 10), fill=TEAM_COLOURS[index])
+            trained = int(team["active"].sum())
+            if 0 < trained < len(team["active"]):  # a curriculum stage leaves some random
+                draw.rectangle((14, y + 2, 22, y + 10), fill=UNTRAINED_COLOURS[index])
+                text += f"; {trained} of {len(team['active'])} trained, light: random"
+            draw.text((26, y), text, fill=TEXT)
         return image
 
 
