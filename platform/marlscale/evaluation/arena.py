@@ -8,9 +8,10 @@ random agents, epsilon-greedy draws and random teams all follow that seed, so re
 depend on how many runners there are, and the same seed gives the same numbers.
 
 Any team policy may play any side whose observations and actions it fits: in battle a
-red-trained policy can play blue (the map is mirrored for it); in pursuit predators only play
-predators. A policy keeps the curriculum stage of its checkpoint: under incremental learning
-the agents it never trained act at random, as they did in training.
+red-trained policy can play blue (starting on the half of the map it never saw in training);
+in pursuit predators only play predators. A policy keeps the curriculum stage of its
+checkpoint: under incremental learning the agents it never trained act at random, as they did
+in training.
 """
 
 from __future__ import annotations
