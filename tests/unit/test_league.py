@@ -73,8 +73,7 @@ def _member(key, algorithm, team, n_actions, n_agents=3):
 
     policy = TeamPolicy(team=team, algorithm=algorithm, n_agents=n_agents, n_actions=n_actions,
                         view_shape=(5, 5, 5), mean_action=None, sizes={}, path=Path(key))
-    return Member(key=key, trial=key.split(":")[0], seed=0, pair="",
-                  contestant=Contestant(label=key, policy=policy))
+    return Member(key=key, seed=0, contestant=Contestant(label=key, policy=policy))
 
 
 def test_cross_play_schedule_battle_both_sides_pursuit_roles_only():

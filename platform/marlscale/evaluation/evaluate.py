@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from marlscale import keys
+from marlscale.envs.config import TeamEnvConfig
 from marlscale.evaluation.arena import (
     RANDOM,
     Arena,
@@ -116,7 +117,8 @@ class Evaluation:
     """A checked evaluation: who plays which side, in which env, how many episodes."""
 
     sides: dict[str, Contestant]
-    env_config: Any
+    """{side: who plays it}, the evaluated policy's side first."""
+    env_config: TeamEnvConfig
     episodes: int
     seed: int
     epsilon: float
@@ -152,8 +154,9 @@ class Evaluation:
         return cls(sides={mine: policy, theirs: rival}, env_config=env_config,
                    episodes=episodes, seed=seed, epsilon=float(epsilon))
 
-    def games(self, keys_of: dict[str, str | None] | None = None) -> list[Game]:
-        sides = keys_of or {side: None if c.is_random else side for side, c in self.sides.items()}
+    def games(self) -> list[Game]:
+        """The episodes to play: each side's policy (by side; None: random), seeds 0..K-1."""
+        sides = {side: None if c.is_random else side for side, c in self.sides.items()}
         return [Game(index=i, sides=sides, seed=episode_seed(self.seed, i), epsilon=self.epsilon)
                 for i in range(self.episodes)]
 

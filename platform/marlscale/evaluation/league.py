@@ -191,9 +191,8 @@ class Member:
     """One policy of the population: a trial's final checkpoint and one of its teams."""
 
     key: str
-    trial: str
+    """'<trial dir>:<team>'."""
     seed: int
-    pair: str
     contestant: Contestant
 
 
@@ -209,8 +208,7 @@ def population(run_dir: Path) -> tuple[list[Member], list[str]]:
             continue
         for team, policy in checkpoint.policies.items():
             members.append(Member(
-                key=f"{trial_dir.name}:{team}", trial=trial_dir.name, seed=params.get("seed"),
-                pair="-vs-".join(params.get(PAIR_AXIS, [])),
+                key=f"{trial_dir.name}:{team}", seed=params.get("seed"),
                 contestant=Contestant(label=f"{checkpoint.path}:{team}", checkpoint=checkpoint,
                                       policy=policy)))
     return members, missing
@@ -220,10 +218,11 @@ def schedule(members: list[Member], sides: list[str], episodes: int, seed: int, 
              random_opponent: bool) -> list[Game]:
     """Every cross-algorithm matchup (and each policy against random) on each side each policy
     can play, `episodes` games each, with the same episode seeds for every matchup."""
+    interchangeable = _interchangeable(members)
+
     def playable(member: Member) -> list[str]:
         # Battle's sides are interchangeable; a pursuit policy plays only its own role.
-        trained = member.contestant.trained_side
-        return sides if _interchangeable(sides, members) else [trained]
+        return sides if interchangeable else [member.contestant.trained_side]
 
     pairings: list[tuple[Member, Member | None]] = [
         (a, b) for a, b in itertools.combinations(members, 2)
@@ -244,7 +243,8 @@ def schedule(members: list[Member], sides: list[str], episodes: int, seed: int, 
     return games
 
 
-def _interchangeable(sides: list[str], members: list[Member]) -> bool:
+def _interchangeable(members: list[Member]) -> bool:
+    """Every policy fits every side (battle), or each only its own role (pursuit)."""
     shapes = {(m.contestant.policy.n_agents, m.contestant.policy.view_shape,
                m.contestant.policy.n_actions) for m in members}
     return len(shapes) == 1
@@ -354,7 +354,7 @@ def cross_play(spec: LeagueSpec, run_dir: Path, num_env_runners: int, log=print)
     finally:
         arena.stop()
     rows = perspectives(results, {m.key: m for m in members})
-    out = tables(rows, _interchangeable(sides, members))
+    out = tables(rows, _interchangeable(members))
     out["training_curves"] = training_curves(run_dir)
     paths = {}
     for name, frame in out.items():
