@@ -179,7 +179,7 @@ def test_render_cli_writes_a_gif_and_refuses_a_missing_folder(trained, tmp_path)
     assert "Traceback" not in done.stderr
 
 
-def test_a_one_minute_league_fills_every_cell_of_the_matrix(tmp_path):
+def test_a_one_minute_league_fills_every_cell_of_the_matrix_and_resumes(tmp_path):
     import pandas as pd
 
     run_dir = tmp_path / "league"
@@ -204,3 +204,9 @@ def test_a_one_minute_league_fills_every_cell_of_the_matrix(tmp_path):
     assert (trial["red_algorithm"], trial["blue_algorithm"]) == ("qmix", "mfq")
     assert trial["return_per_agent"] == trial["red_return_per_agent"]
     assert "ratings (mean reward difference" in done.stdout
+    # --resume: finished trials are not re-run; the cross-play comes out the same.
+    before = (run_dir / "league.csv").read_text()
+    again = marlscale("league", "--resume", str(run_dir), "--num-cpus", "2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (run_dir / "league.csv").read_text() == before
+    assert pd.read_csv(run_dir / "training_curves.csv")["training_iteration"].tolist() == [1, 2, 3]
