@@ -101,23 +101,26 @@ def _counts(env: TeamEnvConfig) -> str:
     return ", ".join(f"{n} {team}" for team, n in zip(names, env.team_counts))
 
 
-def check_side(contestant: Contestant, side: str, env_config: TeamEnvConfig, name: str) -> None:
-    """Raise unless the contestant's policy fits `side` (its views, actions and N)."""
-    if contestant.is_random:
-        return
+def check_sides(sides: dict[str, Contestant], env_config: TeamEnvConfig,
+                names: dict[str, str]) -> None:
+    """Raise unless every contestant's policy fits its side (views, actions and N); `names`:
+    how the error calls each side's contestant (e.g. CHECKPOINT, --opponent)."""
     spaces = _side_spaces(env_config)
-    if side not in spaces:
-        raise ValueError(f"--side {side!r} is invalid; allowed: {', '.join(spaces)}")
-    views, n_actions = spaces[side]
-    policy = contestant.policy
-    if (policy.n_agents, *policy.view_shape) != views or policy.n_actions != n_actions:
-        raise ValueError(
-            f"{name} {contestant.label!r} cannot play {side}: its policy sees {policy.n_agents} "
-            f"agents' {policy.view_shape} views with {policy.n_actions} actions; {side} has "
-            f"{views[0]} agents, {views[1:]} views and {n_actions} actions; allowed sides: "
-            + ", ".join(s for s, (v, a) in spaces.items()
-                        if (policy.n_agents, *policy.view_shape) == v
-                        and policy.n_actions == a))
+    for side, contestant in sides.items():
+        if contestant.is_random:
+            continue
+        if side not in spaces:
+            raise ValueError(f"--side {side!r} is invalid; allowed: {', '.join(spaces)}")
+        views, n_actions = spaces[side]
+        policy = contestant.policy
+        fits = [s for s, (v, a) in spaces.items()
+                if (policy.n_agents, *policy.view_shape) == v and policy.n_actions == a]
+        if side not in fits:
+            raise ValueError(
+                f"{names[side]} {contestant.label!r} cannot play {side}: its policy sees "
+                f"{policy.n_agents} agents' {policy.view_shape} views with {policy.n_actions} "
+                f"actions; {side} has {views[0]} agents, {views[1:]} views and {n_actions} "
+                f"actions; allowed sides: {', '.join(fits)}")
 
 
 def _side_spaces(env_config: TeamEnvConfig) -> dict[str, tuple[tuple[int, ...], int]]:

@@ -31,7 +31,7 @@ from marlscale.evaluation.arena import (
     Contestant,
     Game,
     arena_env_config,
-    check_side,
+    check_sides,
     contestant,
     episode_seed,
 )
@@ -149,8 +149,8 @@ class Evaluation:
             raise ValueError(f"--side {mine!r} is invalid for {env_config.game}; allowed: "
                              f"{', '.join(names)}")
         theirs = names[1 - names.index(mine)]
-        check_side(policy, mine, env_config, "CHECKPOINT")
-        check_side(rival, theirs, env_config, "--opponent")
+        check_sides({mine: policy, theirs: rival}, env_config,
+                    {mine: "CHECKPOINT", theirs: "--opponent"})
         return cls(sides={mine: policy, theirs: rival}, env_config=env_config,
                    episodes=episodes, seed=seed, epsilon=float(epsilon))
 
