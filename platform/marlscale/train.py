@@ -12,7 +12,8 @@ A spec (YAML or JSON) has these top-level keys, every one optional:
 
 The run directory gets `spec.json` (the resolved spec), `metrics.jsonl` (one flattened row per
 iteration, appended as it goes), `metrics.csv` (the same rows, written at the end),
-`result.json` (last row + final greedy evaluation) and `checkpoints/iter_NNNNNN/`.
+`result.json` (last row, final greedy evaluation and the random policy's, in the same env)
+and `checkpoints/iter_NNNNNN/`.
 
 Two ways to go on from earlier training, both checked before Ray starts:
 
@@ -171,10 +172,16 @@ def flatten(result: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def progress_line(result: dict[str, Any]) -> str:
-    """iteration, env-steps/s, epsilon, normalized return, buffer memory."""
+    """iteration, env steps, end-to-end env-steps/s and agent-steps/s (sampling-only rate in
+    brackets), epsilon, return per agent (epsilon-greedy training episodes; the greedy
+    evaluation's where one ran this iteration), curriculum stage, replay memory."""
     returns = []
     for team, metrics in result.get("episodes", {}).items():
         returns.append(f"{team} return/agent {metrics.get('return_per_agent', float('nan')):+.2f}")
+    for team, metrics in result.get("evaluation", {}).items():
+        greedy = metrics.get("return_per_agent", float("nan"))
+        if greedy == greedy:  # NaN in the iterations without an evaluation
+            returns.append(f"{team} greedy {greedy:+.2f}")
     curriculum = result.get("curriculum", {})
     if curriculum.get("schedule", "none") != "none":
         returns.append(f"active {curriculum['n_active']} (stage {curriculum['stage']}/"
@@ -182,7 +189,9 @@ def progress_line(result: dict[str, Any]) -> str:
     return (
         f"iter {result['training_iteration']:4d}"
         f" | env-steps {int(result['env_steps_sampled_lifetime']):>8,}"
-        f" | {result['env_steps_per_s']:7.0f} env-steps/s | eps {result['epsilon']:.2f} | "
+        f" | {result['env_steps_per_s']:6.0f} env-steps/s {result['agent_steps_per_s']:7.0f}"
+        f" agent-steps/s (sampling {result['sampling_env_steps_per_s']:.0f})"
+        f" | eps {result['epsilon']:.2f} | "
         + (" | ".join(returns) or "no episode yet")
         + f" | replay {result['replay_bytes'] / 2**20:.1f} MiB"
     )
@@ -256,6 +265,8 @@ def _train(algo, spec: TrainSpec, run_dir: Path, rows: list[dict[str, Any]], log
                 if last:
                     break
         evaluation = algo.evaluate_greedy(spec.eval_episodes) if spec.eval_episodes else {}
+        random = (algo.evaluate_greedy(spec.eval_episodes, random=True)
+                  if spec.eval_episodes else {})
     finally:
         algo.stop()
     columns = sorted({key for row in rows for key in row})
@@ -263,7 +274,7 @@ def _train(algo, spec: TrainSpec, run_dir: Path, rows: list[dict[str, Any]], log
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    final = {"last": rows[-1], "greedy_evaluation": evaluation,
+    final = {"last": rows[-1], "greedy_evaluation": evaluation, "random_evaluation": random,
              "wall_s": time.perf_counter() - start}
     (run_dir / "result.json").write_text(json.dumps(final, indent=2))
     return final

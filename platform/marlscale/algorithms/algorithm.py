@@ -33,11 +33,23 @@ ENV_STEPS = "env_steps_sampled_lifetime"
 AGENT_STEPS = "agent_steps_sampled_lifetime"
 UPDATES = "num_updates_lifetime"
 ENV_STEPS_PER_S = "env_steps_per_s"
+"""End to end: the iteration's env steps over the wall time since the previous iteration ended
+(sampling, learning, syncing, evaluation and the driver's own work, checkpoints included)."""
+AGENT_STEPS_PER_S = "agent_steps_per_s"
+"""ENV_STEPS_PER_S times the learning teams' agents (N; both teams' in head-to-head)."""
+SAMPLING_ENV_STEPS_PER_S = "sampling_env_steps_per_s"
+"""The iteration's env steps over its sampling time alone (no learning)."""
+WALL_S = "wall_s_lifetime"
+"""Wall time since training began, summed over resumes (what end-to-end rates divide by)."""
 REPLAY_BYTES = "replay_bytes"
 REPLAY_BYTES_PER_AGENT_STEP = "replay_bytes_per_agent_step"
 REPLAY_SIZE = "replay_transitions"
 EPISODES = "episodes"
 EVALUATION = "evaluation"
+"""Greedy evaluation metrics per team (every eval_interval iterations)."""
+RANDOM = "random"
+"""The same evaluation with every agent acting uniformly at random (logged once, at the first
+evaluation): the random policy's level."""
 TEAMS = "teams"
 MAX_MINIBATCHES_PER_CALL = 16
 
@@ -82,7 +94,11 @@ class TeamQ(Algorithm):
             )
             for i, team in enumerate(config.team_algorithms())
         }
-        self.counters = {ENV_STEPS: 0, AGENT_STEPS: 0, UPDATES: 0, "update_credit": 0.0}
+        self.counters = {ENV_STEPS: 0, AGENT_STEPS: 0, UPDATES: 0, "update_credit": 0.0,
+                         WALL_S: 0.0}
+        self._iteration_env_steps = 0
+        self._random_level: dict[str, dict[str, float]] | None = None
+        self._step_ended = time.perf_counter()
         self._last_episodes: dict[str, list] = defaultdict(list)
         self._set_epsilon(epsilon_at(config, 0))
 
@@ -109,6 +125,7 @@ class TeamQ(Algorithm):
                 self._last_episodes[episode["team"]].append(episode)
         sample_time = time.perf_counter() - start
         self.counters[ENV_STEPS] += env_steps
+        self._iteration_env_steps = env_steps
         self.counters[AGENT_STEPS] += env_steps * sum(self.team_sizes.values())
 
         credit = self.counters["update_credit"] + env_steps * config.updates_per_env_step
@@ -121,10 +138,12 @@ class TeamQ(Algorithm):
         self.env_runner_group.sync_weights(
             from_worker_or_learner_group=self.learner_group, inference_only=True
         )
-        self._log_iteration(env_steps, sample_time, time.perf_counter() - start)
+        self._log_iteration(env_steps, sample_time)
         if config.eval_interval and (self.iteration + 1) % config.eval_interval == 0:
             self.metrics.log_dict(self.evaluate_greedy(config.eval_episodes), key=EVALUATION,
                                   window=1)
+            if self._random_level is None:
+                self._random_level = self.evaluate_greedy(config.eval_episodes, random=True)
 
     def _learn(self, updates: int) -> None:
         config = self.config
@@ -156,13 +175,12 @@ class TeamQ(Algorithm):
 
         self.learner_group.foreach_learner(assign)
 
-    def _log_iteration(self, env_steps: int, sample_time: float, total_time: float) -> None:
+    def _log_iteration(self, env_steps: int, sample_time: float) -> None:
         log = self.metrics.log_value
         log(EPSILON, self._epsilon, window=1)
         for key in (ENV_STEPS, AGENT_STEPS, UPDATES):
             log(key, self.counters[key], window=1)
-        log(ENV_STEPS_PER_S, env_steps / max(sample_time, 1e-9), window=1)
-        log("iteration_env_steps_per_s", env_steps / max(total_time, 1e-9), window=1)
+        log(SAMPLING_ENV_STEPS_PER_S, env_steps / max(sample_time, 1e-9), window=1)
         log(REPLAY_BYTES, sum(r.nbytes for r in self.replays.values()), window=1)
         log(REPLAY_SIZE, min(len(r) for r in self.replays.values()), window=1)
         for team, replay in self.replays.items():
@@ -180,6 +198,14 @@ class TeamQ(Algorithm):
         per agent minus the other team's, over the latest episodes), so that every result row
         of a head-to-head run says who played whom."""
         result = super().step()
+        now = time.perf_counter()
+        elapsed, self._step_ended = now - self._step_ended, now
+        self.counters[WALL_S] += elapsed
+        result[ENV_STEPS_PER_S] = self._iteration_env_steps / max(elapsed, 1e-9)
+        result[AGENT_STEPS_PER_S] = result[ENV_STEPS_PER_S] * sum(self.team_sizes.values())
+        result[WALL_S] = self.counters[WALL_S]
+        if self._random_level is not None:
+            result[RANDOM] = self._random_level
         teams = self.config.team_algorithms()
         result[TEAMS] = {team: {"algorithm": name} for team, name in teams.items()}
         first = result.get(EPISODES, {}).get(next(iter(teams)), {})
@@ -188,13 +214,16 @@ class TeamQ(Algorithm):
         return result
 
     # ---- evaluation -------------------------------------------------------------------------
-    def evaluate_greedy(self, num_episodes: int) -> dict[str, dict[str, float]]:
-        """Mean metrics of `num_episodes` greedy episodes per team, in a separate env."""
+    def evaluate_greedy(self, num_episodes: int,
+                        random: bool = False) -> dict[str, dict[str, float]]:
+        """Mean metrics of `num_episodes` greedy episodes per team, in a separate env.
+
+        `random`: every agent acts uniformly at random instead (the random policy's level)."""
         if self.config.num_env_runners == 0:
-            episodes = self.env_runner.evaluate(num_episodes)
+            episodes = self.env_runner.evaluate(num_episodes, random)
         else:
             episodes = self.env_runner_group.foreach_env_runner(
-                lambda runner: runner.evaluate(num_episodes), local_env_runner=False,
+                lambda runner: runner.evaluate(num_episodes, random), local_env_runner=False,
                 remote_worker_ids=[1],
             )[0]
         return {team: episode_means([e for e in episodes if e["team"] == team])

@@ -112,14 +112,17 @@ class TeamEnvRunner(MultiAgentEnvRunner):
         self.num_env_steps_sampled_lifetime += env_steps
         return {"chunks": chunks, "episodes": episodes, "env_steps": env_steps}
 
-    def evaluate(self, num_episodes: int) -> list[dict[str, Any]]:
-        """Play `num_episodes` greedy episodes in a separate env; their metrics per team."""
+    def evaluate(self, num_episodes: int, random: bool = False) -> list[dict[str, Any]]:
+        """Play `num_episodes` greedy episodes in a separate env; their metrics per team.
+
+        `random`: every agent of every team acts uniformly at random instead (the random
+        policy's level, which the reports draw beside the learned one)."""
         if self._eval_env is None:
             self._eval_env = MagentTeamEnv(
                 self.config.team_env_config, seed_offset=EVAL_SEED_OFFSET + (self.worker_index or 0)
             )
         for team in self._eval_env.possible_agents:  # follow the training envs' active agents
-            self._eval_env.set_active(self.team_envs[0].get_active(team), team)
+            self._eval_env.set_active(0 if random else self.team_envs[0].get_active(team), team)
         env, results = self._eval_env, []
         for _ in range(num_episodes):
             obs, _ = env.reset()
