@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from marlscale import provenance
 from marlscale.algorithms.algorithm import TeamQ
 from marlscale.sweeps import results
 from marlscale.sweeps.spec import SPEC_KEY, SweepSpec
@@ -114,7 +115,8 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
 
 
 def callbacks(spec: SweepSpec) -> list:
-    from marlscale.sweeps.wandb import DEFAULT_PROJECT, SweepWandbLogger, resolve_mode
+    from marlscale.sweeps.wandb import SweepWandbLogger
+    from marlscale.wandb_logging import DEFAULT_PROJECT, resolve_mode
 
     mode = resolve_mode(spec.wandb.get("mode", "auto"))
     if mode == "disabled":
@@ -164,6 +166,7 @@ def run(spec: SweepSpec, run_dir: str | Path, *, resume: bool = False,
                 verbose=1,
             ),
         )
+    provenance.record(run_dir)
     log(f"# sweep {spec.experiment}: {len(spec.points())} trials -> {run_dir}")
     grid = tuner.fit()
     results_csv, trials_csv = results.write_tables(run_dir, spec.axes, grid)

@@ -1,0 +1,83 @@
+"""Where and from what code a run was made: RUN_DIR/provenance.json, for the reports.
+
+Written by `marlscale train` and `marlscale sweep` (and so `league`) when a run starts, and
+extended (`resumed`) when it is resumed: the commit of the marlscale source (and whether it
+had uncommitted changes), the versions that matter, the machine and the date. In an image
+without git metadata, MARLSCALE_COMMIT (set at build time) names the commit.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+PROVENANCE_FILE = "provenance.json"
+COMMIT_ENV_VAR = "MARLSCALE_COMMIT"
+
+
+def commit() -> dict[str, Any]:
+    """The git commit of the marlscale source this process runs, and whether it was dirty."""
+    source = Path(__file__).resolve().parent
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=source, capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip()
+
+        return {"commit": git("rev-parse", "HEAD"),
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": os.environ.get(COMMIT_ENV_VAR, "unknown"), "dirty": None}
+
+
+def machine() -> dict[str, Any]:
+    """This machine: host name, CPU model and count, GPU names (none on a CPU machine)."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus: list[str] = []
+    try:
+        import torch
+
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - provenance must never fail a run
+        pass
+    return {"hostname": socket.gethostname(), "cpu": cpu, "cpus": os.cpu_count(), "gpus": gpus}
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("marlscale", "ray", "torch", "magent2"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def record(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Write RUN_DIR/provenance.json for a run that starts now, or add this resume to it."""
+    path = Path(run_dir) / PROVENANCE_FILE
+    here = {**commit(), "machine": machine(), "versions": versions(), "started": now()}
+    if path.is_file():
+        values = json.loads(path.read_text())
+        values.setdefault("resumed", []).append(here)
+    else:
+        values = here
+    path.write_text(json.dumps(values, indent=2))
+    return values

@@ -1,0 +1,160 @@
+"""Aggregates over seeds: the numbers every figure and table of a report shows.
+
+Spread is either the standard deviation over seeds (`std`, the paper's) or the half-width of
+a two-sided 95% Student-t confidence interval of the mean (`95`). Seeds of one configuration
+are aligned on env steps (linear interpolation between a seed's own points, never beyond its
+first or last one), so runs with different iteration sizes still average correctly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from marlscale.reports.runs import Runs
+
+CI_CHOICES = ("std", "95")
+FINAL_EVALUATIONS = 3
+"""'Final' = the mean of a trial's last FINAL_EVALUATIONS greedy evaluations."""
+RETURN_KINDS = {
+    "greedy_return": "greedy evaluation return per agent",
+    "train_return": "\u03b5-greedy training return per agent",
+}
+
+
+def spread_label(ci: str, short: bool = True) -> str:
+    """What +- means: short for figure titles, long for report.md's definitions."""
+    if ci == "std":
+        return "std over seeds"
+    return "95% CI over seeds" if short else "95% CI of the mean over seeds (Student t)"
+
+
+def half_width(std: pd.Series, n: pd.Series, ci: str) -> pd.Series:
+    """The +- of a mean over n seeds: the std, or the 95% t-interval's half-width (NaN at n=1)."""
+    std = std.where(n > 1)
+    if ci == "std":
+        return std
+    t = pd.Series(stats.t.ppf(0.975, np.maximum(n - 1, 1)), index=n.index)
+    return t * std / np.sqrt(n)
+
+
+def summarize(frame: pd.DataFrame, by: list[str], value: str, ci: str) -> pd.DataFrame:
+    """mean, spread (see `ci`), n (seeds) of `value` per group of `by`."""
+    grouped = frame.dropna(subset=[value]).groupby(by, dropna=False, sort=True)[value]
+    table = grouped.agg(mean="mean", std="std", n="count").reset_index()
+    table["spread"] = half_width(table["std"], table["n"], ci)
+    return table.drop(columns="std")
+
+
+def with_variants(runs: Runs, exclude: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The trials with a `variant` label: the settings besides algorithm, N, seed (and
+    `exclude`, which a figure compares itself) that tell them apart (reward mode, incremental
+    learning, any further grid axis); empty if none."""
+    trials = runs.trials.copy()
+    columns = [c for c in ("reward_mode", "incremental", *runs.extra_axes) if c not in exclude]
+    varying = [c for c in columns if trials[c].astype(str).nunique() > 1]
+    names = {"reward_mode": lambda v: f"{v} reward",
+             "incremental": lambda v: "no incremental" if v == "none" else f"incremental ({v})"}
+
+    def label(row) -> str:
+        return ", ".join(names.get(c, lambda v, c=c: f"{c.split('.')[-1]}={v}")(row[c])
+                         for c in varying)
+
+    trials["variant"] = trials.apply(label, axis=1) if len(trials) else []
+    return trials
+
+
+def curves_of(runs: Runs, trials: pd.DataFrame) -> pd.DataFrame:
+    keep = trials[["run", "trial", "variant"]] if "variant" in trials else trials[["run", "trial"]]
+    return runs.curves.merge(keep, on=["run", "trial"])
+
+
+def seed_curves(curves: pd.DataFrame, value: str, by: list[str], ci: str) -> pd.DataFrame:
+    """Per group of `by`: env_steps, mean, spread, n of `value` over the group's trials."""
+    out = []
+    data = curves.dropna(subset=[value])
+    for key, group in data.groupby(by, dropna=False, sort=True):
+        wide = group.pivot_table(index="env_steps", columns=["run", "trial"], values=value,
+                                 aggfunc="last").sort_index()
+        wide = wide.interpolate(method="index", limit_area="inside")
+        n = wide.count(axis=1)
+        frame = pd.DataFrame({"env_steps": wide.index, "mean": wide.mean(axis=1).to_numpy(),
+                              "n": n.to_numpy()})
+        frame["spread"] = half_width(wide.std(axis=1), n, ci).to_numpy()
+        for column, part in zip(by, key if isinstance(key, tuple) else (key,)):
+            frame[column] = part
+        out.append(frame)
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def final_values(curves: pd.DataFrame, value: str, last: int = FINAL_EVALUATIONS) -> pd.Series:
+    """Per trial (run, trial): the mean of its last `last` non-missing values of `value`."""
+    data = curves.dropna(subset=[value]).sort_values("env_steps")
+    return data.groupby(["run", "trial"])[value].apply(lambda s: s.tail(last).mean())
+
+
+def first_values(curves: pd.DataFrame, value: str) -> pd.Series:
+    data = curves.dropna(subset=[value]).sort_values("env_steps")
+    return data.groupby(["run", "trial"])[value].first()
+
+
+def return_kind(curves: pd.DataFrame) -> str:
+    """greedy_return where the runs hold greedy evaluations, else train_return."""
+    return "greedy_return" if curves["greedy_return"].notna().any() else "train_return"
+
+
+def per_trial(runs: Runs, trials: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Trials with `final` (of `kind`), `random_level` and end-to-end throughput columns."""
+    curves = runs.curves
+    index = pd.MultiIndex.from_frame(trials[["run", "trial"]])
+    table = trials.copy()
+    table["final"] = final_values(curves, kind).reindex(index).to_numpy()
+    table["random_level"] = first_values(curves, "random_return").reindex(index).to_numpy()
+    last = curves.sort_values("env_steps").groupby(["run", "trial"]).last()
+    wall = last["wall_s"].fillna(last["time_total_s"]).reindex(index).to_numpy()
+    table["env_steps_per_s"] = table["env_steps"].to_numpy() / wall
+    table["agent_steps_per_s"] = table["env_steps_per_s"] * table["learning_agents"]
+    sampling = curves.groupby(["run", "trial"])["sampling_env_steps_per_s"].mean()
+    table["sampling_env_steps_per_s"] = sampling.reindex(index).to_numpy()
+    return table
+
+
+def scaling(table: pd.DataFrame, ci: str) -> pd.DataFrame:
+    """Final return per (algorithm, variant, N) over seeds, beside the random level at N."""
+    summary = summarize(table, ["algorithm", "variant", "n_agents"], "final", ci)
+    budget = table.groupby(["algorithm", "variant", "n_agents"])["budget_env_steps"].max()
+    reached = table.groupby(["algorithm", "variant", "n_agents"])["env_steps"].mean()
+    random = table.groupby("n_agents")["random_level"].mean()
+    summary = summary.join(budget, on=["algorithm", "variant", "n_agents"])
+    summary = summary.join(reached.rename("mean_env_steps"), on=["algorithm", "variant",
+                                                                 "n_agents"])
+    summary["random_level"] = summary["n_agents"].map(random)
+    return summary
+
+
+def frontiers(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per (algorithm, variant): the largest N whose mean final return is above the random
+    level (where recorded), above 0, and above both (the frontier)."""
+    rows = []
+    for (algorithm, variant), group in summary.groupby(["algorithm", "variant"], sort=True):
+        above_random = group[group["mean"] > group["random_level"]]["n_agents"]
+        above_zero = group[group["mean"] > 0]["n_agents"]
+        random_known = group["random_level"].notna()
+        both = group[(group["mean"] > 0) & (~random_known | (group["mean"]
+                                                               > group["random_level"]))]
+        rows.append({"algorithm": algorithm, "variant": variant,
+                     "largest_n_above_random": above_random.max() if len(above_random) else None,
+                     "largest_n_above_zero": above_zero.max() if len(above_zero) else None,
+                     "frontier": both["n_agents"].max() if len(both) else None})
+    return pd.DataFrame(rows)
+
+
+def throughput(table: pd.DataFrame, ci: str) -> pd.DataFrame:
+    """End-to-end env-steps/s and agent-steps/s, and the sampling rate, per (algorithm, N)."""
+    parts = [summarize(table, ["algorithm", "n_agents"], column, ci)
+             .rename(columns={"mean": column, "spread": f"{column}_spread"})
+             .set_index(["algorithm", "n_agents"])
+             for column in ("env_steps_per_s", "agent_steps_per_s", "sampling_env_steps_per_s")]
+    merged = parts[0].drop(columns="n").join(parts[1].drop(columns="n")).join(parts[2])
+    return merged.reset_index()

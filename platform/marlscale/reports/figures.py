@@ -1,0 +1,300 @@
+"""The report's figures, drawn with matplotlib (Agg: no display needed).
+
+Each function takes the tables of `reports/aggregate.py` and writes one PNG. Every algorithm
+keeps its colour in every figure (Okabe-Ito, a colour-blind-safe palette); every axis says
+what it shows and in what unit; N gets a log scale where it spans a decade. Figures are sized
+to stay readable at the width of a README image (about 900 px).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from marlscale.algorithms.registry import ALGORITHMS  # noqa: E402
+
+OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442",
+             "#000000"]
+ALGORITHM_COLOURS = {"qmix": "#0072B2", "mfqmix": "#D55E00", "mfq": "#009E73",
+                     "iql": "#CC79A7", "vdn": "#E69F00"}
+RANDOM_COLOUR = "#7f7f7f"
+LINE_STYLES = ["-", "--", ":", "-."]
+MARKERS = ["o", "s", "^", "D"]
+PANEL = (4.6, 3.4)  # inches per panel
+MAX_COLUMNS = 3
+DPI = 120
+ENV_STEPS_LABEL = "env steps"
+RETURN_LABEL = "return per agent (per episode)"
+
+plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11,
+                     "legend.fontsize": 10, "axes.grid": True, "grid.alpha": 0.3})
+
+
+def colour(algorithm: str) -> str:
+    """An algorithm's colour, the same in every figure (registry order for new ones)."""
+    if algorithm in ALGORITHM_COLOURS:
+        return ALGORITHM_COLOURS[algorithm]
+    names = sorted(ALGORITHMS)
+    index = names.index(algorithm) if algorithm in names else len(names)
+    return OKABE_ITO[index % len(OKABE_ITO)]
+
+
+def label(algorithm: str, variant: str = "") -> str:
+    return algorithm.upper() + (f" \u00b7 {variant}" if variant else "")
+
+
+def log_n(axis, values) -> None:
+    """A log-scaled N axis where N spans a decade, ticks at the N values themselves."""
+    values = sorted({int(v) for v in values})
+    if values and max(values) >= 10 * min(values):
+        axis.set_xscale("log")
+    axis.set_xticks(values)
+    axis.set_xticklabels([str(v) for v in values])
+    axis.minorticks_off()
+
+
+def _grid(panels: int, height_scale: float = 1.0, columns: int | None = None):
+    columns = columns or min(panels, MAX_COLUMNS)
+    rows = math.ceil(panels / columns)
+    figure, axes = plt.subplots(rows, columns, squeeze=False, layout="constrained",
+                                figsize=(PANEL[0] * columns, PANEL[1] * rows * height_scale))
+    flat = list(axes.flat)
+    for extra in flat[panels:]:
+        extra.set_visible(False)
+    return figure, flat[:panels]
+
+
+def _save(figure, path: Path) -> Path:
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+    return path
+
+
+def _band(axis, frame: pd.DataFrame, x: str, colour_: str, style: str, text: str) -> None:
+    axis.plot(frame[x], frame["mean"], color=colour_, linestyle=style, label=text, lw=1.8)
+    spread = frame["spread"].fillna(0.0)
+    if spread.any():
+        axis.fill_between(frame[x], frame["mean"] - spread, frame["mean"] + spread,
+                          color=colour_, alpha=0.18, lw=0)
+
+
+def _legend(figure, axes) -> None:
+    handles = {}
+    for axis in axes:
+        for handle, text in zip(*axis.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+    if handles:
+        figure.legend(handles.values(), handles.keys(), loc="outside lower center",
+                      ncols=min(len(handles), 3), frameon=False)
+
+
+def _ylabels(axes, text: str) -> None:
+    """The y label on the first panel of each row only (panels share their meaning)."""
+    for axis in axes:
+        if axis.get_subplotspec().is_first_col():
+            axis.set_ylabel(text)
+
+
+def _suptitle(figure, axes, title: str, ci_label: str) -> None:
+    """The figure's title and what its bands mean (on two lines over a single panel)."""
+    figure.suptitle(f"{title}{chr(10) if len(axes) < 2 else ' '}(mean \u00b1 {ci_label})",
+                    fontsize=12)
+
+
+def _styles(variants) -> dict[str, str]:
+    return {v: LINE_STYLES[i % len(LINE_STYLES)] for i, v in enumerate(sorted(set(variants)))}
+
+
+def learning_curves(curves: pd.DataFrame, ci_label: str, path: Path, title: str) -> Path:
+    """One panel per N, one line per algorithm (and variant): mean +- spread over seeds."""
+    sizes = sorted(curves["n_agents"].unique())
+    figure, axes = _grid(len(sizes))
+    styles = _styles(curves["variant"])
+    for axis, n in zip(axes, sizes):
+        for (algorithm, variant), frame in curves[curves["n_agents"] == n].groupby(
+                ["algorithm", "variant"], sort=True):
+            _band(axis, frame, "env_steps", colour(algorithm), styles[variant],
+                  label(algorithm, variant))
+        axis.set_title(f"N = {n}")
+        axis.set_xlabel(ENV_STEPS_LABEL)
+    _ylabels(axes, RETURN_LABEL)
+    _suptitle(figure, axes, title, ci_label)
+    _legend(figure, axes)
+    return _save(figure, path)
+
+
+def scaling(summary: pd.DataFrame, frontier: pd.DataFrame, what: str, ci_label: str,
+            path: Path, title: str) -> Path:
+    """Final return against N, per algorithm (and variant), the random level, frontiers."""
+    figure, (axis,) = _grid(1, height_scale=1.25)
+    figure.set_size_inches(PANEL[0] * 1.6, PANEL[1] * 1.3)
+    styles = _styles(summary["variant"])
+    for i, ((algorithm, variant), frame) in enumerate(
+            summary.groupby(["algorithm", "variant"], sort=True)):
+        frame = frame.sort_values("n_agents")
+        axis.errorbar(frame["n_agents"], frame["mean"], yerr=frame["spread"].fillna(0.0),
+                      color=colour(algorithm), linestyle=styles[variant], capsize=3,
+                      marker=MARKERS[i % len(MARKERS)], lw=1.8, label=label(algorithm, variant))
+        edge = frontier[(frontier["algorithm"] == algorithm) & (frontier["variant"] == variant)]
+        n = edge["frontier"].iloc[0] if len(edge) else None
+        if n is not None and not pd.isna(n):
+            y = frame.loc[frame["n_agents"] == n, "mean"].iloc[0]
+            axis.scatter([n], [y], s=260, facecolors="none", edgecolors=colour(algorithm),
+                         linewidths=2, zorder=5)
+    random = summary.groupby("n_agents")["random_level"].mean().dropna()
+    if len(random):
+        axis.plot(random.index, random.to_numpy(), color=RANDOM_COLOUR, linestyle="--", lw=1.5,
+                  marker="x", label="random policy")
+    axis.axhline(0.0, color="black", lw=0.8)
+    axis.scatter([], [], s=120, facecolors="none", edgecolors="black", linewidths=2,
+                 label="frontier: largest N above random and 0")
+    log_n(axis, summary["n_agents"])
+    axis.set_xlabel("N (learning agents)")
+    axis.set_ylabel(what)
+    axis.set_title(f"{title} (mean \u00b1 {ci_label})")
+    axis.legend(loc="best", fontsize=9)
+    return _save(figure, path)
+
+
+def reward_modes(curves: pd.DataFrame, what: str, ci_label: str, path: Path) -> Path:
+    """Per algorithm: team reward and individual reward side by side, one line per N."""
+    rows = sorted({(a, v) for a, v in zip(curves["algorithm"], curves["variant"])})
+    modes = sorted(curves["reward_mode"].unique(), key=lambda m: m != "team")
+    figure, axes = _grid(len(rows) * len(modes), columns=len(modes))
+    sizes = sorted(curves["n_agents"].unique())
+    shades = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(sizes)))
+    for i, (algorithm, variant) in enumerate(rows):
+        mine = curves[(curves["algorithm"] == algorithm) & (curves["variant"] == variant)]
+        low, high = mine["mean"].min(), mine["mean"].max()
+        for j, mode in enumerate(modes):
+            axis = axes[i * len(modes) + j]
+            for n, shade in zip(sizes, shades):
+                frame = mine[(mine["reward_mode"] == mode) & (mine["n_agents"] == n)]
+                if len(frame):
+                    _band(axis, frame, "env_steps", shade, "-", f"N = {n}")
+            axis.set_title(f"{label(algorithm, variant)}:\n{mode} reward", fontsize=11)
+            axis.set_xlabel(ENV_STEPS_LABEL)
+            margin = 0.05 * (high - low or 1.0)
+            axis.set_ylim(low - margin, high + margin)
+    _ylabels(axes, RETURN_LABEL)
+    _suptitle(figure, axes, f"Team against individual reward: {what}", ci_label)
+    _legend(figure, axes)
+    return _save(figure, path)
+
+
+def incremental(curves: pd.DataFrame, active: pd.DataFrame, what: str, ci_label: str,
+                path: Path) -> Path:
+    """Per (algorithm, N): with and without incremental learning; trained agents on the
+    right-hand axis."""
+    panels = sorted(set(zip(curves["algorithm"], curves["variant"], curves["n_agents"])))
+    figure, axes = _grid(len(panels))
+    for axis, (algorithm, variant, n) in zip(axes, panels):
+        mine = curves[(curves["algorithm"] == algorithm) & (curves["variant"] == variant)
+                      & (curves["n_agents"] == n)]
+        for schedule, frame in mine.groupby("incremental", sort=True):
+            style = "--" if schedule == "none" else "-"
+            text = "without incremental" if schedule == "none" else f"incremental ({schedule})"
+            _band(axis, frame, "env_steps", colour(algorithm), style, text)
+        trained = active[(active["algorithm"] == algorithm) & (active["variant"] == variant)
+                         & (active["n_agents"] == n)]
+        right = axis.twinx()
+        right.grid(False)
+        right.step(trained["env_steps"], trained["mean"], where="post", color=RANDOM_COLOUR,
+                   lw=1.2, label="trained agents (right axis)")
+        right.set_ylim(0, n * 1.05)
+        right.yaxis.set_major_locator(MaxNLocator(integer=True))
+        right.set_ylabel("trained agents", color=RANDOM_COLOUR)
+        axis.set_title(f"{label(algorithm, variant)}, N = {n}", fontsize=11)
+        axis.set_xlabel(ENV_STEPS_LABEL)
+        axis.plot([], [], color=RANDOM_COLOUR, lw=1.2, label="trained agents (right axis)")
+    _ylabels(axes, RETURN_LABEL)
+    _suptitle(figure, axes, f"Incremental learning: {what}", ci_label)
+    _legend(figure, axes)
+    return _save(figure, path)
+
+
+def league_matrix(league: pd.DataFrame, path: Path) -> Path:
+    """Cross-play reward differences as an annotated heat map with 95% CIs (one per side)."""
+    sides = sorted(league["side"].unique())
+    cells = max(league["algorithm"].nunique(), league["column_algorithm"].nunique())
+    figure, axes = _grid(len(sides), height_scale=1.2)
+    figure.set_size_inches(max(PANEL[0], 1.5 * cells + 2.2) * len(sides),
+                           max(PANEL[1] * 1.2, 1.1 * cells + 1.8))
+    for axis, side in zip(axes, sides):
+        mine = league[league["side"] == side]
+        rows = sorted(mine["algorithm"].unique())
+        columns = sorted(c for c in mine["column_algorithm"].unique() if c != "random")
+        columns += ["random"] if (mine["column_algorithm"] == "random").any() else []
+        matrix = np.full((len(rows), len(columns)), np.nan)
+        for _, cell in mine.iterrows():
+            matrix[rows.index(cell["algorithm"]), columns.index(cell["column_algorithm"])] = \
+                cell["reward_difference"]
+        bound = np.nanmax(np.abs(matrix)) if np.isfinite(matrix).any() else 1.0
+        image = axis.imshow(matrix, cmap="RdBu", vmin=-bound, vmax=bound)
+        for r, c in zip(*np.where(np.isnan(matrix))):
+            axis.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, color="#e8e8e8"))
+            axis.text(c, r, "not played", ha="center", va="center", fontsize=8, color="#555555")
+        for _, cell in mine.iterrows():
+            r, c = rows.index(cell["algorithm"]), columns.index(cell["column_algorithm"])
+            dark = abs(cell["reward_difference"]) > 0.6 * bound
+            axis.text(c, r, f"{cell['reward_difference']:+.2f}\n[{cell['ci95_low']:+.2f}, "
+                      f"{cell['ci95_high']:+.2f}]", ha="center", va="center", fontsize=8,
+                      color="white" if dark else "black")
+        axis.set_xticks(range(len(columns)), [c.upper() for c in columns])
+        axis.set_yticks(range(len(rows)), [r.upper() for r in rows])
+        axis.set_xlabel("opponent")
+        axis.set_ylabel("policy" + ("" if side == "both" else f" (playing {side})"))
+        axis.grid(False)
+        axis.set_title("reward difference per agent\n(row minus column, 95% CI)")
+        figure.colorbar(image, ax=axis, shrink=0.8, label="reward difference per agent")
+    return _save(figure, path)
+
+
+def head_to_head(curves: pd.DataFrame, ci_label: str, path: Path) -> Path:
+    """Reward difference over training per pair (learning team minus its learned opponent)."""
+    sizes = sorted(curves["n_agents"].unique())
+    figure, axes = _grid(len(sizes))
+    for axis, n in zip(axes, sizes):
+        mine = curves[curves["n_agents"] == n]
+        styles = _styles(mine["opponent_algorithm"])
+        for (algorithm, opponent), frame in mine.groupby(["algorithm", "opponent_algorithm"],
+                                                         sort=True):
+            _band(axis, frame, "env_steps", colour(algorithm), styles[opponent],
+                  f"{algorithm.upper()} vs {opponent.upper()}")
+        axis.axhline(0.0, color="black", lw=0.8)
+        axis.set_title(f"N = {n} per team")
+        axis.set_xlabel(ENV_STEPS_LABEL)
+    _ylabels(axes, "reward difference per agent")
+    _suptitle(figure, axes, "Head-to-head training: first team minus second", ci_label)
+    _legend(figure, axes)
+    return _save(figure, path)
+
+
+def throughput(table: pd.DataFrame, path: Path, ci_label: str) -> Path:
+    """End-to-end env-steps/s and agent-steps/s against N, per algorithm."""
+    figure, axes = _grid(2)
+    for axis, (column, what) in zip(axes, [("env_steps_per_s", "env steps / s"),
+                                           ("agent_steps_per_s", "agent steps / s")]):
+        for i, (algorithm, frame) in enumerate(table.groupby("algorithm", sort=True)):
+            frame = frame.sort_values("n_agents")
+            axis.errorbar(frame["n_agents"], frame[column],
+                          yerr=frame[f"{column}_spread"].fillna(0.0), color=colour(algorithm),
+                          marker=MARKERS[i % len(MARKERS)], capsize=3, lw=1.8,
+                          label=algorithm.upper())
+        log_n(axis, table["n_agents"])
+        axis.set_xlabel("N (learning agents)")
+        axis.set_ylabel(what)
+        axis.set_ylim(bottom=0)
+    axes[0].set_title("env steps per second")
+    axes[1].set_title("agent steps per second")
+    _suptitle(figure, axes, "Training throughput, end to end", ci_label)
+    _legend(figure, axes)
+    return _save(figure, path)

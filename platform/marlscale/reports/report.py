@@ -1,0 +1,476 @@
+"""`marlscale report RUN_DIR [RUN_DIR ...]`: the paper's figures, tables and a report.md.
+
+It draws what the runs hold and says what it skipped and why:
+
+    learning_curves.png   epsilon-greedy training return   any trial vs random (Figs 3, 7 top)
+    greedy_curves.png     greedy evaluation return         greedy evaluations (eval_interval > 0)
+    scaling.png           final return against N           two or more N
+    reward_modes.png      team against individual reward   both, for one algorithm (Fig 4)
+    incremental.png       with and without, trained agents both, for one algorithm and N (Fig 6)
+    league.png            cross-play reward differences    a `marlscale league` run (Fig 7 bottom)
+    head_to_head.png      reward difference over training  head-to-head trials (Fig 7 bottom)
+    throughput.png        end-to-end env-, agent-steps/s   any trial
+
+Each figure has a table in report.md and a CSV beside its PNG. Files are written to a
+staging folder first and moved into `--out` at the end, so an existing report is never left
+half-replaced. `--wandb` also logs the figures and tables to a W&B run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from marlscale import provenance
+from marlscale.reports import aggregate, figures
+from marlscale.reports.runs import Runs, load
+
+REPORT_FILE = "report.md"
+
+
+@dataclass
+class Section:
+    """One figure of the report with its table(s) and what they show."""
+
+    name: str
+    title: str
+    text: str
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    """file stem -> the table as shown in report.md (also written as CSV)."""
+
+
+def check_out(out: str | os.PathLike) -> Path:
+    """--out: a folder that exists or can be made, and can be written (checked first)."""
+    out = Path(out).expanduser()
+    allowed = "expected: a folder that can be created and written"
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} cannot be written: it is a file; {allowed}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise ValueError(f"--out {str(out)!r} cannot be written ({error.strerror or error}); "
+                         f"{allowed}") from None
+    return out
+
+
+def _number(value: Any, digits: int = 2) -> str:
+    return "" if value is None or pd.isna(value) else f"{value:+.{digits}f}"
+
+
+def mean_spread(mean: Any, spread: Any, digits: int = 2) -> str:
+    """'+1.23 ± 0.45' ('+1.23' with one seed, where there is no spread)."""
+    if pd.isna(mean):
+        return "n/a"
+    return _number(mean, digits) + ("" if pd.isna(spread) else f" \u00b1 {spread:.{digits}f}")
+
+
+def _steps(value: Any) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{int(value):,}"
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    return table.to_markdown(index=False, disable_numparse=True)
+
+
+# ---- the sections ---------------------------------------------------------------------------
+def _curve_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out: Path,
+                   last: int) -> Section:
+    curves = aggregate.curves_of(runs, trials)
+    by = ["algorithm", "variant", "n_agents"]
+    what = aggregate.RETURN_KINDS[kind]
+    name = "learning_curves" if kind == "train_return" else "greedy_curves"
+    figures.learning_curves(aggregate.seed_curves(curves, kind, by, ci),
+                            aggregate.spread_label(ci), out / f"{name}.png",
+                            title=f"The {what} over training")
+    table = trials.copy()
+    table["final"] = aggregate.final_values(curves, kind, last).reindex(
+        pd.MultiIndex.from_frame(trials[["run", "trial"]])).to_numpy()
+    summary = aggregate.summarize(table, by, "final", ci)
+    budget = table.groupby(by)["budget_env_steps"].max()
+    summary = summary.join(budget, on=by)
+    shown = pd.DataFrame({
+        "algorithm": summary["algorithm"], "variant": summary["variant"],
+        "N": summary["n_agents"],
+        f"final {what}": [mean_spread(m, s) for m, s in zip(summary["mean"], summary["spread"])],
+        "seeds": summary["n"], "budget (env steps)": summary["budget_env_steps"].map(_steps)})
+    kind_text = ("epsilon-greedy training episodes (the latest 20 finished episodes per "
+                 "iteration, exploration on)" if kind == "train_return" else
+                 "greedy evaluation episodes (exploration off, a separate env)")
+    return Section(name, "Learning curves" if kind == "train_return"
+                   else "Greedy evaluation curves",
+                   f"Return per agent of {kind_text}, against env steps; one panel per N, "
+                   f"one line per algorithm. Final: the mean of each trial's last {last} "
+                   "values, then over seeds.", {name: shown})
+
+
+def _scaling_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out: Path,
+                     last: int) -> Section:
+    table = aggregate.per_trial(runs, trials, kind)
+    table["final"] = aggregate.final_values(runs.curves, kind, last).reindex(
+        pd.MultiIndex.from_frame(trials[["run", "trial"]])).to_numpy()
+    summary = aggregate.scaling(table, ci)
+    edges = aggregate.frontiers(summary)
+    what = aggregate.RETURN_KINDS[kind]
+    figures.scaling(summary, edges, f"final {what}", aggregate.spread_label(ci),
+                    out / "scaling.png", title="Final return per agent against N")
+    shown = pd.DataFrame({
+        "algorithm": summary["algorithm"], "variant": summary["variant"],
+        "N": summary["n_agents"],
+        f"final {what}": [mean_spread(m, s) for m, s in zip(summary["mean"], summary["spread"])],
+        "seeds": summary["n"], "random policy": summary["random_level"].map(_number),
+        "above random": [("n/a" if pd.isna(r) else "yes" if m > r else "no")
+                         for m, r in zip(summary["mean"], summary["random_level"])],
+        "budget (env steps)": summary["budget_env_steps"].map(_steps)})
+    frontier = pd.DataFrame({
+        "algorithm": edges["algorithm"], "variant": edges["variant"],
+        "frontier N (above random and 0)": edges["frontier"].map(_n),
+        "largest N above random": edges["largest_n_above_random"].map(_n),
+        "largest N above 0": edges["largest_n_above_zero"].map(_n)})
+    greedy = kind == "greedy_return"
+    final = (f"the mean of a trial's last {last} greedy evaluations" if greedy else
+             f"the mean of a trial's last {last} training iterations' epsilon-greedy return "
+             "(these runs hold no greedy evaluations: set training.eval_interval)")
+    return Section("scaling", "Scaling with N",
+                   f"Final return per agent against N. **Final** is {final}, then the mean "
+                   "over seeds. The random policy's level is the same evaluation with every "
+                   "agent acting uniformly at random, logged by each trial (dashed grey). "
+                   "A circle marks each line's **frontier**: the largest N whose final "
+                   "return is above both the random level and 0.",
+                   {"scaling": shown, "frontier": frontier})
+
+
+def _n(value: Any) -> str:
+    return "none" if value is None or pd.isna(value) else str(int(value))
+
+
+def _reward_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path,
+                    last: int) -> Section:
+    curves = aggregate.curves_of(runs, trials)
+    by = ["algorithm", "variant", "reward_mode", "n_agents"]
+    kind = "train_return"
+    what = aggregate.RETURN_KINDS[kind]
+    figures.reward_modes(aggregate.seed_curves(curves, kind, by, ci), what,
+                         aggregate.spread_label(ci), out / "reward_modes.png")
+    table = trials.copy()
+    table["final"] = aggregate.final_values(curves, kind, last).reindex(
+        pd.MultiIndex.from_frame(trials[["run", "trial"]])).to_numpy()
+    summary = aggregate.summarize(table, by, "final", ci)
+    wide = summary.pivot_table(index=["algorithm", "variant", "n_agents"],
+                               columns="reward_mode", values=["mean", "spread", "n"],
+                               aggfunc="first", dropna=False)
+    shown = pd.DataFrame({"algorithm": [a for a, _, _ in wide.index],
+                          "variant": [v for _, v, _ in wide.index],
+                          "N": [n for _, _, n in wide.index]})
+    for mode in sorted(summary["reward_mode"].unique()):
+        shown[f"final, {mode} reward"] = [mean_spread(m, s) for m, s in zip(
+            wide[("mean", mode)], wide[("spread", mode)])]
+        shown[f"seeds ({mode})"] = wide[("n", mode)].fillna(0).astype(int).to_numpy()
+    return Section("reward_modes", "Team against individual reward",
+                   f"The {what} against env steps with the shared team reward and with each "
+                   "agent's own reward, one line per N (the paper's Fig 4). "
+                   f"Final: the mean of each trial's last {last} values.",
+                   {"reward_modes": shown})
+
+
+def _incremental_section(runs: Runs, trials: pd.DataFrame, pairs: pd.DataFrame, ci: str,
+                         out: Path, last: int) -> Section:
+    chosen = trials.merge(pairs, on=["algorithm", "variant", "n_agents"])
+    curves = aggregate.curves_of(runs, chosen)
+    by = ["algorithm", "variant", "n_agents", "incremental"]
+    kind = "train_return"
+    what = aggregate.RETURN_KINDS[kind]
+    active = aggregate.seed_curves(curves[curves["incremental"] != "none"], "n_active",
+                                   ["algorithm", "variant", "n_agents"], ci)
+    figures.incremental(aggregate.seed_curves(curves, kind, by, ci), active, what,
+                        aggregate.spread_label(ci), out / "incremental.png")
+    table = chosen.copy()
+    table["final"] = aggregate.final_values(curves, kind, last).reindex(
+        pd.MultiIndex.from_frame(chosen[["run", "trial"]])).to_numpy()
+    summary = aggregate.summarize(table, by, "final", ci)
+    shown = pd.DataFrame({
+        "algorithm": summary["algorithm"], "variant": summary["variant"],
+        "N": summary["n_agents"], "incremental": summary["incremental"],
+        f"final {what}": [mean_spread(m, s) for m, s in zip(summary["mean"], summary["spread"])],
+        "seeds": summary["n"]})
+    return Section("incremental", "Incremental learning",
+                   f"The {what} with incremental learning (solid) and without (dashed) for "
+                   "each algorithm and N run both ways; grey, right axis: the "
+                   f"agents the policy controls (the paper's Fig 6). Final: the mean of each "
+                   f"trial's last {last} values.", {"incremental": shown})
+
+
+def _league_section(runs: Runs, out: Path) -> Section:
+    league = runs.league["league"]
+    figures.league_matrix(league, out / "league.png")
+    shown = pd.DataFrame({
+        "policy": league["algorithm"], "side": league["side"],
+        "opponent": league["column_algorithm"],
+        "reward difference [95% CI]": [f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" for d, lo, hi in zip(
+            league["reward_difference"], league["ci95_low"], league["ci95_high"])],
+        "win rate": league["win_rate"].map(lambda v: f"{v:.2f}"),
+        "episodes": league["episodes"]})
+    tables = {"league": shown}
+    if "ratings" in runs.league:
+        ratings = runs.league["ratings"]
+        tables["ratings"] = pd.DataFrame({
+            "algorithm": ratings["algorithm"], "side": ratings["side"],
+            "rating [95% CI]": [f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" for d, lo, hi in zip(
+                ratings["rating"], ratings["ci95_low"], ratings["ci95_high"])],
+            "win rate": ratings["win_rate"].map(lambda v: f"{v:.2f}")})
+    return Section("league", "League: cross-play",
+                   "Every final policy against every other algorithm's (and the random "
+                   "team), greedy: the row's return per agent minus the column's, mean over "
+                   "episodes with its 95% t-interval (from the league's league.csv).", tables)
+
+
+def _head_to_head_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path,
+                          last: int) -> Section:
+    curves = runs.curves.merge(trials[["run", "trial"]], on=["run", "trial"])
+    by = ["algorithm", "opponent_algorithm", "n_agents"]
+    figures.head_to_head(aggregate.seed_curves(curves, "reward_difference", by, ci),
+                         aggregate.spread_label(ci), out / "head_to_head.png")
+    table = trials.copy()
+    table["final"] = aggregate.final_values(curves, "reward_difference", last).reindex(
+        pd.MultiIndex.from_frame(trials[["run", "trial"]])).to_numpy()
+    summary = aggregate.summarize(table, by, "final", ci)
+    shown = pd.DataFrame({
+        "first team": summary["algorithm"], "second team": summary["opponent_algorithm"],
+        "N per team": summary["n_agents"],
+        "final reward difference": [mean_spread(m, s) for m, s in zip(summary["mean"],
+                                                                      summary["spread"])],
+        "seeds": summary["n"]})
+    return Section("head_to_head", "Head-to-head training",
+                   "Reward difference per agent (first team's epsilon-greedy return per agent "
+                   "minus the second's) over training, for each trained pair (the paper's "
+                   f"Fig 7, bottom). Final: the mean of each trial's last {last} values.",
+                   {"head_to_head": shown})
+
+
+def _throughput_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path) -> Section:
+    table = aggregate.per_trial(runs, trials, "train_return")
+    duel = table["opponent_algorithm"] != "random"
+    table.loc[duel, "algorithm"] = table["algorithm"] + "-vs-" + table["opponent_algorithm"]
+    summary = aggregate.throughput(table, ci)
+    figures.throughput(summary, out / "throughput.png", aggregate.spread_label(ci))
+    shown = pd.DataFrame({
+        "algorithm": summary["algorithm"], "N": summary["n_agents"],
+        "env-steps/s": [_rate(m, s) for m, s in zip(summary["env_steps_per_s"],
+                                                    summary["env_steps_per_s_spread"])],
+        "agent-steps/s": [_rate(m, s) for m, s in zip(summary["agent_steps_per_s"],
+                                                      summary["agent_steps_per_s_spread"])],
+        "sampling-only env-steps/s": [_rate(m, s) for m, s in zip(
+            summary["sampling_env_steps_per_s"], summary["sampling_env_steps_per_s_spread"])],
+        "trials": summary["n"]})
+    return Section("throughput", "Throughput",
+                   "End to end: a trial's env steps over its wall-clock training time "
+                   "(sampling, learning, evaluation, checkpoints); agent-steps/s multiplies by "
+                   "the learning agents (both teams' in head-to-head). The sampling-only rate "
+                   "leaves learning out.", {"throughput": shown})
+
+
+def _rate(mean: Any, spread: Any) -> str:
+    if pd.isna(mean):
+        return "n/a"
+    return f"{mean:,.0f}" + ("" if pd.isna(spread) else f" \u00b1 {spread:,.0f}")
+
+
+def sections(runs: Runs, ci: str, out: Path, last: int) -> tuple[list[Section], list[str]]:
+    """Every figure the runs allow (drawn into `out`), and why each other one was skipped."""
+    drawn: list[Section] = []
+    skipped: list[str] = []
+    trials = aggregate.with_variants(runs)
+    runnable = trials[trials["env_steps"] > 0]
+    fixed = runnable[runnable["opponent_algorithm"] == "random"]
+    duel = runnable[runnable["opponent_algorithm"] != "random"]
+    curves = runs.curves.merge(fixed[["run", "trial"]], on=["run", "trial"])
+    if len(fixed) and curves["train_return"].notna().any():
+        drawn.append(_curve_section(runs, fixed, "train_return", ci, out, last))
+    else:
+        skipped.append("learning curves: no trial against the random team has finished an "
+                       "episode" + (" (the runs are head-to-head: see Head-to-head training)"
+                                    if len(duel) and not len(fixed) else ""))
+    greedy = curves.dropna(subset=["greedy_return"]).groupby(["run", "trial"]).size()
+    if len(greedy) and greedy.max() >= 2:
+        drawn.append(_curve_section(runs, fixed, "greedy_return", ci, out, last))
+    else:
+        skipped.append("greedy evaluation curves: the trials hold fewer than two greedy "
+                       "evaluations each (set training.eval_interval)")
+    sizes = sorted(fixed["n_agents"].unique())
+    if len(sizes) >= 2:
+        kind = aggregate.return_kind(curves)
+        drawn.append(_scaling_section(runs, fixed, kind, ci, out, last))
+    else:
+        skipped.append(f"scaling: needs two or more N against the random team; the runs hold "
+                       f"N = {', '.join(map(str, sizes)) or 'none'}")
+    by_mode = aggregate.with_variants(runs, exclude=("reward_mode",)).loc[fixed.index]
+    modes = by_mode.groupby(["algorithm", "variant"])["reward_mode"].nunique()
+    if (modes > 1).any():
+        both = by_mode.merge(modes[modes > 1].reset_index()[["algorithm", "variant"]])
+        drawn.append(_reward_section(runs, both, ci, out, last))
+    else:
+        skipped.append("reward modes: no algorithm was run with both team and individual "
+                       "reward")
+    by_schedule = aggregate.with_variants(runs, exclude=("incremental",)).loc[fixed.index]
+    schedules = by_schedule.assign(on=by_schedule["incremental"] != "none").groupby(
+        ["algorithm", "variant", "n_agents"])["on"].nunique()
+    pairs = schedules[schedules > 1].reset_index()[["algorithm", "variant", "n_agents"]]
+    if len(pairs):
+        drawn.append(_incremental_section(runs, by_schedule, pairs, ci, out, last))
+    else:
+        skipped.append("incremental learning: no algorithm and N was run both with and "
+                       "without incremental learning")
+    if "league" in runs.league:
+        drawn.append(_league_section(runs, out))
+    else:
+        skipped.append("league: no `marlscale league` run with its league.csv (cross-play "
+                       "not run yet)")
+    if len(duel) and runs.curves.merge(duel[["run", "trial"]])["reward_difference"] \
+            .notna().any():
+        drawn.append(_head_to_head_section(runs, duel, ci, out, last))
+    else:
+        skipped.append("head-to-head: no trial against a learning opponent")
+    if len(runnable):
+        drawn.append(_throughput_section(runs, runnable, ci, out))
+    return drawn, skipped
+
+
+# ---- report.md ------------------------------------------------------------------------------
+def _dates(runs: Runs) -> str:
+    dates = pd.to_datetime(runs.curves["date"].dropna(), format="%Y-%m-%d_%H-%M-%S",
+                           errors="coerce").dropna()
+    if not len(dates):
+        return "not recorded"
+    return f"{dates.min():%Y-%m-%d %H:%M} to {dates.max():%Y-%m-%d %H:%M} (local time of the run)"
+
+
+def _provenance_lines(runs: Runs) -> list[str]:
+    lines = []
+    recorded = {p["run"]: p for p in runs.provenance}
+    for path in runs.paths:
+        found = recorded.get(str(path))
+        if found is None:
+            hosts = sorted(runs.curves.loc[runs.curves["run"] == str(path), "hostname"]
+                           .dropna().unique())
+            lines.append(f"- `{path}` ({runs.kinds[str(path)]}): commit not recorded (no "
+                         f"provenance.json); hosts {', '.join(hosts) or 'not recorded'}")
+            continue
+        machine = found.get("machine", {})
+        gpus = ", ".join(machine.get("gpus") or []) or "no GPU"
+        dirty = " with uncommitted changes" if found.get("dirty") else ""
+        lines.append(f"- `{path}` ({runs.kinds[str(path)]}): commit `{found.get('commit')}`"
+                     f"{dirty}; {machine.get('hostname')}: {machine.get('cpus')} x "
+                     f"{machine.get('cpu')}, {gpus}; started {found.get('started')}"
+                     + (f", resumed {len(found['resumed'])} time(s)" if found.get("resumed")
+                        else ""))
+    return lines
+
+
+def write_markdown(runs: Runs, drawn: list[Section], skipped: list[str], ci: str,
+                   last: int, path: Path) -> None:
+    me = provenance.commit()
+    trials = runs.trials
+    lines = [
+        f"# Report: {', '.join(p.name for p in runs.paths)}", "",
+        f"Game: **{runs.game}**. {len(trials)} trials "
+        f"({', '.join(sorted(trials['algorithm'].unique()))}; N = "
+        f"{', '.join(map(str, sorted(trials['n_agents'].unique())))}; seeds "
+        f"{', '.join(map(str, sorted(trials['seed'].unique())))}).", "",
+        "## Runs", *_provenance_lines(runs),
+        f"- dates: {_dates(runs)}",
+        f"- report made {provenance.now()} by `marlscale report` at commit `{me['commit']}`",
+        "",
+        "## Definitions",
+        "- **Return per agent**: an episode's team return divided by the team's N (the "
+        "paper's normalisation).",
+        "- **epsilon-greedy** curves come from training episodes (exploration on); "
+        "**greedy** ones from evaluation episodes in a separate env (exploration off). Each "
+        "figure says which it shows.",
+        f"- **\u00b1**: {aggregate.spread_label(ci, short=False)}; no spread is shown with one "
+        "seed.",
+        f"- **Final**: the mean of a trial's last {last} values of the metric shown "
+        "(greedy evaluations where the figure shows greedy returns), then over seeds.",
+        "- **Budget**: the env steps each trial was to run (its stop).", "",
+    ]
+    for section in drawn:
+        lines += [f"## {section.title}", "", section.text, "",
+                  f"![{section.title}]({section.name}.png)", ""]
+        for name, table in section.tables.items():
+            lines += [_markdown(table), "", f"([{name}.csv]({name}.csv))", ""]
+    lines += ["## Skipped figures", ""]
+    lines += [f"- {reason}" for reason in skipped] or ["- none"]
+    lines += ["", "## Missing or failed trials", ""]
+    if runs.missing:
+        lines.append(_markdown(pd.DataFrame(runs.missing)))
+    else:
+        lines.append("None: every trial of every grid is present and complete.")
+    path.write_text("\n".join(lines) + "\n")
+
+
+# ---- the command ----------------------------------------------------------------------------
+def default_out(paths: list[str | os.PathLike]) -> Path:
+    return Path(paths[0]).expanduser() / "report"
+
+
+def build(paths: list[str | os.PathLike], out: str | os.PathLike | None = None, *,
+          ci: str = "std", last: int = aggregate.FINAL_EVALUATIONS, wandb: bool = False,
+          log=print) -> dict[str, Any]:
+    """Load the runs, draw every figure they allow into `out`, write report.md; returns
+    {report, figures, skipped, missing} (and the W&B run's folder with `wandb`)."""
+    if ci not in aggregate.CI_CHOICES:
+        raise ValueError(f"--ci {ci!r} is invalid; allowed: {', '.join(aggregate.CI_CHOICES)}")
+    out = check_out(out if out is not None else default_out(paths))
+    runs = load(*paths)
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        drawn, skipped = sections(runs, ci, staging, last)
+        for section in drawn:
+            for name, table in section.tables.items():
+                table.to_csv(staging / f"{name}.csv", index=False)
+        write_markdown(runs, drawn, skipped, ci, last, staging / REPORT_FILE)
+        written = []
+        for file in sorted(staging.iterdir()):
+            os.replace(file, out / file.name)
+            written.append(out / file.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    summary = {"report": str(out / REPORT_FILE),
+               "figures": [str(p) for p in written if p.suffix == ".png"],
+               "skipped": skipped, "missing": runs.missing}
+    if wandb:
+        summary["wandb"] = log_to_wandb(out, runs, drawn)
+    log(f"report: {out / REPORT_FILE} ({len(summary['figures'])} figures)")
+    return summary
+
+
+def log_to_wandb(out: Path, runs: Runs, drawn: list[Section]) -> str:
+    """Log every figure (as an image) and table to one W&B run; online only if logged in."""
+    import wandb
+
+    from marlscale.sweeps.wandb import DEFAULT_PROJECT, resolve_mode
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run = wandb.init(project=DEFAULT_PROJECT, mode=resolve_mode("auto"), dir=str(out),
+                     job_type="report", name=f"report-{'+'.join(p.name for p in runs.paths)}"
+                     f"-{stamp}", config={"runs": [str(p) for p in runs.paths],
+                                          "game": runs.game})
+    try:
+        for section in drawn:
+            run.log({f"figures/{section.name}": wandb.Image(str(out / f"{section.name}.png"))})
+            for name in section.tables:
+                run.log({f"tables/{name}": wandb.Table(
+                    dataframe=pd.read_csv(out / f"{name}.csv", dtype=str,
+                                          keep_default_na=False))})
+        with open(out / REPORT_FILE) as handle:
+            run.log({"report": wandb.Html(f"<pre>{handle.read()}</pre>")})
+    finally:
+        run.finish()
+    return str(Path(run.dir).parent)
