@@ -19,6 +19,7 @@ import time
 
 from marlscale.algorithms.registry import ALGORITHMS
 from marlscale.envs import GAMES, TeamEnvConfig
+from marlscale.wandb_logging import WANDB_MODES
 
 
 def _positive_int(text: str) -> int:
@@ -86,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="start a new run's team modules from a checkpoint's weights (a "
                             "checkpoint, train run or sweep trial directory; :TEAM takes that "
                             "team's module for the learning team)")
+    train.add_argument("--wandb-mode", choices=WANDB_MODES, default=None,
+                       help="W&B logging (default: the spec's, else auto: online iff "
+                            "WANDB_API_KEY is set, else offline into RUN_DIR/wandb/)")
+    train.add_argument("--wandb-project", default=None,
+                       help="W&B project (default: the spec's, else marlscale)")
     _add_ray_flags(train, default_cpus=2)
 
     sweep = commands.add_parser(
@@ -305,7 +311,14 @@ def _train_spec(args: argparse.Namespace):
     values["resources"] = resources
     if args.seed is not None:
         values["seed"] = args.seed
+    values["wandb"] = _wandb_settings(values.get("wandb", {}), args)
     return TrainSpec.from_dict(values, source=args.spec or "command line")
+
+
+def _wandb_settings(wandb: dict, args: argparse.Namespace) -> dict:
+    """A spec's `wandb:` with --wandb-mode and --wandb-project applied."""
+    flags = {"mode": args.wandb_mode, "project": args.wandb_project}
+    return {**wandb, **{key: value for key, value in flags.items() if value is not None}}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -320,18 +333,21 @@ def _train(args: argparse.Namespace) -> int:
 
     # Everything is checked before Ray starts or anything is written.
     if args.resume:
-        allowed = {"command", "resume", "address", "num_cpus", *train.STOP_KEYS}
+        allowed = {"command", "resume", "address", "num_cpus", "wandb_mode", "wandb_project",
+                   *train.STOP_KEYS}
         given = [f"--{key.replace('_', '-')}" if key != "spec" else f"spec {args.spec!r}"
                  for key, value in vars(args).items() if key not in allowed
                  and value not in (None, [])]
         if given:
             raise ValueError(f"--resume {args.resume!r} is invalid with {', '.join(given)}; "
                              "allowed: --resume RUN_DIR with a stop flag (--iterations, "
-                             "--env-steps, --time-s: the new total), --address, --num-cpus "
-                             "(the spec is RUN_DIR/spec.json)")
+                             "--env-steps, --time-s: the new total), --wandb-mode, "
+                             "--wandb-project, --address, --num-cpus (the spec is "
+                             "RUN_DIR/spec.json)")
         stop = {key: getattr(args, key) for key in train.STOP_KEYS
                 if getattr(args, key) is not None}
         state = train.check_resumable(args.resume, stop or None)
+        state.spec.wandb = _wandb_settings(state.spec.wandb, args)
         run_dir = state.run_dir
     else:
         spec = _train_spec(args)

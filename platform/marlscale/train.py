@@ -9,11 +9,22 @@ A spec (YAML or JSON) has these top-level keys, every one optional:
     resources: {num_cpus: 1, num_env_runners: 0, num_envs_per_env_runner: 1, num_gpus: 0}
     seed: 0
     checkpoint_every: 0                 # iterations between checkpoints (0: only at the end)
+    eval_episodes: 5                    # final greedy evaluation (0: none)
+    wandb: {project: marlscale, mode: auto}   # and entity: ...; mode: auto (online iff
+                                        # WANDB_API_KEY is set) | offline | online | disabled
 
 The run directory gets `spec.json` (the resolved spec), `metrics.jsonl` (one flattened row per
 iteration, appended as it goes), `metrics.csv` (the same rows, written at the end),
 `result.json` (last row, final greedy evaluation and the random policy's, in the same env)
 and `checkpoints/iter_NNNNNN/`.
+
+W&B, as in sweeps (marlscale/wandb_logging.py): one W&B run per training run, in group
+`train/<algorithm>/<game>/N<n>` (`a-vs-b` head-to-head) and named `<algorithm>_N<n>_seed<seed>`,
+so the seeds of one configuration aggregate; its config is spec.json, every row of
+metrics.jsonl is logged with env steps as the x-axis, and the final greedy evaluation and the
+random policy's go into the run's summary. Offline runs land in RUN_DIR/wandb/offline-run-*
+(upload with `wandb sync RUN_DIR/wandb/offline-run-*`). spec.json keeps the W&B run id
+(`wandb_run_id`), so `--resume` continues the same W&B run.
 
 Two ways to go on from earlier training, both checked before Ray starts:
 
@@ -42,11 +53,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from marlscale import wandb_logging
 from marlscale.algorithms.config import TEAM_Q_DEFAULTS, TeamQConfig
 from marlscale.envs import ENV_NAMES
 
 SPEC_KEYS = ("env", "env_config", "training", "stop", "resources", "seed", "checkpoint_every",
-             "eval_episodes")
+             "eval_episodes", "wandb")
+EXTRA_KEYS = ("from_checkpoint", "wandb_run_id")
+"""spec.json's keys besides the spec's: where a warm start came from, the run's W&B id."""
 STOP_KEYS = ("iterations", "env_steps", "time_s")
 RESOURCE_KEYS = ("num_cpus", "num_env_runners", "num_envs_per_env_runner", "num_gpus")
 SPEC_FILE = "spec.json"
@@ -67,6 +81,7 @@ class TrainSpec:
     seed: int | None = 0
     checkpoint_every: int = 0
     eval_episodes: int = 5
+    wandb: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "spec") -> TrainSpec:
@@ -131,6 +146,7 @@ class TrainSpec:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 fail(key, value, "an integer >= 0")
+        wandb_logging.check(self.wandb, source)
         try:
             self.algorithm_config().validate_team_q()
         except ValueError as error:
@@ -155,6 +171,16 @@ class TrainSpec:
             .resources(num_cpus_for_main_process=resources.get("num_cpus", 1))
             .debugging(seed=self.seed)
         )
+
+    def wandb_names(self) -> tuple[str, str]:
+        """W&B group train/<algorithm>/<game>/N<n> (a sweep's, with experiment `train`) and
+        run name <algorithm>_N<n>_seed<seed>; head-to-head, the algorithm is `a-vs-b`."""
+        config = self.algorithm_config()
+        env_config = config.team_env_config
+        algorithm = "-vs-".join(config.team_algorithms().values())
+        size = f"N{env_config.n_agents}"
+        return (f"train/{algorithm}/{env_config.game}/{size}",
+                f"{algorithm}_{size}_seed{self.seed}")
 
 
 def flatten(result: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -231,25 +257,42 @@ def run(spec: TrainSpec, run_dir: str | os.PathLike, *, log=print,
         if warm is not None:
             warm.apply(algo)
         run_dir.mkdir(parents=True, exist_ok=True)
-        extra = {"from_checkpoint": warm.record()} if warm is not None else {}
+        extra = _with_wandb_id(spec, {"from_checkpoint": warm.record()} if warm else {})
         _write_spec(run_dir, spec, extra)
     except BaseException:
         algo.stop()
         raise
-    return _train(algo, spec, run_dir, [], log)
+    return _train(algo, spec, run_dir, [], log, extra)
+
+
+def _with_wandb_id(spec: TrainSpec, extra: dict[str, Any]) -> dict[str, Any]:
+    """spec.json's extra keys with a W&B run id when the run logs to W&B (kept if it has one)."""
+    if spec.wandb.get("mode") == "disabled" or "wandb_run_id" in extra:
+        return extra
+    return {**extra, "wandb_run_id": wandb_logging.new_run_id()}
 
 
 def _write_spec(run_dir: Path, spec: TrainSpec, extra: dict[str, Any]) -> None:
     (run_dir / SPEC_FILE).write_text(json.dumps({**asdict(spec), **extra}, indent=2))
 
 
+def _start_wandb(spec: TrainSpec, run_dir: Path, extra: dict[str, Any]):
+    """The run's W&B run (continued if spec.json's id has logged before); None if disabled."""
+    group, name = spec.wandb_names()
+    return wandb_logging.start_run(spec.wandb, run_dir, run_id=extra.get("wandb_run_id"),
+                                   group=group, name=name, config={**asdict(spec), **extra})
+
+
 def _train(algo, spec: TrainSpec, run_dir: Path, rows: list[dict[str, Any]], log,
-           time_before: float = 0.0) -> dict[str, Any]:
-    """The training loop of `run` and `resume`: appends to metrics.jsonl, checkpoints, stops
-    the Algorithm; then metrics.csv (every row) and result.json. `rows`: earlier rows kept."""
+           extra: dict[str, Any], time_before: float = 0.0) -> dict[str, Any]:
+    """The training loop of `run` and `resume`: appends to metrics.jsonl and logs to W&B,
+    checkpoints, stops the Algorithm; then metrics.csv (every row) and result.json. `rows`:
+    earlier rows kept; `extra`: spec.json's extra keys (the W&B run id)."""
     rows = list(rows)
     start = time.perf_counter()
+    wandb_run = None
     try:
+        wandb_run = _start_wandb(spec, run_dir, extra)
         with (run_dir / METRICS_FILE).open("a") as jsonl:
             while True:
                 result = algo.train()
@@ -257,6 +300,8 @@ def _train(algo, spec: TrainSpec, run_dir: Path, rows: list[dict[str, Any]], log
                 rows.append(row)
                 jsonl.write(json.dumps(row) + "\n")
                 jsonl.flush()
+                if wandb_run is not None:
+                    wandb_run.log(row)
                 log(progress_line(result))
                 iteration = result["training_iteration"]
                 last = should_stop(spec, result, time_before + time.perf_counter() - start)
@@ -267,8 +312,17 @@ def _train(algo, spec: TrainSpec, run_dir: Path, rows: list[dict[str, Any]], log
         evaluation = algo.evaluate_greedy(spec.eval_episodes) if spec.eval_episodes else {}
         random = (algo.evaluate_greedy(spec.eval_episodes, random=True)
                   if spec.eval_episodes else {})
+        if wandb_run is not None:
+            wandb_run.summary.update(flatten({"greedy_evaluation": evaluation,
+                                              "random_evaluation": random}))
+    except BaseException:
+        if wandb_run is not None:
+            wandb_run.finish(exit_code=1)
+        raise
     finally:
         algo.stop()
+    if wandb_run is not None:
+        wandb_run.finish()
     columns = sorted({key for row in rows for key in row})
     with (run_dir / "metrics.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -296,7 +350,7 @@ class Resume:
     time_s: float
     """Training time the run had spent at the checkpoint (its row's time_total_s)."""
     extra: dict[str, Any] = field(default_factory=dict)
-    """spec.json's keys besides the spec's (`from_checkpoint`), kept as they were."""
+    """spec.json's keys besides the spec's (EXTRA_KEYS), kept as they were."""
 
 
 def check_resumable(run_dir: str | os.PathLike, stop: dict[str, Any] | None = None,
@@ -323,10 +377,10 @@ def check_resumable(run_dir: str | os.PathLike, stop: dict[str, Any] | None = No
             from None
     extra = {key: values.pop(key) for key in list(values) if key not in SPEC_KEYS} \
         if isinstance(values, dict) else {}
-    unknown = sorted(set(extra) - {"from_checkpoint"})
+    unknown = sorted(set(extra) - set(EXTRA_KEYS))
     if unknown:
         raise ValueError(f"{spec_file}: key {unknown[0]!r} is unknown; allowed: "
-                         f"{', '.join(SPEC_KEYS)}, from_checkpoint")
+                         f"{', '.join(SPEC_KEYS + EXTRA_KEYS)}")
     if stop:
         values = {**values, "stop": dict(stop)}
     spec = TrainSpec.from_dict(values, source=str(spec_file))
@@ -389,13 +443,14 @@ def resume(state: Resume | str | os.PathLike, *, stop: dict[str, Any] | None = N
         algo._time_total = state.time_s
         log(f"resuming {run_dir} at iteration {algo.iteration} from {state.checkpoint.name} "
             f"until {_describe(spec.stop)}")
-        _write_spec(run_dir, spec, state.extra)
+        extra = _with_wandb_id(spec, state.extra)
+        _write_spec(run_dir, spec, extra)
         with (run_dir / METRICS_FILE).open("w") as jsonl:
             jsonl.writelines(json.dumps(row) + "\n" for row in state.rows)
     except BaseException:
         algo.stop()
         raise
-    return _train(algo, spec, run_dir, state.rows, log, time_before=state.time_s)
+    return _train(algo, spec, run_dir, state.rows, log, extra, time_before=state.time_s)
 
 
 # ---- --from-checkpoint ------------------------------------------------------------------------

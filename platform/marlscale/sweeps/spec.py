@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from marlscale import wandb_logging
 from marlscale.algorithms.config import TEAM_Q_DEFAULTS
 from marlscale.curriculum.schedules import CurriculumConfig
 from marlscale.envs import ENV_NAMES, GAME_OF_ENV
@@ -52,8 +53,6 @@ PAIR_AXIS = "pair"
 """Head-to-head shorthand: each value [a, b] sets training.algorithm=a (the first team, red or
 predators) and training.opponent_algorithm=b (the second); needs env_config.opponent=learned."""
 PAIR_TARGETS = (("training", "algorithm"), ("training", "opponent_algorithm"))
-WANDB_KEYS = ("project", "mode", "entity")
-WANDB_MODES = ("auto", "offline", "online", "disabled")
 SPEC_KEY = "sweep"  # a trial config's copy of the spec (its axis values sit beside it)
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -209,15 +208,7 @@ class SweepSpec:
         if concurrent is not None and (isinstance(concurrent, bool)
                                        or not isinstance(concurrent, int) or concurrent < 1):
             raise self.fail("max_concurrent_trials", concurrent, "null or an integer >= 1")
-        for key in self.wandb:
-            if key not in WANDB_KEYS:
-                raise SpecError(f"{self.source}: key 'wandb.{key}' is unknown; allowed: "
-                                f"{', '.join(WANDB_KEYS)}")
-        if self.wandb.get("mode", "auto") not in WANDB_MODES:
-            raise self.fail("wandb.mode", self.wandb.get("mode"), ", ".join(WANDB_MODES))
-        for key in ("project", "entity"):
-            if key in self.wandb and not isinstance(self.wandb[key], str):
-                raise self.fail(f"wandb.{key}", self.wandb[key], "a string")
+        wandb_logging.check(self.wandb, self.source, SpecError)
         self._validate_grid()
         for point in self.points():
             try:
@@ -280,6 +271,7 @@ class SweepSpec:
             "seed": None,
             "checkpoint_every": self.checkpoint_every,
             "eval_episodes": 0,
+            "wandb": {"mode": "disabled"},  # a trial logs through the sweep's W&B callback
         }
 
     def train_spec(self, point: dict[str, Any]) -> TrainSpec:

@@ -1,30 +1,39 @@
 """W&B logging of sweeps through Ray's `WandbLoggerCallback`.
 
 Each trial is its own W&B run; its group is experiment/algorithm/game/N (plus any other grid
-axis but the seed), so the seeds of one configuration aggregate on the dashboard. Offline mode
-needs no account: the runs land in each trial's directory under `wandb/` and can be uploaded
-later with `wandb sync`. The API key is only ever read from WANDB_API_KEY by W&B itself (Ray
-forwards that variable to its logging actors); marlscale never prints, logs or writes it.
+axis but the seed), so the seeds of one configuration aggregate on the dashboard; env steps are
+the x-axis of every metric, as in `marlscale train`'s runs (marlscale/wandb_logging.py).
+Offline mode needs no account: the runs land in each trial's directory under `wandb/` and can
+be uploaded later with `wandb sync`. The API key is only ever read from WANDB_API_KEY by W&B
+itself (Ray forwards that variable to its logging actors); marlscale never prints, logs or
+writes it.
 """
 
 from __future__ import annotations
 
 import os
 
-from ray.air.integrations.wandb import WANDB_ENV_VAR, WandbLoggerCallback
+from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 
-DEFAULT_PROJECT = "marlscale"
+from marlscale.wandb_logging import define_x_axis
 
 
-def resolve_mode(mode: str) -> str:
-    """auto -> online when WANDB_API_KEY is set, else offline."""
-    if mode == "auto":
-        return "online" if os.environ.get(WANDB_ENV_VAR) else "offline"
-    return mode
+class _LoggingActor(_WandbLoggingActor):
+    """Ray's per-trial logging actor, with env steps as the x-axis of every metric."""
+
+    _x_axis_defined = False
+
+    def _handle_result(self, result):
+        if not self._x_axis_defined:  # the first result comes after wandb.init, in run()
+            define_x_axis(self._wandb)
+            self._x_axis_defined = True
+        return super()._handle_result(result)
 
 
 class SweepWandbLogger(WandbLoggerCallback):
     """One W&B run per trial, grouped per configuration; offline needs no API key."""
+
+    _logger_actor_cls = _LoggingActor
 
     def __init__(self, project: str, mode: str, group_of, entity: str | None = None):
         kwargs = {"mode": mode}
