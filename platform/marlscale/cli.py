@@ -5,6 +5,7 @@
     marlscale evaluate    a checkpoint's policy against random or another checkpoint
     marlscale league      algorithms trained head-to-head, then cross-played
     marlscale render      one greedy episode as a GIF
+    marlscale report      the paper's figures, tables and report.md from run directories
     marlscale rollout     random-policy rollouts of both games on Ray
     marlscale bench env   team-env vs raw magent2 throughput, as JSON
     marlscale bench train sampling / training / learner throughput, as JSON
@@ -92,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
                             "WANDB_API_KEY is set, else offline into RUN_DIR/wandb/)")
     train.add_argument("--wandb-project", default=None,
                        help="W&B project (default: the spec's, else marlscale)")
+    _add_report_flag(train)
     _add_ray_flags(train, default_cpus=2)
 
     sweep = commands.add_parser(
@@ -133,6 +135,27 @@ def _parser() -> argparse.ArgumentParser:
                         help="pixels per map cell (default: fit about 480 pixels)")
     render.add_argument("--out", required=True, help="the GIF to write (its folder must exist)")
 
+    report = commands.add_parser(
+        "report", help="the paper's figures, tables and a report.md from run directories "
+                       "(train, sweep, league)",
+        description="Draw every figure the runs allow (learning curves, scaling with N, reward "
+        "modes, incremental learning, league, head-to-head, throughput) into --out with a "
+        "report.md of tables; say which figures were skipped and why, and which trials are "
+        "missing or failed. A partial or interrupted sweep is reported as far as it got.")
+    report.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                        help="`marlscale train`, `sweep` or `league` run directories (one game)")
+    report.add_argument("--out", default=None,
+                        help="folder for report.md, the PNGs and CSVs (default: RUN_DIR/report "
+                             "of the first run)")
+    report.add_argument("--ci", choices=("std", "95"), default="std",
+                        help="spread over seeds: std (default, the paper's) or 95 (95%% "
+                             "Student-t CI of the mean)")
+    report.add_argument("--last", type=_positive_int, default=3,
+                        help="'final' = the mean of each trial's last LAST evaluations (default 3)")
+    report.add_argument("--wandb", action="store_true",
+                        help="also log the figures and tables to a W&B run (offline unless "
+                             "WANDB_API_KEY is set)")
+
     bench = commands.add_parser("bench", help="benchmarks that print JSON")
     targets = bench.add_subparsers(dest="target", required=True)
     env = targets.add_parser("env", help="team env vs raw magent2 agent-steps/s")
@@ -168,7 +191,13 @@ def _add_spec_run_flags(parser: argparse.ArgumentParser, kind: str, specs: str,
     parser.add_argument("--run-dir", default=None,
                         help="output folder (default $MARLSCALE_RUNS or ~/marlscale_runs, "
                              f"then {folder}/<experiment>-<time>)")
+    _add_report_flag(parser)
     _add_ray_flags(parser, default_cpus=None)
+
+
+def _add_report_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-report", action="store_true",
+                        help="do not write RUN_DIR/report/ (report.md and figures) at the end")
 
 
 def _add_ray_flags(parser: argparse.ArgumentParser, default_cpus: int | None) -> None:
@@ -223,6 +252,7 @@ def _league(args: argparse.Namespace) -> int:
     print(league.format_league(pd.read_csv(summary["files"]["league"]),
                                pd.read_csv(summary["files"]["ratings"])))
     print(json.dumps({k: v for k, v in summary.items() if k != "ratings"}, indent=2))
+    _report_at_end(args, run_dir)
     return 1 if summary["errored"] else 0
 
 
@@ -334,7 +364,7 @@ def _train(args: argparse.Namespace) -> int:
     # Everything is checked before Ray starts or anything is written.
     if args.resume:
         allowed = {"command", "resume", "address", "num_cpus", "wandb_mode", "wandb_project",
-                   *train.STOP_KEYS}
+                   "no_report", *train.STOP_KEYS}
         given = [f"--{key.replace('_', '-')}" if key != "spec" else f"spec {args.spec!r}"
                  for key, value in vars(args).items() if key not in allowed
                  and value not in (None, [])]
@@ -366,6 +396,7 @@ def _train(args: argparse.Namespace) -> int:
     print(json.dumps({"run_dir": str(run_dir.resolve()),
                       "greedy_evaluation": final["greedy_evaluation"],
                       "wall_s": round(final["wall_s"], 1)}, indent=2))
+    _report_at_end(args, run_dir)
     return 0
 
 
@@ -408,7 +439,32 @@ def _sweep(args: argparse.Namespace) -> int:
     finally:
         ray.shutdown()
     print(json.dumps(summary, indent=2))
+    _report_at_end(args, run_dir)
     return 1 if summary["errored"] else 0
+
+
+def _report_at_end(args: argparse.Namespace, run_dir) -> None:
+    """What train, sweep and league do last (unless --no-report): RUN_DIR/report/."""
+    if args.no_report:
+        return
+    from marlscale.reports import report
+
+    try:
+        summary = report.build([run_dir], log=lambda line: None)
+    except ValueError as error:  # e.g. a sweep whose every trial failed: nothing to draw
+        print(f"marlscale: no report: {error}", file=sys.stderr)
+        return
+    print(f"report: {summary['report']} ({len(summary['figures'])} figures)", flush=True)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from marlscale.reports import report
+
+    summary = report.build(args.runs, args.out, ci=args.ci, last=args.last, wandb=args.wandb,
+                           log=lambda line: None)
+    print(json.dumps(summary, indent=2))
+    print(f"report: {summary['report']}")
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -439,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
             return _league(args)
         if args.command == "render":
             return _render(args)
+        if args.command == "report":
+            return _report(args)
         return _bench(args)
     except ValueError as error:  # bad config: one clear line, no traceback
         print(f"marlscale: error: {error}", file=sys.stderr)

@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from marlscale import wandb_logging
+from marlscale import provenance, wandb_logging
 from marlscale.algorithms.config import TEAM_Q_DEFAULTS, TeamQConfig
 from marlscale.envs import ENV_NAMES
 
@@ -273,7 +273,9 @@ def _with_wandb_id(spec: TrainSpec, extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_spec(run_dir: Path, spec: TrainSpec, extra: dict[str, Any]) -> None:
+    """spec.json, and provenance.json (the commit and machine; a resume is added to it)."""
     (run_dir / SPEC_FILE).write_text(json.dumps({**asdict(spec), **extra}, indent=2))
+    provenance.record(run_dir)
 
 
 def _start_wandb(spec: TrainSpec, run_dir: Path, extra: dict[str, Any]):

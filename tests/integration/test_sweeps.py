@@ -19,21 +19,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from cli_helpers import FAKE_KEY, ROOT, cli_env
 from marlscale.sweeps.results import read_results
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "tune_specs" / "smoke.yaml"
 BIN = Path(sys.executable).parent
-FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # W&B keys are 40 hex characters
-
-
-def env_with(**extra) -> dict[str, str]:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-               RAY_DEDUP_LOGS="0", **extra)
-    env.pop("RAY_ADDRESS", None)
-    return env
 
 
 def sweep_cmd(*args) -> list[str]:
@@ -82,11 +74,8 @@ def check_wandb_offline(run_dir: Path) -> None:
             assert FAKE_KEY.encode() not in path.read_bytes(), path
 
 
-def test_smoke_sweep_on_a_local_ray_writes_results_and_offline_wandb(tmp_path):
-    run_dir = tmp_path / "smoke"
-    done = subprocess.run(sweep_cmd(str(SMOKE), "--run-dir", str(run_dir), "--num-cpus", "2"),
-                          env=env_with(WANDB_API_KEY=FAKE_KEY), capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)
+def test_smoke_sweep_on_a_local_ray_writes_results_and_offline_wandb(smoke_sweep):
+    run_dir, done = smoke_sweep
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert FAKE_KEY not in done.stdout + done.stderr
     summary = json.loads(done.stdout[done.stdout.rindex("{\n"):])
@@ -119,7 +108,7 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials(tmp_path):
                       stop={"iterations": stop}, checkpoint_every=2, wandb={"mode": "disabled"})
     run_dir = tmp_path / "resume"
     driver = subprocess.Popen(sweep_cmd(str(spec), "--run-dir", str(run_dir), "--num-cpus", "2"),
-                              env=env_with(), stdout=subprocess.DEVNULL,
+                              env=cli_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
     deadline = time.time() + 300
     try:  # until the saved state has a finished trial and an unfinished one past a checkpoint
@@ -140,7 +129,7 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials(tmp_path):
               for name, rows in trials(run_dir).items()}
 
     done = subprocess.run(sweep_cmd("--resume", str(run_dir), "--num-cpus", "2"),
-                          env=env_with(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+                          env=cli_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     after = trials(run_dir)
     assert len(after) == 4  # no trial lost
@@ -219,7 +208,7 @@ def test_a_trial_whose_actor_dies_is_retried_from_its_checkpoint(tmp_path):
                       wandb={"mode": "disabled"})
     run_dir = tmp_path / "die"
     driver = subprocess.Popen(sweep_cmd(str(spec), "--run-dir", str(run_dir), "--num-cpus", "2"),
-                              env=env_with(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True, cwd=ROOT)
     try:
         deadline = time.time() + 300
@@ -267,7 +256,7 @@ def test_ray_job_submit_against_a_local_head_runs_the_smoke_sweep(tmp_path):
         "object-manager-port")]
     # Token auth, with a token of this test's own: Ray 2.60 turns auth on whenever a token
     # exists (a local ray.init() writes ~/.ray/auth_token), and then clients need it too.
-    env = env_with(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    env = cli_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix socket paths
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",

@@ -47,18 +47,19 @@ class Section:
 
 
 def check_out(out: str | os.PathLike) -> Path:
-    """--out: a folder that exists or can be made, and can be written (checked first)."""
+    """--out: a folder, or a path where one can be made, that this user can write. Checked
+    before anything is read or written; nothing is created here."""
     out = Path(out).expanduser()
     allowed = "expected: a folder that can be created and written"
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} cannot be written: it is a file; {allowed}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as error:
-        raise ValueError(f"--out {str(out)!r} cannot be written ({error.strerror or error}); "
-                         f"{allowed}") from None
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "it is a file" if existing == out else f"{str(existing)!r} is a file"
+        raise ValueError(f"--out {str(out)!r} cannot be written: {what}; {allowed}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {str(out)!r} cannot be written: {str(existing)!r} is not "
+                         f"writable; {allowed}")
     return out
 
 
@@ -429,7 +430,12 @@ def build(paths: list[str | os.PathLike], out: str | os.PathLike | None = None, 
         raise ValueError(f"--ci {ci!r} is invalid; allowed: {', '.join(aggregate.CI_CHOICES)}")
     out = check_out(out if out is not None else default_out(paths))
     runs = load(*paths)
-    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    except OSError as error:
+        raise ValueError(f"--out {str(out)!r} cannot be written ({error.strerror or error}); "
+                         "expected: a folder that can be created and written") from None
     try:
         drawn, skipped = sections(runs, ci, staging, last)
         for section in drawn:
@@ -455,7 +461,7 @@ def log_to_wandb(out: Path, runs: Runs, drawn: list[Section]) -> str:
     """Log every figure (as an image) and table to one W&B run; online only if logged in."""
     import wandb
 
-    from marlscale.sweeps.wandb import DEFAULT_PROJECT, resolve_mode
+    from marlscale.wandb_logging import DEFAULT_PROJECT, resolve_mode
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     run = wandb.init(project=DEFAULT_PROJECT, mode=resolve_mode("auto"), dir=str(out),

@@ -1,0 +1,191 @@
+"""`marlscale report` on real runs: the smoke sweep (2 algorithms x 2 N x 2 seeds), the same
+sweep with a trial deleted, a `marlscale train` run, W&B offline, and bad input."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from cli_helpers import ROOT, cli_env
+from PIL import Image
+
+pytestmark = pytest.mark.integration
+
+SWEEP_FIGURES = ["learning_curves", "greedy_curves", "scaling", "throughput"]
+TEAM = "predator"
+FINAL = 3  # the report's default --last
+
+
+def marlscale(*args, timeout=600, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "marlscale.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env=cli_env(**env))
+
+
+def table_after(markdown: str, heading: str) -> pd.DataFrame:
+    """The first markdown table after `heading` in report.md, as strings."""
+    lines = markdown[markdown.index(heading):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return pd.DataFrame(rows[2:], columns=rows[0])
+
+
+def assert_not_blank(png: Path) -> None:
+    pixels = np.asarray(Image.open(png).convert("L"), dtype=float)
+    assert pixels.shape[0] > 200 and pixels.shape[1] > 300, png
+    assert pixels.var() > 100, png  # a blank or near-blank image has almost no variance
+    assert (pixels < 128).mean() > 0.01, png  # lines, text and axes were drawn
+
+
+def expected_finals(results: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Recomputed from results.csv: per (algorithm, N), the mean and std over seeds of each
+    trial's mean of its last FINAL values of `column`."""
+    rows = results.dropna(subset=[column]).sort_values("env_steps_sampled_lifetime")
+    final = rows.groupby("trial")[column].apply(lambda s: s.tail(FINAL).mean())
+    trials = results.groupby("trial")[["algorithm", "n_agents", "seed"]].first()
+    return trials.join(final.rename("final")).groupby(["algorithm", "n_agents"])["final"] \
+        .agg(["mean", "std", "count"])
+
+
+def check_numbers(report: str, results: pd.DataFrame) -> None:
+    for heading, column, metric in [
+        ("## Scaling with N", f"evaluation/{TEAM}/return_per_agent",
+         "final greedy evaluation return per agent"),
+        ("## Learning curves", f"episodes/{TEAM}/return_per_agent",
+         "final \u03b5-greedy training return per agent"),
+    ]:
+        shown = table_after(report, heading)
+        expected = expected_finals(results, column)
+        assert len(shown) == len(expected) == 4
+        for _, row in shown.iterrows():
+            mean, std, count = expected.loc[(row["algorithm"], int(row["N"]))]
+            assert row[metric] == f"{mean:+.2f} \u00b1 {std:.2f}", (heading, row.to_dict())
+            assert int(row["seeds"]) == count == 2
+    random = results.dropna(subset=[f"random/{TEAM}/return_per_agent"])
+    levels = random.groupby("trial").first().groupby("n_agents")[
+        f"random/{TEAM}/return_per_agent"].mean()
+    shown = table_after(report, "## Scaling with N")
+    for _, row in shown.iterrows():
+        assert row["random policy"] == f"{levels[int(row['N'])]:+.2f}"
+
+
+def test_the_sweep_cli_reports_every_figure_with_numbers_from_results_csv(smoke_sweep):
+    run_dir, done = smoke_sweep
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report_md = run_dir / "report" / "report.md"
+    assert f"report: {report_md}" in done.stdout  # where its report is, printed at the end
+    for name in SWEEP_FIGURES:
+        assert_not_blank(run_dir / "report" / f"{name}.png")
+        assert f"]({name}.png)" in report_md.read_text()
+    report = report_md.read_text()
+    check_numbers(report, pd.read_csv(run_dir / "results.csv"))
+    assert "None: every trial of every grid is present and complete." in report
+    for skipped in ("reward modes:", "incremental learning:", "league:", "head-to-head:"):
+        assert skipped in report[report.index("## Skipped figures"):]
+    assert re.search(r"commit `[0-9a-f]{40}`", report)  # provenance.json of the sweep
+    throughput = table_after(report, "## Throughput")
+    assert (throughput["env-steps/s"].str.replace(",", "").str.split(" ").str[0]
+            .astype(float) > 0).all()
+
+
+def test_a_sweep_with_a_trial_deleted_still_reports_and_names_it(smoke_sweep, tmp_path):
+    source, _ = smoke_sweep
+    run_dir = tmp_path / "partial"
+    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("report", "wandb"))
+    deleted = next(run_dir.glob("qmix_N5_seed1_*"))
+    shutil.rmtree(deleted)
+    out = tmp_path / "out"
+    done = marlscale("report", run_dir, "--out", out, "--ci", "95")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    missing = table_after(report, "## Missing or failed trials")
+    assert list(missing["trial"]) == ["qmix_N5_seed1"]
+    assert missing["reason"].iloc[0].startswith("missing")
+    scaling = table_after(report, "## Scaling with N")
+    row = scaling[(scaling["algorithm"] == "qmix") & (scaling["N"] == "5")].iloc[0]
+    assert row["seeds"] == "1" and "\u00b1" not in row["final greedy evaluation return per agent"]
+    assert "95% CI of the mean over seeds" in report
+    for name in SWEEP_FIGURES:
+        assert_not_blank(out / f"{name}.png")
+
+
+def test_report_wandb_logs_figures_and_tables_to_an_offline_run(smoke_sweep, tmp_path):
+    run_dir, _ = smoke_sweep
+    out = tmp_path / "out"
+    env = cli_env()
+    env.pop("WANDB_API_KEY", None)
+    env.pop("WANDB_MODE", None)
+    done = subprocess.run([sys.executable, "-m", "marlscale.cli", "report", str(run_dir),
+                           "--out", str(out), "--wandb"], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (offline,) = (out / "wandb").glob("offline-run-*")
+    assert list(offline.glob("run-*.wandb"))
+    images = {p.name.rsplit("_", 2)[0] for p in (offline / "files" / "media" / "images")
+              .rglob("*.png")}
+    assert set(SWEEP_FIGURES) <= images, images
+    tables = {p.name.rsplit("_", 2)[0] for p in (offline / "files" / "media" / "table")
+              .rglob("*.table.json")}
+    assert {"scaling", "frontier", "learning_curves", "throughput"} <= tables, tables
+
+
+@pytest.fixture(scope="module")
+def battle_run(tmp_path_factory):
+    """A short `marlscale train` battle run (it writes its own report at the end)."""
+    run_dir = tmp_path_factory.mktemp("battle") / "run"
+    done = marlscale("train", "--game", "battle", "--n-agents", "3", "--max-cycles", "30",
+                     "--iterations", "3", "--set", "rollout_length=30", "--set",
+                     "learning_starts=30", "--set", "batch_size=8", "--set", "eval_interval=1",
+                     "--set", "eval_episodes=1", "--wandb-mode", "disabled",
+                     "--run-dir", run_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir, done
+
+
+def test_a_train_run_reports_its_curves_and_says_what_it_skipped(battle_run):
+    run_dir, done = battle_run
+    report_md = run_dir / "report" / "report.md"
+    assert done.stdout.rstrip().splitlines()[-1].startswith(f"report: {report_md}")
+    for name in ("learning_curves", "greedy_curves", "throughput"):
+        assert_not_blank(run_dir / "report" / f"{name}.png")
+    report = report_md.read_text()
+    assert "scaling: needs two or more N against the random team; the runs hold N = 3" in report
+    learning = table_after(report, "## Learning curves")
+    assert list(learning["seeds"]) == ["1"] and list(learning["N"]) == ["3"]
+
+
+@pytest.mark.parametrize("case", ["empty", "nowhere", "games", "out-is-a-file"])
+def test_bad_input_gets_a_clear_error_and_writes_nothing(case, smoke_sweep, battle_run,
+                                                         tmp_path):
+    sweep_dir, battle_dir = smoke_sweep[0], battle_run[0]
+    out = tmp_path / "out"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a-file").write_text("not a folder")
+    args, expected = {
+        "empty": ([tmp_path / "empty"], f"run directory '{tmp_path / 'empty'}' holds no "
+                  "results; expected: a `marlscale train` run directory"),
+        "nowhere": ([tmp_path / "nowhere"], f"'{tmp_path / 'nowhere'}' does not exist; "
+                    "expected:"),
+        "games": ([sweep_dir, battle_dir], "runs whose axes conflict: "),
+        "out-is-a-file": ([sweep_dir], f"--out '{tmp_path / 'a-file' / 'out'}' cannot be "
+                          "written"),
+    }[case]
+    if case == "out-is-a-file":
+        out = tmp_path / "a-file" / "out"
+    done = marlscale("report", *args, "--out", out)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+    if case == "games":
+        assert "adversarial_pursuit" in done.stderr and "battle" in done.stderr
+    assert not any(out.glob("*")) if out.is_dir() else True
