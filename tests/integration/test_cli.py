@@ -73,9 +73,15 @@ def test_train_writes_metrics_checkpoints_and_evaluation(tmp_path):
     progress = [line for line in done.stdout.splitlines() if line.startswith("iter")]
     assert len(progress) == 3
     assert "env-steps/s" in progress[-1] and "eps" in progress[-1] and "MiB" in progress[-1]
+    assert "agent-steps/s (sampling " in progress[-1]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["training_iteration"] for r in rows] == [1, 2, 3]
+    for row in rows:  # end to end (learning included) is slower than sampling alone
+        assert 0 < row["env_steps_per_s"] < row["sampling_env_steps_per_s"]
+        assert row["agent_steps_per_s"] == pytest.approx(4 * row["env_steps_per_s"])
+    assert rows[-1]["wall_s_lifetime"] > rows[0]["wall_s_lifetime"] > 0
     assert "env_steps_sampled_lifetime" in (run_dir / "metrics.csv").read_text().splitlines()[0]
     assert (run_dir / "checkpoints" / "iter_000003").is_dir()
     result = json.loads((run_dir / "result.json").read_text())
     assert result["greedy_evaluation"]["red"][keys.LENGTH] == 30
+    assert result["random_evaluation"]["red"][keys.N_ACTIVE] == 0  # every agent random

@@ -97,6 +97,7 @@ def training(steps: int) -> dict[str, Any]:
         "updates_per_env_step": round(updates / env_steps, 3),
         "env_steps_per_s": {"training": round(ours, 1), "raw_pettingzoo_random":
                             round(raw_env_steps_per_s, 1)},
+        "agent_steps_per_s": {"training": round(ours * 25, 1)},  # end to end, as in train
         "training_vs_raw": round(ours / raw_env_steps_per_s, 4),
         "learner_updates_per_s": round(learner_updates_per_s, 1),
         "replay_bytes_per_agent_step": round(bytes_per_agent_step, 1),

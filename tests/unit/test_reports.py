@@ -1,0 +1,97 @@
+"""The report's arithmetic on small hand-made tables: seeds aligned on env steps, spreads,
+'final' values, frontiers, conflicting runs, formatting (no Ray, no runs)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from marlscale.reports import aggregate
+from marlscale.reports.report import check_out, mean_spread
+from marlscale.reports.runs import Runs, check_consistent
+
+
+def curves(*trials) -> pd.DataFrame:
+    """(trial, seed, [(env_steps, value), ...]) -> curve rows of one configuration."""
+    rows = [{"run": "r", "trial": t, "seed": s, "algorithm": "qmix", "variant": "",
+             "n_agents": 5, "env_steps": x, "train_return": y}
+            for t, s, points in trials for x, y in points]
+    return pd.DataFrame(rows)
+
+
+def test_seeds_are_aligned_on_env_steps_by_interpolation_never_beyond_a_seed():
+    frame = curves(("a", 0, [(100, 0.0), (300, 2.0)]),
+                   ("b", 1, [(100, 2.0), (200, 4.0), (300, 6.0), (400, 8.0)]))
+    out = aggregate.seed_curves(frame, "train_return", ["algorithm", "n_agents"], "std")
+    by_step = out.set_index("env_steps")
+    assert by_step.loc[200, "mean"] == pytest.approx((1.0 + 4.0) / 2)  # a interpolated at 200
+    assert by_step.loc[400, "n"] == 1 and by_step.loc[400, "mean"] == 8.0  # a ended at 300
+    assert math.isnan(by_step.loc[400, "spread"])  # no spread from one seed
+    assert by_step.loc[100, "spread"] == pytest.approx(np.std([0.0, 2.0], ddof=1))
+
+
+def test_the_95_interval_is_the_student_t_half_width():
+    std, n = pd.Series([1.0, 2.0]), pd.Series([5, 2])
+    half = aggregate.half_width(std, n, "95")
+    assert half.iloc[0] == pytest.approx(2.7764451 * 1.0 / math.sqrt(5), rel=1e-6)
+    assert half.iloc[1] == pytest.approx(12.7062047 * 2.0 / math.sqrt(2), rel=1e-6)
+    assert list(aggregate.half_width(std, n, "std")) == [1.0, 2.0]
+
+
+def test_final_is_the_mean_of_the_last_values_that_exist():
+    frame = curves(("a", 0, [(100, 1.0), (200, np.nan), (300, 3.0), (400, 5.0), (500, 7.0)]))
+    final = aggregate.final_values(frame, "train_return", last=3)
+    assert final.loc[("r", "a")] == pytest.approx((3.0 + 5.0 + 7.0) / 3)
+
+
+def test_frontier_is_the_largest_n_above_random_and_zero():
+    summary = pd.DataFrame({
+        "algorithm": ["qmix"] * 4, "variant": [""] * 4, "n_agents": [5, 10, 25, 50],
+        "mean": [3.0, 1.0, 0.5, -1.0], "random_level": [-2.0, -1.0, 0.8, -3.0]})
+    (row,) = aggregate.frontiers(summary).to_dict("records")
+    assert row["largest_n_above_random"] == 50  # -1 > -3
+    assert row["largest_n_above_zero"] == 25
+    assert row["frontier"] == 10  # N=25 is below random, N=50 below 0
+
+
+def runs_of(trials: list[dict]) -> Runs:
+    defaults = {"opponent_algorithm": "random", "reward_mode": "team", "incremental": "none"}
+    table = pd.DataFrame([{**defaults, **trial} for trial in trials])
+    return Runs(paths=[Path(t["run"]) for t in trials], kinds={}, trials=table,
+                curves=pd.DataFrame())
+
+
+def test_runs_of_two_games_or_the_same_trial_twice_conflict():
+    base = {"algorithm": "qmix", "n_agents": 5, "seed": 0}
+    with pytest.raises(ValueError, match=r"runs whose axes conflict: 'a' holds "
+                       r"adversarial_pursuit; 'b' holds battle"):
+        check_consistent(runs_of([{"run": "a", "game": "adversarial_pursuit", **base},
+                                  {"run": "b", "game": "battle", **base}]))
+    with pytest.raises(ValueError, match="is in both 'a' and 'b'"):
+        check_consistent(runs_of([{"run": "a", "game": "battle", **base},
+                                  {"run": "b", "game": "battle", **base}]))
+    check_consistent(runs_of([{"run": "a", "game": "battle", **base},
+                              {"run": "b", "game": "battle", **base, "seed": 1}]))
+
+
+def test_variants_name_only_the_settings_that_differ():
+    runs = runs_of([{"run": "a", "game": "battle", "algorithm": "qmix", "n_agents": 5,
+                     "seed": 0, "reward_mode": mode, "incremental": "none"}
+                    for mode in ("team", "individual")])
+    runs.extra_axes = []
+    assert list(aggregate.with_variants(runs)["variant"]) == ["team reward", "individual reward"]
+    assert list(aggregate.with_variants(runs, exclude=("reward_mode",))["variant"]) == ["", ""]
+
+
+def test_formatting_and_out_checks(tmp_path):
+    assert mean_spread(1.234, 0.5) == "+1.23 \u00b1 0.50"
+    assert mean_spread(-1.0, float("nan")) == "-1.00"
+    assert mean_spread(float("nan"), 1.0) == "n/a"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="cannot be written: .* is a file"):
+        check_out(tmp_path / "file" / "report")
+    assert check_out(tmp_path / "new" / "report") == tmp_path / "new" / "report"
+    assert not (tmp_path / "new").exists()  # checked, not created
