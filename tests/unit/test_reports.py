@@ -60,7 +60,7 @@ def test_frontier_is_the_largest_n_above_random_and_zero():
 def runs_of(trials: list[dict]) -> Runs:
     defaults = {"opponent_algorithm": "random", "reward_mode": "team", "incremental": "none"}
     table = pd.DataFrame([{**defaults, **trial} for trial in trials])
-    return Runs(paths=[Path(t["run"]) for t in trials], kinds={}, trials=table,
+    return Runs(paths=[Path(t["run"]) for t in trials], kinds={}, names={}, trials=table,
                 curves=pd.DataFrame())
 
 

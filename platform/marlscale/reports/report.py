@@ -380,7 +380,7 @@ def write_markdown(runs: Runs, drawn: list[Section], skipped: list[str], ci: str
     me = provenance.commit()
     trials = runs.trials
     lines = [
-        f"# Report: {', '.join(p.name for p in runs.paths)}", "",
+        f"# Report: {', '.join(runs.names.values())}", "",
         f"Game: **{runs.game}**. {len(trials)} trials "
         f"({', '.join(sorted(trials['algorithm'].unique()))}; N = "
         f"{', '.join(map(str, sorted(trials['n_agents'].unique())))}; seeds "
@@ -465,7 +465,7 @@ def log_to_wandb(out: Path, runs: Runs, drawn: list[Section]) -> str:
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     run = wandb.init(project=DEFAULT_PROJECT, mode=resolve_mode("auto"), dir=str(out),
-                     job_type="report", name=f"report-{'+'.join(p.name for p in runs.paths)}"
+                     job_type="report", name=f"report-{'+'.join(runs.names.values())}"
                      f"-{stamp}", config={"runs": [str(p) for p in runs.paths],
                                           "game": runs.game})
     try:

@@ -68,6 +68,8 @@ class Runs:
     paths: list[Path]
     kinds: dict[str, str]
     """run dir -> train | sweep | league"""
+    names: dict[str, str]
+    """run dir -> its experiment (sweeps, leagues) or folder name (train runs)"""
     trials: pd.DataFrame
     curves: pd.DataFrame
     missing: list[dict[str, str]] = field(default_factory=list)
@@ -246,11 +248,13 @@ def kind_of(path: Path) -> str:
 
 def load(*paths: str | Path) -> Runs:
     """Every trial of every run directory; checks that they belong in one report."""
-    trials, curves, missing, kinds, league, provenance = [], [], [], {}, {}, []
+    trials, curves, missing, kinds, names, league, provenance = [], [], [], {}, {}, {}, []
     for given in paths:
         path = Path(given).expanduser()
         kind = kind_of(path)
         kinds[str(path)] = kind
+        names[str(path)] = (SweepSpec.load(path / SWEEP_FILE).experiment if kind != "train"
+                            else path.name)
         try:
             found = _train_run(path) if kind == "train" else _sweep_run(path)
         except (OSError, KeyError, json.JSONDecodeError, pd.errors.ParserError) as error:
@@ -272,7 +276,7 @@ def load(*paths: str | Path) -> Runs:
     extra_axes = [c for c in trial_table.columns if "." in c]
     for axis in extra_axes:
         trial_table[axis] = trial_table[axis].astype(object).where(trial_table[axis].notna(), "")
-    runs = Runs(paths=[Path(p) for p in paths], kinds=kinds, trials=trial_table,
+    runs = Runs(paths=[Path(p) for p in paths], kinds=kinds, names=names, trials=trial_table,
                 curves=pd.concat(curves, ignore_index=True), missing=missing,
                 league={name: pd.concat(tables, ignore_index=True)
                         for name, tables in league.items()},
