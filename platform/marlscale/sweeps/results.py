@@ -8,8 +8,10 @@
                               curriculum/stage, curriculum/n_active, learners/..., ...)
       trials.csv              one row per trial: trial_id, trial, axes, status, iterations,
                               env steps, the learning team's side (team), its last return per
-                              agent and reward difference, each learning side's algorithm and
-                              return per agent (<side>_algorithm, <side>_return_per_agent), error
+                              agent (epsilon-greedy) and reward difference, each learning side's
+                              algorithm and return per agent (<side>_algorithm,
+                              <side>_return_per_agent), its last greedy evaluation return per
+                              agent (greedy_return_per_agent; empty without eval_interval), error
       <trial>/                Tune's trial directory: params.json, result.json (JSON lines),
                               progress.csv, checkpoint_NNNNNN/, wandb/ (offline W&B runs)
       tuner.pkl, experiment_state-*.json   Tune's own state, for `marlscale sweep --resume`
@@ -90,6 +92,15 @@ def team_columns(params: dict[str, Any], last) -> dict[str, Any]:
     return columns
 
 
+def _last_greedy(rows, params: dict[str, Any]) -> float | None:
+    """The learning team's last greedy evaluation return per agent (None if never evaluated)."""
+    spec, point = SweepSpec.of_trial(params)
+    team = next(iter(spec.train_spec(point).algorithm_config().team_algorithms()))
+    column = f"evaluation/{team}/{keys.RETURN_PER_AGENT}"
+    values = rows[column].dropna() if len(rows) and column in rows else ()
+    return float(values.iloc[-1]) if len(values) else None
+
+
 def write_tables(run_dir: str | Path, axes: list[str], result_grid=None) -> tuple[Path, Path]:
     """Write results.csv and trials.csv from the trial directories (and Tune's ResultGrid)."""
     import pandas as pd
@@ -116,6 +127,7 @@ def write_tables(run_dir: str | Path, axes: list[str], result_grid=None) -> tupl
             "iterations": int(last["training_iteration"]) if len(mine) else 0,
             "env_steps": int(last["env_steps_sampled_lifetime"]) if len(mine) else 0,
             **team_columns(params, last),
+            "greedy_return_per_agent": _last_greedy(mine, params),
             "error": error,
         })
     pd.DataFrame(trials).to_csv(run_dir / TRIALS_CSV, index=False)
