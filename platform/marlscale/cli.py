@@ -372,7 +372,7 @@ def _train(args: argparse.Namespace) -> int:
             raise ValueError(f"--resume {args.resume!r} is invalid with {', '.join(given)}; "
                              "allowed: --resume RUN_DIR with a stop flag (--iterations, "
                              "--env-steps, --time-s: the new total), --wandb-mode, "
-                             "--wandb-project, --address, --num-cpus (the spec is "
+                             "--wandb-project, --no-report, --address, --num-cpus (the spec is "
                              "RUN_DIR/spec.json)")
         stop = {key: getattr(args, key) for key in train.STOP_KEYS
                 if getattr(args, key) is not None}

@@ -78,7 +78,7 @@ def test_smoke_sweep_on_a_local_ray_writes_results_and_offline_wandb(smoke_sweep
     run_dir, done = smoke_sweep
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert FAKE_KEY not in done.stdout + done.stderr
-    summary = json.loads(done.stdout[done.stdout.rindex("{\n"):])
+    summary = json.loads(done.stdout[done.stdout.rindex("{\n"):done.stdout.rindex("}") + 1])
     assert summary["trials"] == 8 and summary["errored"] == 0
     check_smoke_results(run_dir)
     check_wandb_offline(run_dir)
