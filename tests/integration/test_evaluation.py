@@ -204,6 +204,13 @@ def test_a_one_minute_league_fills_every_cell_of_the_matrix_and_resumes(tmp_path
     assert (trial["red_algorithm"], trial["blue_algorithm"]) == ("qmix", "mfq")
     assert trial["return_per_agent"] == trial["red_return_per_agent"]
     assert "ratings (mean reward difference" in done.stdout
+    # The league's report: the matrix as a heat map and the pair's reward difference curve.
+    report = (run_dir / "report" / "report.md").read_text()
+    assert f"report: {run_dir / 'report' / 'report.md'}" in done.stdout
+    for figure in ("league", "head_to_head", "throughput"):
+        assert f"]({figure}.png)" in report and (run_dir / "report" / f"{figure}.png").stat() \
+            .st_size > 10_000
+    assert "| qmix     | both   | mfq        |" in report
     # --resume: finished trials are not re-run; the cross-play comes out the same.
     before = (run_dir / "league.csv").read_text()
     again = marlscale("league", "--resume", str(run_dir), "--num-cpus", "2")

@@ -78,6 +78,12 @@ def _steps(value: Any) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{int(value):,}"
 
 
+def _budgets(table: pd.DataFrame, summary: pd.DataFrame, by: list[str]) -> list[str]:
+    """Each summary row's budget in env steps (the largest stop among its trials)."""
+    budget = table.groupby(by)["budget_env_steps"].max()
+    return [_steps(b) for b in summary.join(budget, on=by)["budget_env_steps"]]
+
+
 def _markdown(table: pd.DataFrame) -> str:
     return table.to_markdown(index=False, disable_numparse=True)
 
@@ -96,13 +102,11 @@ def _curve_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out: Pa
     table["final"] = aggregate.final_values(curves, kind, last).reindex(
         pd.MultiIndex.from_frame(trials[["run", "trial"]])).to_numpy()
     summary = aggregate.summarize(table, by, "final", ci)
-    budget = table.groupby(by)["budget_env_steps"].max()
-    summary = summary.join(budget, on=by)
     shown = pd.DataFrame({
         "algorithm": summary["algorithm"], "variant": summary["variant"],
         "N": summary["n_agents"],
         f"final {what}": [mean_spread(m, s) for m, s in zip(summary["mean"], summary["spread"])],
-        "seeds": summary["n"], "budget (env steps)": summary["budget_env_steps"].map(_steps)})
+        "seeds": summary["n"], "budget (env steps)": _budgets(table, summary, by)})
     kind_text = ("epsilon-greedy training episodes (the latest 20 finished episodes per "
                  "iteration, exploration on)" if kind == "train_return" else
                  "greedy evaluation episodes (exploration off, a separate env)")
@@ -175,6 +179,8 @@ def _reward_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path,
         shown[f"final, {mode} reward"] = [mean_spread(m, s) for m, s in zip(
             wide[("mean", mode)], wide[("spread", mode)])]
         shown[f"seeds ({mode})"] = wide[("n", mode)].fillna(0).astype(int).to_numpy()
+    budget = table.groupby(["algorithm", "variant", "n_agents"])["budget_env_steps"].max()
+    shown["budget (env steps)"] = [_steps(budget.get(key)) for key in wide.index]
     return Section("reward_modes", "Team against individual reward",
                    f"The {what} against env steps with the shared team reward and with each "
                    "agent's own reward, one line per N (the paper's Fig 4). "
@@ -201,7 +207,7 @@ def _incremental_section(runs: Runs, trials: pd.DataFrame, pairs: pd.DataFrame, 
         "algorithm": summary["algorithm"], "variant": summary["variant"],
         "N": summary["n_agents"], "incremental": summary["incremental"],
         f"final {what}": [mean_spread(m, s) for m, s in zip(summary["mean"], summary["spread"])],
-        "seeds": summary["n"]})
+        "seeds": summary["n"], "budget (env steps)": _budgets(table, summary, by)})
     return Section("incremental", "Incremental learning",
                    f"The {what} with incremental learning (solid) and without (dashed) for "
                    "each algorithm and N run both ways; grey, right axis: the "
@@ -248,7 +254,7 @@ def _head_to_head_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path,
         "N per team": summary["n_agents"],
         "final reward difference": [mean_spread(m, s) for m, s in zip(summary["mean"],
                                                                       summary["spread"])],
-        "seeds": summary["n"]})
+        "seeds": summary["n"], "budget (env steps)": _budgets(table, summary, by)})
     return Section("head_to_head", "Head-to-head training",
                    "Reward difference per agent (first team's epsilon-greedy return per agent "
                    "minus the second's) over training, for each trained pair (the paper's "

@@ -95,3 +95,56 @@ def test_formatting_and_out_checks(tmp_path):
         check_out(tmp_path / "file" / "report")
     assert check_out(tmp_path / "new" / "report") == tmp_path / "new" / "report"
     assert not (tmp_path / "new").exists()  # checked, not created
+
+
+def synthetic_runs() -> Runs:
+    """2 N x 2 reward modes x with/without incremental x 2 seeds of QMIX, plus one
+    head-to-head trial: every figure but the league's has something to draw."""
+    trials, rows = [], []
+    grid = [(n, mode, schedule, seed) for n in (3, 30) for mode in ("team", "individual")
+            for schedule in ("none", "linear") for seed in (0, 1)]
+    grid.append((3, "team", "none", 0, "mfq"))
+    for number, point in enumerate(grid):
+        n, mode, schedule, seed, *opponent = point
+        name = f"t{number}"
+        trials.append({"run": "r", "trial": name, "game": "adversarial_pursuit",
+                       "algorithm": "qmix", "opponent_algorithm": (opponent or ["random"])[0],
+                       "n_agents": n, "reward_mode": mode, "incremental": schedule,
+                       "seed": seed, "learning_agents": n, "budget_env_steps": 500,
+                       "env_steps": 500, "status": "complete"})
+        for step in range(100, 600, 100):
+            gain = step / 100 * (2 if mode == "individual" else 1) + seed
+            rows.append({"run": "r", "trial": name, "algorithm": "qmix", "n_agents": n,
+                         "reward_mode": mode, "incremental": schedule,
+                         "opponent_algorithm": (opponent or ["random"])[0],
+                         "env_steps": step, "iteration": step // 100, "train_return": gain,
+                         "greedy_return": gain + 1, "random_return": -1.0,
+                         "reward_difference": gain - 2,
+                         "n_active": min(n, step // 100) if schedule != "none" else n,
+                         "env_steps_per_s": 100.0, "agent_steps_per_s": 100.0 * n,
+                         "sampling_env_steps_per_s": 400.0, "wall_s": step / 100,
+                         "time_total_s": step / 100, "date": None, "hostname": "h"})
+    return Runs(paths=[Path("r")], kinds={"r": "sweep"}, names={"r": "synthetic"},
+                trials=pd.DataFrame(trials), curves=pd.DataFrame(rows))
+
+
+def test_the_report_draws_each_figure_its_runs_allow_and_skips_the_rest(tmp_path):
+    from marlscale.reports.report import sections
+
+    drawn, skipped = sections(synthetic_runs(), "std", tmp_path, 3)
+    names = [section.name for section in drawn]
+    assert names == ["learning_curves", "greedy_curves", "scaling", "reward_modes",
+                     "incremental", "head_to_head", "throughput"]
+    assert [reason.split(":")[0] for reason in skipped] == ["league"]
+    for name in names:
+        pixels = np.asarray(__import__("PIL.Image").Image.open(tmp_path / f"{name}.png")
+                            .convert("L"), dtype=float)
+        assert pixels.var() > 100, name
+    modes = next(s for s in drawn if s.name == "reward_modes").tables["reward_modes"]
+    # 2 seeds per (variant, mode, N): incremental is a variant here, never pooled as a seed
+    assert set(modes["seeds (team)"]) == {2} and len(modes) == 4
+    row = modes[(modes["variant"] == "no incremental") & (modes["N"] == 3)].iloc[0]
+    # last 3 of 2, 4, ..., 10 (+ seed): 8 and 9 over the two seeds
+    assert row["final, individual reward"] == "+8.50 \u00b1 0.71"
+    scaling = next(s for s in drawn if s.name == "scaling").tables["frontier"]
+    assert set(scaling["frontier N (above random and 0)"]) == {"30"}
