@@ -1,5 +1,5 @@
-"""Running `marlscale` as a user's shell does, for the integration tests (imported by them and
-by conftest.py: pytest puts this folder on sys.path)."""
+"""Running `marlscale` as a user's shell does (tests/ is on sys.path: pytest puts the folder
+of the root conftest.py there)."""
 
 from __future__ import annotations
 
