@@ -110,7 +110,8 @@ def test_resume_from_a_relative_path_continues_iteration_epsilon_and_metrics(
     assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 1 + 4
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["last"]["training_iteration"] == 4
-    assert json.loads(done.out[done.out.index("{"):])["run_dir"] == str(tmp_path / "run")
+    summary = done.out[done.out.index("{"):done.out.rindex("}") + 1]  # then the report line
+    assert json.loads(summary)["run_dir"] == str(tmp_path / "run")
 
     again = cli("train", "--resume", "run")  # stop iterations=4 is reached: nothing to do
     assert again.code == 2 and not again.ray_started
