@@ -94,6 +94,15 @@ def final_values(curves: pd.DataFrame, value: str, last: int = FINAL_EVALUATIONS
     return data.groupby(["run", "trial"])[value].apply(lambda s: s.tail(last).mean())
 
 
+def with_final(trials: pd.DataFrame, curves: pd.DataFrame, value: str,
+               last: int = FINAL_EVALUATIONS) -> pd.DataFrame:
+    """The trials with a `final` column: each one's mean of its last `last` values of `value`."""
+    table = trials.copy()
+    table["final"] = final_values(curves, value, last).reindex(
+        pd.MultiIndex.from_frame(trials[["run", "trial"]])).to_numpy()
+    return table
+
+
 def first_values(curves: pd.DataFrame, value: str) -> pd.Series:
     data = curves.dropna(subset=[value]).sort_values("env_steps")
     return data.groupby(["run", "trial"])[value].first()
@@ -104,12 +113,11 @@ def return_kind(curves: pd.DataFrame) -> str:
     return "greedy_return" if curves["greedy_return"].notna().any() else "train_return"
 
 
-def per_trial(runs: Runs, trials: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """Trials with `final` (of `kind`), `random_level` and end-to-end throughput columns."""
+def per_trial(runs: Runs, trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials with `random_level` and end-to-end throughput columns."""
     curves = runs.curves
     index = pd.MultiIndex.from_frame(trials[["run", "trial"]])
     table = trials.copy()
-    table["final"] = final_values(curves, kind).reindex(index).to_numpy()
     table["random_level"] = first_values(curves, "random_return").reindex(index).to_numpy()
     last = curves.sort_values("env_steps").groupby(["run", "trial"]).last()
     wall = last["wall_s"].fillna(last["time_total_s"]).reindex(index).to_numpy()

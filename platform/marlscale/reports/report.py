@@ -74,6 +74,11 @@ def mean_spread(mean: Any, spread: Any, digits: int = 2) -> str:
     return _number(mean, digits) + ("" if pd.isna(spread) else f" \u00b1 {spread:.{digits}f}")
 
 
+def _cells(summary: pd.DataFrame) -> list[str]:
+    """A summary's 'mean ± spread' column."""
+    return [mean_spread(m, s) for m, s in zip(summary["mean"], summary["spread"])]
+
+
 def _steps(value: Any) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{int(value):,}"
 
@@ -98,14 +103,12 @@ def _curve_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out: Pa
     figures.learning_curves(aggregate.seed_curves(curves, kind, by, ci),
                             aggregate.spread_label(ci), out / f"{name}.png",
                             title=f"The {what} over training")
-    table = trials.copy()
-    table["final"] = aggregate.final_values(curves, kind, last).reindex(
-        pd.MultiIndex.from_frame(trials[["run", "trial"]])).to_numpy()
+    table = aggregate.with_final(trials, curves, kind, last)
     summary = aggregate.summarize(table, by, "final", ci)
     shown = pd.DataFrame({
         "algorithm": summary["algorithm"], "variant": summary["variant"],
         "N": summary["n_agents"],
-        f"final {what}": [mean_spread(m, s) for m, s in zip(summary["mean"], summary["spread"])],
+        f"final {what}": _cells(summary),
         "seeds": summary["n"], "budget (env steps)": _budgets(table, summary, by)})
     kind_text = ("epsilon-greedy training episodes (the latest 20 finished episodes per "
                  "iteration, exploration on)" if kind == "train_return" else
@@ -119,9 +122,7 @@ def _curve_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out: Pa
 
 def _scaling_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out: Path,
                      last: int) -> Section:
-    table = aggregate.per_trial(runs, trials, kind)
-    table["final"] = aggregate.final_values(runs.curves, kind, last).reindex(
-        pd.MultiIndex.from_frame(trials[["run", "trial"]])).to_numpy()
+    table = aggregate.with_final(aggregate.per_trial(runs, trials), runs.curves, kind, last)
     summary = aggregate.scaling(table, ci)
     edges = aggregate.frontiers(summary)
     what = aggregate.RETURN_KINDS[kind]
@@ -130,7 +131,7 @@ def _scaling_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out: 
     shown = pd.DataFrame({
         "algorithm": summary["algorithm"], "variant": summary["variant"],
         "N": summary["n_agents"],
-        f"final {what}": [mean_spread(m, s) for m, s in zip(summary["mean"], summary["spread"])],
+        f"final {what}": _cells(summary),
         "seeds": summary["n"], "random policy": summary["random_level"].map(_number),
         "above random": [("n/a" if pd.isna(r) else "yes" if m > r else "no")
                          for m, r in zip(summary["mean"], summary["random_level"])],
@@ -165,9 +166,7 @@ def _reward_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path,
     what = aggregate.RETURN_KINDS[kind]
     figures.reward_modes(aggregate.seed_curves(curves, kind, by, ci), what,
                          aggregate.spread_label(ci), out / "reward_modes.png")
-    table = trials.copy()
-    table["final"] = aggregate.final_values(curves, kind, last).reindex(
-        pd.MultiIndex.from_frame(trials[["run", "trial"]])).to_numpy()
+    table = aggregate.with_final(trials, curves, kind, last)
     summary = aggregate.summarize(table, by, "final", ci)
     wide = summary.pivot_table(index=["algorithm", "variant", "n_agents"],
                                columns="reward_mode", values=["mean", "spread", "n"],
@@ -199,14 +198,12 @@ def _incremental_section(runs: Runs, trials: pd.DataFrame, pairs: pd.DataFrame, 
                                    ["algorithm", "variant", "n_agents"], ci)
     figures.incremental(aggregate.seed_curves(curves, kind, by, ci), active, what,
                         aggregate.spread_label(ci), out / "incremental.png")
-    table = chosen.copy()
-    table["final"] = aggregate.final_values(curves, kind, last).reindex(
-        pd.MultiIndex.from_frame(chosen[["run", "trial"]])).to_numpy()
+    table = aggregate.with_final(chosen, curves, kind, last)
     summary = aggregate.summarize(table, by, "final", ci)
     shown = pd.DataFrame({
         "algorithm": summary["algorithm"], "variant": summary["variant"],
         "N": summary["n_agents"], "incremental": summary["incremental"],
-        f"final {what}": [mean_spread(m, s) for m, s in zip(summary["mean"], summary["spread"])],
+        f"final {what}": _cells(summary),
         "seeds": summary["n"], "budget (env steps)": _budgets(table, summary, by)})
     return Section("incremental", "Incremental learning",
                    f"The {what} with incremental learning (solid) and without (dashed) for "
@@ -245,15 +242,12 @@ def _head_to_head_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path,
     by = ["algorithm", "opponent_algorithm", "n_agents"]
     figures.head_to_head(aggregate.seed_curves(curves, "reward_difference", by, ci),
                          aggregate.spread_label(ci), out / "head_to_head.png")
-    table = trials.copy()
-    table["final"] = aggregate.final_values(curves, "reward_difference", last).reindex(
-        pd.MultiIndex.from_frame(trials[["run", "trial"]])).to_numpy()
+    table = aggregate.with_final(trials, curves, "reward_difference", last)
     summary = aggregate.summarize(table, by, "final", ci)
     shown = pd.DataFrame({
         "first team": summary["algorithm"], "second team": summary["opponent_algorithm"],
         "N per team": summary["n_agents"],
-        "final reward difference": [mean_spread(m, s) for m, s in zip(summary["mean"],
-                                                                      summary["spread"])],
+        "final reward difference": _cells(summary),
         "seeds": summary["n"], "budget (env steps)": _budgets(table, summary, by)})
     return Section("head_to_head", "Head-to-head training",
                    "Reward difference per agent (first team's epsilon-greedy return per agent "
@@ -263,7 +257,7 @@ def _head_to_head_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path,
 
 
 def _throughput_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path) -> Section:
-    table = aggregate.per_trial(runs, trials, "train_return")
+    table = aggregate.per_trial(runs, trials)
     duel = table["opponent_algorithm"] != "random"
     table.loc[duel, "algorithm"] = table["algorithm"] + "-vs-" + table["opponent_algorithm"]
     summary = aggregate.throughput(table, ci)
