@@ -309,6 +309,7 @@ def _rollout(args: argparse.Namespace) -> int:
 def _train_spec(args: argparse.Namespace):
     import yaml
 
+    from marlscale import specfile
     from marlscale.train import STOP_KEYS, TrainSpec
 
     values = {}
@@ -328,7 +329,11 @@ def _train_spec(args: argparse.Namespace):
         key, sep, text = item.partition("=")
         if not sep:
             raise ValueError(f"--set {item!r} is invalid; allowed: KEY=VALUE")
-        training[key] = yaml.safe_load(text)
+        try:
+            training[key] = specfile.loads(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({error}); allowed: "
+                             "KEY=VALUE with a YAML value, e.g. lr=1e-4") from None
     values["training"] = training
     stop = {key: getattr(args, key) for key in STOP_KEYS if getattr(args, key) is not None}
     if stop:

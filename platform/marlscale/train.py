@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from marlscale import provenance, wandb_logging
+from marlscale import provenance, specfile, wandb_logging
 from marlscale.algorithms.config import TEAM_Q_DEFAULTS, TeamQConfig
 from marlscale.envs import ENV_NAMES
 
@@ -98,13 +98,7 @@ class TrainSpec:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TrainSpec:
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"spec file {str(path)!r} does not exist")
-        with path.open() as handle:
-            return cls.from_dict(yaml.safe_load(handle) or {}, source=str(path))
+        return cls.from_dict(specfile.read(path) or {}, source=str(path))
 
     @property
     def env_name(self) -> str:
@@ -129,11 +123,11 @@ class TrainSpec:
         if not self.stop:
             fail("stop", self.stop, f"at least one of {', '.join(STOP_KEYS)}")
         for sub, value in self.stop.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                fail(f"stop.{sub}", value, "a number > 0")
+            if not specfile.is_finite_number(value) or value <= 0:
+                fail(f"stop.{sub}", value, "a finite number > 0")
         for sub, value in self.resources.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                fail(f"resources.{sub}", value, "a number")
+            if not specfile.is_finite_number(value):
+                fail(f"resources.{sub}", value, "a finite number")
             if sub == "num_cpus" and value <= 0:
                 fail(f"resources.{sub}", value, "a number > 0")
             low = 1 if sub == "num_envs_per_env_runner" else 0
@@ -239,6 +233,27 @@ def check_new_run_dir(run_dir: str | os.PathLike, name: str = "--run-dir",
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise ValueError(f"{name} {str(run_dir)!r} is invalid; allowed: a new or empty "
                          f"folder{hint}")
+    existing = run_dir.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not _can_create_in(existing):
+        raise ValueError(f"{name} {str(run_dir)!r} cannot be created: {str(existing)!r} is "
+                         f"not a writable folder; allowed: a new or empty folder in a "
+                         f"writable place{hint}")
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a folder can be made in `folder` (tried: a temporary one, removed at once; the
+    only reliable test on /proc, read-only mounts and for root)."""
+    import tempfile
+
+    if not folder.is_dir():
+        return False
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".marlscale-check-", dir=folder))
+    except OSError:
+        return False
+    return True
 
 
 def run(spec: TrainSpec, run_dir: str | os.PathLike, *, log=print,

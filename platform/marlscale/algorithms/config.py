@@ -17,6 +17,7 @@ from marlscale.algorithms.registry import get_algorithm
 from marlscale.algorithms.spec import MEAN_ACTIONS
 from marlscale.envs import ENV_NAMES, GAME_OF_ENV
 from marlscale.envs.config import TeamEnvConfig
+from marlscale.specfile import is_finite_number
 
 TEAM_Q_DEFAULTS: dict[str, Any] = {
     "algorithm": "qmix",  # the learning team's algorithm (registry name)
@@ -51,7 +52,7 @@ TEAM_Q_DEFAULTS: dict[str, Any] = {
 _POSITIVE_INTS = ("batch_size", "replay_capacity", "epsilon_decay_steps", "target_update_period",
                   "n_step", "rollout_length", "hidden", "embedding_dim", "mixing_embed_dim",
                   "hypernet_embed", "eval_episodes")
-_UNIT_INTERVAL = ("gamma", "epsilon_start", "epsilon_end", "tau")
+_UNIT_INTERVAL = ("epsilon_start", "epsilon_end", "tau")
 
 
 def team_module_id(agent_id, *args, **kwargs) -> str:
@@ -186,13 +187,14 @@ class TeamQConfig(AlgorithmConfig):
                 raise ValueError(f"{key}={value!r} is invalid; allowed: an integer >= 1")
         for key in _UNIT_INTERVAL:
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0 <= value <= 1:
+            if not is_finite_number(value) or not 0 <= value <= 1:
                 raise ValueError(f"{key}={value!r} is invalid; allowed: a number in [0, 1]")
+        if not is_finite_number(self.gamma) or not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma={self.gamma!r} is invalid; allowed: a number in (0, 1]")
         for key in ("lr", "temperature", "updates_per_env_step"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{key}={value!r} is invalid; allowed: a number > 0")
+            if not is_finite_number(value) or value <= 0:
+                raise ValueError(f"{key}={value!r} is invalid; allowed: a finite number > 0")
         for key in ("learning_starts", "eval_interval"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -202,9 +204,10 @@ class TeamQConfig(AlgorithmConfig):
                 f"target_update={self.target_update!r} is invalid; allowed: hard, soft"
             )
         if self.grad_clip is not None and not (
-            isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0
+            is_finite_number(self.grad_clip) and self.grad_clip > 0
         ):
-            raise ValueError(f"grad_clip={self.grad_clip!r} is invalid; allowed: None or > 0")
+            raise ValueError(f"grad_clip={self.grad_clip!r} is invalid; allowed: None or a "
+                             "finite number > 0")
         if self.rollout_length >= self.replay_capacity:
             raise ValueError(
                 f"replay_capacity={self.replay_capacity!r} is invalid with rollout_length="

@@ -31,10 +31,9 @@ import itertools
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from marlscale import wandb_logging
+from marlscale import specfile, wandb_logging
 from marlscale.algorithms.config import TEAM_Q_DEFAULTS
 from marlscale.curriculum.schedules import CurriculumConfig
 from marlscale.envs import ENV_NAMES, GAME_OF_ENV
@@ -88,15 +87,10 @@ def _axis_target(axis: str) -> tuple[str, ...] | None:
 
 def read_spec_file(path: str | os.PathLike, what: str = "spec") -> Any:
     """A YAML spec file's contents; a SpecError naming the file when it is missing or bad."""
-    import yaml
-
-    if not Path(path).is_file():
-        raise SpecError(f"{path}: the {what} file does not exist")
     try:
-        with open(path) as handle:
-            return yaml.safe_load(handle)
-    except yaml.YAMLError as error:
-        raise SpecError(f"{path}: not valid YAML: {error}") from None
+        return specfile.read(path, what)
+    except ValueError as error:
+        raise SpecError(str(error)) from None
 
 
 def check_keys(values: Any, allowed: tuple[str, ...], source: str, what: str = "spec") -> None:
@@ -194,8 +188,8 @@ class SweepSpec:
             if key not in STOP_KEYS:
                 raise SpecError(f"{self.source}: key 'stop.{key}' is unknown; allowed: "
                                 f"{', '.join(STOP_KEYS)}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise self.fail(f"stop.{key}", value, "a number > 0")
+            if not specfile.is_finite_number(value) or value <= 0:
+                raise self.fail(f"stop.{key}", value, "a finite number > 0")
         for key in self.resources:
             if key not in RESOURCE_KEYS:
                 raise SpecError(f"{self.source}: key 'resources.{key}' is unknown; allowed: "

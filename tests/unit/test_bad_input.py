@@ -1,0 +1,76 @@
+"""The bad-input battery of issue #12's audit: each case exits 2 with one line naming the key
+or file, the value and what is allowed, before Ray starts, with no traceback."""
+
+from __future__ import annotations
+
+import pytest
+from marlscale.cli import main
+from marlscale.specfile import loads
+from marlscale.train import TrainSpec
+
+SPEC = "env: adversarial_pursuit\nenv_config: {{n_agents: 4, map_size: 18}}\n{extra}\n"
+
+
+def spec_file(tmp_path, extra: str = "", name: str = "spec.yaml"):
+    path = tmp_path / name
+    path.write_text(SPEC.format(extra=extra))
+    return path
+
+
+@pytest.mark.parametrize("text, value", [("1e-4", 1e-4), ("1e6", 1e6), ("5E-4", 5e-4),
+                                         ("-2e+3", -2e3), ("1.0e+6", 1e6), ("12", 12),
+                                         ("1e", "1e"), ("e5", "e5")])
+def test_scientific_notation_is_a_number_in_set_values_and_spec_files(text, value, tmp_path):
+    assert loads(text) == value and type(loads(text)) is type(value)
+    spec = TrainSpec.load(spec_file(tmp_path, "training: {lr: 1e-4, epsilon_decay_steps: 4000}"))
+    assert spec.training["lr"] == 1e-4 and isinstance(spec.training["lr"], float)
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("training: {lr: .nan}", "lr=nan is invalid; allowed: a finite number > 0"),
+    ("training: {lr: .inf}", "lr=inf is invalid; allowed: a finite number > 0"),
+    ("training: {gamma: 0}", "gamma=0 is invalid; allowed: a number in (0, 1]"),
+    ("training: {gamma: 1.5}", "gamma=1.5 is invalid; allowed: a number in (0, 1]"),
+    ("training: {epsilon_start: 1.5}", "epsilon_start=1.5 is invalid; allowed: a number in"),
+    ("training: {batch_size: 0}", "batch_size=0 is invalid; allowed: an integer >= 1"),
+    ("training: {grad_clip: .inf}", "grad_clip=inf is invalid; allowed: None or a finite"),
+    ("stop: {time_s: .nan}", "stop.time_s=nan is invalid; allowed: a finite number > 0"),
+    ("resources: {num_env_runners: .nan}",
+     "resources.num_env_runners=nan is invalid; allowed: a finite number"),
+])
+def test_impossible_settings_in_a_spec_file_are_rejected(case, expected, tmp_path, capsys):
+    assert main(["train", str(spec_file(tmp_path, case)), "--run-dir",
+                 str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_spec_files_name_the_file_and_the_problem(tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("env: battle\ntraining: {lr: [1e-4\n")
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("env: battle  # caf\xe9\n".encode("latin-1"))
+    cases = [
+        (broken, f"{broken}: not valid YAML"),
+        (latin, f"{latin}: the spec file is not UTF-8 text"),
+        (tmp_path, f"{tmp_path}: the spec file is a directory; allowed: a YAML or JSON file"),
+    ]
+    for path, expected in cases:
+        for command in ("train", "sweep"):
+            assert main([command, str(path), "--run-dir", str(tmp_path / "run")]) == 2
+            err = capsys.readouterr().err
+            assert expected in err and "Traceback" not in err, (command, err)
+
+
+def test_a_run_dir_that_cannot_be_created_is_refused_before_anything_starts(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for run_dir in ("/proc/marlscale-run", str(tmp_path / "file" / "run")):
+        assert main(["train", "--iterations", "1", "--run-dir", run_dir]) == 2
+        err = capsys.readouterr().err
+        assert f"--run-dir '{run_dir}' cannot be created" in err and "Traceback" not in err
+
+
+def test_a_set_value_that_is_not_yaml_names_the_flag(capsys):
+    assert main(["train", "--set", "lr=[1e-4"]) == 2
+    assert "--set 'lr=[1e-4': the value is not valid YAML" in capsys.readouterr().err
