@@ -18,6 +18,7 @@ import json
 import sys
 import time
 
+from marlscale.algorithms.learner import DivergenceError
 from marlscale.algorithms.registry import ALGORITHMS
 from marlscale.envs import GAMES, TeamEnvConfig
 from marlscale.wandb_logging import WANDB_MODES
@@ -506,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # bad config: one clear line, no traceback
         print(f"marlscale: error: {error}", file=sys.stderr)
         return 2
+    except DivergenceError as error:  # NaN/inf in training: one clear line, nothing saved
+        print(f"marlscale: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

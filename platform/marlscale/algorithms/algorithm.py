@@ -23,6 +23,7 @@ from ray.rllib.utils.metrics import LEARNER_RESULTS
 
 from marlscale import keys
 from marlscale.algorithms.config import TeamQConfig
+from marlscale.algorithms.learner import ITERATION
 from marlscale.algorithms.replay import TeamReplay
 from marlscale.curriculum import Curriculum, apply_stage
 from marlscale.envs.team_env import MagentTeamEnv
@@ -159,7 +160,8 @@ class TeamQ(Algorithm):
             )
             results = self.learner_group.update(
                 batch=batch, minibatch_size=config.batch_size, num_epochs=1,
-                timesteps={ENV_STEPS: self.counters[ENV_STEPS]},
+                timesteps={ENV_STEPS: self.counters[ENV_STEPS],
+                           ITERATION: self.iteration + 1},
             )
             self.metrics.aggregate([results] if isinstance(results, dict) else results,
                                    key=LEARNER_RESULTS)

@@ -27,6 +27,14 @@ from marlscale.algorithms import replay
 TD_LOSS = "td_loss"
 Q_MEAN = "q_mean"
 TARGET_MEAN = "target_mean"
+GRADIENT_NORM = "gradient_norm"
+ITERATION = "training_iteration"
+"""The Algorithm's iteration, passed to the learner in `timesteps` (for divergence errors)."""
+
+
+class DivergenceError(RuntimeError):
+    """A non-finite loss, Q-value or gradient: training diverged. Deterministic: a retry from
+    the last checkpoint with the same settings diverges again."""
 
 
 def split_obs(batch: dict[str, torch.Tensor]) -> tuple[dict, dict]:
@@ -100,12 +108,41 @@ class TeamQLearner(TorchLearner):
         )
 
     @override(TorchLearner)
+    def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().before_gradient_based_update(timesteps=timesteps)
+        self._iteration = timesteps.get(ITERATION)
+
+    def _diverged(self, module_id, term: str, value) -> DivergenceError:
+        algorithm = self.config.team_algorithms().get(module_id, "?")
+        return DivergenceError(
+            f"{term}={float(value)} at iteration {getattr(self, '_iteration', None)} (team "
+            f"{module_id}, {algorithm}): training diverged. This is deterministic: a retry from "
+            f"the last checkpoint diverges again; change the settings (e.g. a smaller lr, now "
+            f"{self.config.lr}, or grad_clip, now {self.config.grad_clip})")
+
+    @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> Any:
         module = self.module[module_id].unwrapped()
         loss, stats = td_loss(module, batch, temperature=config.temperature)
         for name, value in stats.items():
+            if not torch.isfinite(value):
+                raise self._diverged(module_id, name, value)
             self.metrics.log_value((module_id, name), value.detach(), window=1)
         return loss
+
+    @override(TorchLearner)
+    def compute_gradients(self, loss_per_module, **kwargs):
+        # Checked before RLlib's own handling, which zeroes non-finite gradients with a warning.
+        gradients = super().compute_gradients(loss_per_module, **kwargs)
+        for module_id in self.module.keys():
+            grads = [gradients[ref] for ref in map(self.get_param_ref,
+                                                   self.module[module_id].parameters())
+                     if gradients.get(ref) is not None]
+            if grads:
+                norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+                if not torch.isfinite(norm):
+                    raise self._diverged(module_id, GRADIENT_NORM, norm)
+        return gradients
 
     @override(TorchLearner)
     def apply_gradients(self, gradients_dict) -> None:
