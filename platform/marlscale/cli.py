@@ -457,8 +457,9 @@ def _report_at_end(args: argparse.Namespace, run_dir) -> None:
 
     try:
         summary = report.build([run_dir], log=lambda line: None)
-    except ValueError as error:  # e.g. a sweep whose every trial failed: nothing to draw
-        print(f"marlscale: no report: {error}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 - the run's own outcome stands; say why
+        print(f"marlscale: no report: {type(error).__name__}: {error} (retry with `marlscale "
+              f"report {run_dir}`)", file=sys.stderr)
         return
     print(f"report: {summary['report']} ({len(summary['figures'])} figures)", flush=True)
 

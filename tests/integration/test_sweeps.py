@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -199,6 +200,25 @@ def actor_pids(name: str) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+def test_a_diverging_trial_ends_as_error_with_its_message_and_the_report_names_it(tmp_path):
+    values = yaml.safe_load(SMOKE.read_text())
+    spec = small_spec(tmp_path, "diverge", grid={"algorithm": ["qmix"], "n_agents": [3]},
+                      training={**values["training"], "lr": 1e6, "updates_per_env_step": 0.5,
+                                "eval_interval": 0},
+                      max_failures=1, wandb={"mode": "disabled"})
+    run_dir = tmp_path / "run"
+    done = subprocess.run(sweep_cmd(str(spec), "--run-dir", str(run_dir), "--num-cpus", "2"),
+                          env=cli_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    (trial,) = pd.read_csv(run_dir / "trials.csv").to_dict("records")
+    assert trial["status"] == "ERROR"
+    assert re.search(r"=(nan|inf) at iteration \d+ \(team predator, qmix\): training "
+                     r"diverged\. This is deterministic", trial["error"]), trial["error"]
+    assert "Gradients" not in done.stdout + done.stderr  # RLlib's tensor dump never comes
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "| failed: " in report and "training diverged" in report
 
 
 def test_a_trial_whose_actor_dies_is_retried_from_its_checkpoint(tmp_path):

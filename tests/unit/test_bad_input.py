@@ -35,6 +35,10 @@ def test_scientific_notation_is_a_number_in_set_values_and_spec_files(text, valu
     ("training: {batch_size: 0}", "batch_size=0 is invalid; allowed: an integer >= 1"),
     ("training: {grad_clip: .inf}", "grad_clip=inf is invalid; allowed: None or a finite"),
     ("stop: {time_s: .nan}", "stop.time_s=nan is invalid; allowed: a finite number > 0"),
+    ("env_config: {n_agents: 4, reward_mode: individual}\ntraining: {algorithm: qmix}",
+     "reward_mode='individual' is invalid with algorithm='qmix': its qmix mixer learns from "
+     "the team reward only; allowed: reward_mode='team', or an algorithm without a mixer "
+     "(iql, mfq)"),
     ("resources: {num_env_runners: .nan}",
      "resources.num_env_runners=nan is invalid; allowed: a finite number"),
 ])

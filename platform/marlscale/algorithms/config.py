@@ -13,7 +13,7 @@ from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
 
-from marlscale.algorithms.registry import get_algorithm
+from marlscale.algorithms.registry import ALGORITHMS, get_algorithm
 from marlscale.algorithms.spec import MEAN_ACTIONS
 from marlscale.envs import ENV_NAMES, GAME_OF_ENV
 from marlscale.envs.config import TeamEnvConfig
@@ -178,6 +178,16 @@ class TeamQConfig(AlgorithmConfig):
                     f"opponent_algorithm={self.opponent_algorithm!r} is invalid with "
                     f"env opponent={env_config.opponent!r}; allowed: only with opponent='learned'"
                 )
+        if env_config.reward_mode == "individual":
+            # A mixer regresses the team reward by construction: refuse rather than ignore.
+            for name in {self.algorithm, self.opponent_algorithm} - {None}:
+                if get_algorithm(name).mixer is not None:
+                    independent = sorted(a for a, spec in ALGORITHMS.items() if spec.mixer is None)
+                    raise ValueError(
+                        f"env reward_mode='individual' is invalid with algorithm={name!r}: its "
+                        f"{get_algorithm(name).mixer} mixer learns from the team reward only; "
+                        f"allowed: reward_mode='team', or an algorithm without a mixer "
+                        f"({', '.join(independent)})")
         if self.mean_action is not None and self.mean_action not in MEAN_ACTIONS:
             raise ValueError(f"mean_action={self.mean_action!r} is invalid; allowed: "
                              f"None, {', '.join(MEAN_ACTIONS)}")

@@ -131,6 +131,9 @@ def trial_config(spec: TrainSpec) -> dict[str, Any]:
 
 def curve_frame(rows: pd.DataFrame, team: str, other: str) -> pd.DataFrame:
     """A trial's result rows as curve columns (NaN where a row lacks the metric)."""
+    if not len(rows):  # a trial that failed or has not reported yet
+        return pd.DataFrame(columns=["iteration", "env_steps", *CURVE_METRICS, "date",
+                                     "hostname"])
     frame = pd.DataFrame({
         "iteration": rows["training_iteration"].astype(int),
         "env_steps": rows[ENV_STEPS].astype(int),
@@ -146,7 +149,7 @@ def curve_frame(rows: pd.DataFrame, team: str, other: str) -> pd.DataFrame:
 def _trial(run: Path, trial: str, spec: TrainSpec, rows: pd.DataFrame,
            axes: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
     config = trial_config(spec)
-    curves = curve_frame(rows, config["team"], config["other"]) if len(rows) else pd.DataFrame()
+    curves = curve_frame(rows, config["team"], config["other"])
     for column, value in {"run": str(run), "trial": trial, **config, **axes}.items():
         curves[column] = [value] * len(curves) if isinstance(value, list) else value
     reached = int(curves["env_steps"].max()) if len(curves) else 0
