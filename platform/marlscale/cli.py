@@ -65,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("spec", nargs="?", default=None,
                        help="YAML/JSON spec (see marlscale.train); flags override it")
     train.add_argument("--algorithm", choices=sorted(ALGORITHMS), default=None,
-                       help="learning team's algorithm (default: the spec's, else qmix)")
+                       help="learning team's algorithm (default: the spec's, else qmix): " +
+                            "; ".join(f"{name}: {spec.summary.replace('%', '%%')}"
+                                      for name, spec in sorted(ALGORITHMS.items())))
     train.add_argument("--game", choices=sorted(GAMES), default=None)
     train.add_argument("--n-agents", type=_positive_int, default=None)
     train.add_argument("--map-size", type=_positive_int, default=None)

@@ -78,3 +78,12 @@ def test_a_run_dir_that_cannot_be_created_is_refused_before_anything_starts(tmp_
 def test_a_set_value_that_is_not_yaml_names_the_flag(capsys):
     assert main(["train", "--set", "lr=[1e-4"]) == 2
     assert "--set 'lr=[1e-4': the value is not valid YAML" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["train"], ["sweep"], ["evaluate"], ["league"], ["render"],
+                                     ["report"], ["rollout"], ["bench", "env"],
+                                     ["bench", "train"]])
+def test_every_command_prints_its_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0 and "usage: marlscale" in capsys.readouterr().out

@@ -90,9 +90,6 @@ class TeamQConfig(AlgorithmConfig):
                 setattr(self, key, value)
         return self
 
-    def team_q_settings(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in TEAM_Q_DEFAULTS}
-
     # ---- teams and modules ----------------------------------------------------------------
     @property
     def team_env_config(self) -> TeamEnvConfig:

@@ -3,15 +3,14 @@ which bootstrap target. `TeamQLearner` reads these; there is no per-algorithm br
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 Mixer = Literal["vdn", "qmix"]
 MeanAction = Literal["neighbour", "team"]
 Target = Literal["double_q", "boltzmann"]
 
 MEAN_ACTIONS: tuple[str, ...] = ("neighbour", "team")
-TARGETS: tuple[str, ...] = ("double_q", "boltzmann")
 
 
 @dataclass(frozen=True)
@@ -28,5 +27,3 @@ class AlgorithmSpec:
     """None: Q(o_i, a_i); "neighbour"/"team": Q(o_i, a_i, mean action of N_i or of the team)."""
     target: Target
     """"double_q": Q'(s', argmax_a Q(s', a)); "boltzmann": sum_a softmax(Q'/T)(a) Q'(s', a)."""
-    defaults: dict[str, Any] = field(default_factory=dict)
-    """Training settings this algorithm changes from the shared defaults, with their source."""
