@@ -1,5 +1,6 @@
-"""Spec files and `--set` values: YAML in which `1e-4` is a number, read with errors that name
-the file; and the finite-number check every spec section uses.
+"""Input checks every command shares: spec files and `--set` values (YAML in which `1e-4` is a
+number, read with errors that name the file), the finite-number check of every spec section,
+and whether an output folder can be created.
 
 YAML 1.1 (PyYAML's) reads a float only with a dot, so `lr: 1e-4` would be the string '1e-4';
 researchers write learning rates that way, so `SpecLoader` also resolves scientific notation
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +62,20 @@ def is_finite_number(value: Any) -> bool:
     """An int or float (not a bool) that is neither NaN nor infinite."""
     return (not isinstance(value, bool) and isinstance(value, (int, float))
             and math.isfinite(value))
+
+
+def blocking_ancestor(path: str | os.PathLike) -> Path | None:
+    """None when a folder can be created (or written) at `path`; else the nearest existing
+    ancestor that prevents it (a file, or a folder that cannot be written). Tried by making and
+    removing a temporary folder: `os.access` is wrong for root, on /proc and on read-only
+    mounts."""
+    existing = Path(path).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if existing.is_dir():
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".marlscale-check-", dir=existing))
+            return None
+        except OSError:
+            pass
+    return existing

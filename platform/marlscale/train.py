@@ -233,27 +233,11 @@ def check_new_run_dir(run_dir: str | os.PathLike, name: str = "--run-dir",
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise ValueError(f"{name} {str(run_dir)!r} is invalid; allowed: a new or empty "
                          f"folder{hint}")
-    existing = run_dir.absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not _can_create_in(existing):
+    existing = specfile.blocking_ancestor(run_dir)
+    if existing is not None:
         raise ValueError(f"{name} {str(run_dir)!r} cannot be created: {str(existing)!r} is "
                          f"not a writable folder; allowed: a new or empty folder in a "
                          f"writable place{hint}")
-
-
-def _can_create_in(folder: Path) -> bool:
-    """Whether a folder can be made in `folder` (tried: a temporary one, removed at once; the
-    only reliable test on /proc, read-only mounts and for root)."""
-    import tempfile
-
-    if not folder.is_dir():
-        return False
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".marlscale-check-", dir=folder))
-    except OSError:
-        return False
-    return True
 
 
 def run(spec: TrainSpec, run_dir: str | os.PathLike, *, log=print,

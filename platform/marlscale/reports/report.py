@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from marlscale import provenance
+from marlscale import provenance, specfile
 from marlscale.reports import aggregate, figures
 from marlscale.reports.runs import Runs, load
 
@@ -48,19 +48,17 @@ class Section:
 
 def check_out(out: str | os.PathLike) -> Path:
     """--out: a folder, or a path where one can be made, that this user can write. Checked
-    before anything is read or written; nothing is created here."""
+    before anything is read or written; nothing is left behind here."""
     out = Path(out).expanduser()
+    blocked = specfile.blocking_ancestor(out)
+    if blocked is None:
+        return out
     allowed = "expected: a folder that can be created and written"
-    existing = out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        what = "it is a file" if existing == out else f"{str(existing)!r} is a file"
+    if not blocked.is_dir():
+        what = "it is a file" if blocked == out.absolute() else f"{str(blocked)!r} is a file"
         raise ValueError(f"--out {str(out)!r} cannot be written: {what}; {allowed}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {str(out)!r} cannot be written: {str(existing)!r} is not "
-                         f"writable; {allowed}")
-    return out
+    raise ValueError(f"--out {str(out)!r} cannot be written: {str(blocked)!r} is not "
+                     f"writable; {allowed}")
 
 
 def _number(value: Any, digits: int = 2) -> str:

@@ -92,10 +92,8 @@ def team_columns(params: dict[str, Any], last) -> dict[str, Any]:
     return columns
 
 
-def _last_greedy(rows, params: dict[str, Any]) -> float | None:
-    """The learning team's last greedy evaluation return per agent (None if never evaluated)."""
-    spec, point = SweepSpec.of_trial(params)
-    team = next(iter(spec.train_spec(point).algorithm_config().team_algorithms()))
+def _last_greedy(rows, team: str) -> float | None:
+    """The team's last greedy evaluation return per agent (None if never evaluated)."""
     column = f"evaluation/{team}/{keys.RETURN_PER_AGENT}"
     values = rows[column].dropna() if len(rows) and column in rows else ()
     return float(values.iloc[-1]) if len(values) else None
@@ -118,6 +116,7 @@ def write_tables(run_dir: str | Path, axes: list[str], result_grid=None) -> tupl
         last = mine.iloc[-1] if len(mine) else {}
         params = json.loads((trial_dir / "params.json").read_text())
         error = errors.get(trial_dir.name, "")
+        columns = team_columns(params, last)
         trials.append({
             "trial_id": last.get("trial_id") if len(mine) else None,
             "trial": trial_dir.name,
@@ -126,8 +125,8 @@ def write_tables(run_dir: str | Path, axes: list[str], result_grid=None) -> tupl
                                               else "UNKNOWN"),
             "iterations": int(last["training_iteration"]) if len(mine) else 0,
             "env_steps": int(last["env_steps_sampled_lifetime"]) if len(mine) else 0,
-            **team_columns(params, last),
-            "greedy_return_per_agent": _last_greedy(mine, params),
+            **columns,
+            "greedy_return_per_agent": _last_greedy(mine, columns["team"]),
             "error": error,
         })
     pd.DataFrame(trials).to_csv(run_dir / TRIALS_CSV, index=False)
