@@ -38,6 +38,9 @@ TEAM_Q_DEFAULTS: dict[str, Any] = {
     "n_step": 1,  # 1 = one-step TD as in all references
     "temperature": 0.1,  # MFQ Boltzmann temperature (Yang et al. 2018)
     "grad_clip": 10.0,  # PyMARL grad_norm_clip
+    "team_reward": "sum",  # TD targets use the env's team reward as-is (sum) or / N (mean)
+    "mixer_lr": None,  # the mixer's own learning rate; None = lr
+    "mixer_init": "default",  # mixer weights: torch's default (PyMARL) or orthogonal
     "rollout_length": 100,  # env steps per env per iteration on each EnvRunner
     "hidden": 128,
     "embedding_dim": 16,
@@ -52,6 +55,8 @@ TEAM_Q_DEFAULTS: dict[str, Any] = {
 _POSITIVE_INTS = ("batch_size", "replay_capacity", "epsilon_decay_steps", "target_update_period",
                   "n_step", "rollout_length", "hidden", "embedding_dim", "mixing_embed_dim",
                   "hypernet_embed", "eval_episodes")
+TEAM_REWARDS = ("sum", "mean")
+MIXER_INITS = ("default", "orthogonal")
 _UNIT_INTERVAL = ("epsilon_start", "epsilon_end", "tau")
 
 
@@ -118,6 +123,7 @@ class TeamQConfig(AlgorithmConfig):
                 "embedding_dim": self.embedding_dim,
                 "mixing_embed_dim": self.mixing_embed_dim,
                 "hypernet_embed": self.hypernet_embed,
+                "mixer_init": self.mixer_init,
             })
             for team, algorithm in self.team_algorithms().items()
         })
@@ -206,6 +212,14 @@ class TeamQConfig(AlgorithmConfig):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{key}={value!r} is invalid; allowed: an integer >= 0")
+        if self.mixer_lr is not None and not (is_finite_number(self.mixer_lr)
+                                               and self.mixer_lr > 0):
+            raise ValueError(f"mixer_lr={self.mixer_lr!r} is invalid; allowed: None or a "
+                             "finite number > 0")
+        for key, allowed in (("team_reward", TEAM_REWARDS), ("mixer_init", MIXER_INITS)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key}={getattr(self, key)!r} is invalid; allowed: "
+                                 f"{', '.join(allowed)}")
         if self.target_update not in ("hard", "soft"):
             raise ValueError(
                 f"target_update={self.target_update!r} is invalid; allowed: hard, soft"

@@ -28,6 +28,8 @@ TD_LOSS = "td_loss"
 Q_MEAN = "q_mean"
 TARGET_MEAN = "target_mean"
 GRADIENT_NORM = "gradient_norm"
+LR_SCALE = "lr_scale"
+"""An optimizer param group's lr as a multiple of the configured lr (the mixer's group)."""
 ITERATION = "training_iteration"
 """The Algorithm's iteration, passed to the learner in `timesteps` (for divergence errors)."""
 
@@ -57,10 +59,17 @@ def bootstrap_values(module, next_obs: dict[str, torch.Tensor], target: str,
 
 
 def td_loss(
-    module, batch: dict[str, torch.Tensor], *, temperature: float
+    module, batch: dict[str, torch.Tensor], *, temperature: float, team_reward: str = "sum"
 ) -> tuple[torch.Tensor, dict]:
-    """The shared loss of one team's module; returns (loss, stats)."""
+    """The shared loss of one team's module; returns (loss, stats).
+
+    team_reward "mean": the team reward is divided by the team's size N before it enters the
+    target, so Q-values live on a per-agent scale whatever N (agents' own rewards, in
+    individual mode without a mixer, are per-agent already and stay as they are)."""
     obs, next_obs = split_obs(batch)
+    reward = batch[replay.REWARD]
+    if team_reward == "mean":
+        reward = reward * (1.0 / module.n_agents)
     spec = module.spec
     mask = (obs[keys.ALIVE] * obs[keys.ACTIVE]).float()
     next_alive = next_obs[keys.ALIVE].float()
@@ -72,13 +81,12 @@ def td_loss(
         q_tot = module.mixer(q_taken, module.state_input(obs), mask)
         with torch.no_grad():
             next_tot = module.target_mixer(next_v, module.state_input(next_obs), next_mask)
-            target = batch[replay.REWARD] + discount * next_tot
+            target = reward + discount * next_tot
         loss = F.mse_loss(q_tot, target)
         stats = {Q_MEAN: q_tot.mean(), TARGET_MEAN: target.mean()}
     else:
-        reward = batch.get(replay.AGENT_REWARD_SUM)
-        if reward is None:
-            reward = batch[replay.REWARD].unsqueeze(-1).expand_as(q_taken)
+        own = batch.get(replay.AGENT_REWARD_SUM)
+        reward = reward.unsqueeze(-1).expand_as(q_taken) if own is None else own
         target = reward + discount.unsqueeze(-1) * next_alive * next_v
         weight = mask.sum().clamp(min=1.0)
         loss = (mask * (q_taken - target) ** 2).sum() / weight
@@ -97,15 +105,23 @@ class TeamQLearner(TorchLearner):
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
         module = self._module[module_id]
         # Only the online networks: the target copies are updated by syncing, not by Adam.
-        params = list(module.agent.parameters())
+        groups = [{"params": list(module.agent.parameters())}]
         if module.mixer is not None:
-            params += list(module.mixer.parameters())
+            scale = 1.0 if config.mixer_lr is None else config.mixer_lr / config.lr
+            groups.append({"params": list(module.mixer.parameters()), LR_SCALE: scale})
         self.register_optimizer(
             module_id=module_id,
-            optimizer=torch.optim.Adam(params, foreach=True),
-            params=params,
+            optimizer=torch.optim.Adam(groups, foreach=True),
+            params=[p for group in groups for p in group["params"]],
             lr_or_lr_schedule=config.lr,
         )
+
+    @staticmethod
+    @override(TorchLearner)
+    def _set_optimizer_lr(optimizer, lr: float) -> None:
+        # RLlib sets one lr for every group; the mixer's group keeps its ratio (mixer_lr / lr).
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get(LR_SCALE, 1.0)
 
     @override(TorchLearner)
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
@@ -123,7 +139,8 @@ class TeamQLearner(TorchLearner):
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> Any:
         module = self.module[module_id].unwrapped()
-        loss, stats = td_loss(module, batch, temperature=config.temperature)
+        loss, stats = td_loss(module, batch, temperature=config.temperature,
+                              team_reward=config.team_reward)
         for name, value in stats.items():
             if not torch.isfinite(value):
                 raise self._diverged(module_id, name, value)

@@ -28,7 +28,7 @@ class QMixer(nn.Module):
     Sizes follow PyMARL's defaults: mixing embed 32, two-layer hypernetworks of width 64."""
 
     def __init__(self, n_agents: int, state_dim: int, mixing_embed_dim: int = 32,
-                 hypernet_embed: int = 64):
+                 hypernet_embed: int = 64, init: str = "default"):
         super().__init__()
         self.n_agents, self.embed = n_agents, mixing_embed_dim
         self.hyper_w1 = nn.Sequential(
@@ -43,6 +43,11 @@ class QMixer(nn.Module):
         self.value = nn.Sequential(
             nn.Linear(state_dim, mixing_embed_dim), nn.ReLU(), nn.Linear(mixing_embed_dim, 1)
         )
+        if init == "orthogonal":  # PyMARL2's `use_orthogonal` option
+            for layer in self.modules():
+                if isinstance(layer, nn.Linear):
+                    nn.init.orthogonal_(layer.weight)
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, agent_qs: torch.Tensor, state: torch.Tensor, mask: torch.Tensor):
         batch = agent_qs.shape[0]

@@ -57,6 +57,7 @@ class TeamQModule(TorchRLModule, InferenceOnlyAPI):
                 self.n_agents, self.state_dim,
                 mixing_embed_dim=cfg.get("mixing_embed_dim", 32),
                 hypernet_embed=cfg.get("hypernet_embed", 64),
+                init=cfg.get("mixer_init", "default"),
             )
         self.target_agent = copy.deepcopy(self.agent).requires_grad_(False)
         self.target_mixer = (

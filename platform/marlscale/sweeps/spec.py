@@ -12,6 +12,10 @@
       env_config.reward_mode: [team, individual]     # any env_config.<field>,
       training.curriculum.schedule: [none, linear]   # training.<setting>[.<curriculum field>]
       pair: [[qmix, mfq], [mfq, mfqmix]]  # head-to-head: [algorithm, opponent_algorithm]
+      variant: [baseline, mean_reward]    # named sets of settings from `variants`
+    variants:                             # one-factor-at-a-time ablations: each variant
+      baseline: {}                        #   overrides the base at any grid axis path
+      mean_reward: {training.team_reward: mean}
     stop: {env_steps: 200000}             # iterations | env_steps | time_s: whichever first
     resources: {num_cpus: 1, num_env_runners: 0, num_envs_per_env_runner: 1, num_gpus: 0}
     checkpoint_every: 10                  # iterations between trial checkpoints (+ at the end)
@@ -40,8 +44,9 @@ from marlscale.envs import ENV_NAMES, GAME_OF_ENV
 from marlscale.envs.config import TeamEnvConfig
 from marlscale.train import RESOURCE_KEYS, STOP_KEYS, TrainSpec
 
-SPEC_KEYS = ("experiment", "description", "game", "env_config", "training", "grid", "stop",
-             "resources", "checkpoint_every", "max_failures", "max_concurrent_trials", "wandb")
+SPEC_KEYS = ("experiment", "description", "game", "env_config", "training", "grid", "variants",
+             "stop", "resources", "checkpoint_every", "max_failures", "max_concurrent_trials",
+             "wandb")
 SHORTHAND_AXES = {  # grid shorthand -> where it lands in a trial's TrainSpec
     "algorithm": ("training", "algorithm"),
     "game": ("env",),
@@ -52,6 +57,9 @@ PAIR_AXIS = "pair"
 """Head-to-head shorthand: each value [a, b] sets training.algorithm=a (the first team, red or
 predators) and training.opponent_algorithm=b (the second); needs env_config.opponent=learned."""
 PAIR_TARGETS = (("training", "algorithm"), ("training", "opponent_algorithm"))
+VARIANT_AXIS = "variant"
+"""Ablation shorthand: each value names an entry of the spec's `variants`, a mapping of grid
+axis paths (env_config.<field>, training.<setting>, ...) to the values that variant sets."""
 SPEC_KEY = "sweep"  # a trial config's copy of the spec (its axis values sit beside it)
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -62,9 +70,11 @@ class SpecError(ValueError):
 
 def _axis_targets(axis: str) -> tuple[tuple[str, ...], ...] | None:
     """Where a grid axis's value lands in a TrainSpec dict (one place per element for the pair
-    axis), or None if the axis is unknown."""
+    axis; none of its own for the variant axis), or None if the axis is unknown."""
     if axis == PAIR_AXIS:
         return PAIR_TARGETS
+    if axis == VARIANT_AXIS:
+        return ()
     target = _axis_target(axis)
     return None if target is None else (target,)
 
@@ -130,6 +140,7 @@ class SweepSpec:
     env_config: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     stop: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     checkpoint_every: int = 10
@@ -166,7 +177,8 @@ class SweepSpec:
                             f"a name matching {EXPERIMENT_NAME.pattern}")
         if not isinstance(self.description, str):
             raise self.fail("description", self.description, "a string")
-        for key in ("env_config", "training", "grid", "stop", "resources", "wandb"):
+        for key in ("env_config", "training", "grid", "variants", "stop", "resources",
+                    "wandb"):
             if not isinstance(getattr(self, key), dict):
                 raise self.fail(key, getattr(self, key), "a mapping")
         if not isinstance(self.game, str) or self.game not in ENV_NAMES:
@@ -216,8 +228,8 @@ class SweepSpec:
         if not self.grid:
             raise self.fail("grid", self.grid, "a mapping of axes to non-empty lists "
                             "(at least 'algorithm', 'n_agents' or 'seed')")
-        allowed = (f"{', '.join(SHORTHAND_AXES)}, {PAIR_AXIS}, env_config.<field>, "
-                   "training.<setting>, training.curriculum.<field>")
+        allowed = (f"{', '.join(SHORTHAND_AXES)}, {PAIR_AXIS}, {VARIANT_AXIS}, "
+                   "env_config.<field>, training.<setting>, training.curriculum.<field>")
         base = self._base()
         taken: dict[tuple[str, ...], str] = {}
         for axis, values in self.grid.items():
@@ -238,12 +250,37 @@ class SweepSpec:
                             and all(isinstance(v, str) for v in value)):
                         raise self.fail(f"grid.{axis}", value, "pairs [algorithm, "
                                         "opponent_algorithm] of algorithm names")
+            if axis == VARIANT_AXIS:
+                for value in values:
+                    if not isinstance(value, str) or value not in self.variants:
+                        raise self.fail(f"grid.{axis}", value, "names defined under 'variants' "
+                                        f"({', '.join(map(str, self.variants)) or 'none'})")
             for target in targets:
                 fixed = _get(base, target)
                 if fixed is not None and axis != "game" and target != ("seed",):
                     where = ".".join(target) if target != ("env",) else "game"
                     raise self.fail(f"grid.{axis}", values,
                                     f"an axis not also fixed at '{where}'={fixed!r}")
+        self._validate_variants(taken)
+
+    def _validate_variants(self, taken: dict[tuple[str, ...], str]) -> None:
+        """Each variant: a mapping of settable paths that no other grid axis also sets."""
+        for name, overrides in self.variants.items():
+            if not isinstance(overrides, dict):
+                raise self.fail(f"variants.{name}", overrides,
+                                "a mapping of env_config.<field> or training.<setting> to values")
+            for path in overrides:
+                targets = _axis_targets(str(path))
+                if not targets or path in (PAIR_AXIS, VARIANT_AXIS):
+                    raise SpecError(f"{self.source}: key 'variants.{name}.{path}' is unknown; "
+                                    "allowed: env_config.<field>, training.<setting>, "
+                                    f"training.curriculum.<field>, {', '.join(SHORTHAND_AXES)}")
+                if targets[0] in taken:
+                    raise self.fail(f"variants.{name}.{path}", overrides[path],
+                                    f"a setting no grid axis sets (grid.{taken[targets[0]]} does)")
+        if self.variants and VARIANT_AXIS not in self.grid:
+            raise self.fail("variants", list(self.variants),
+                            f"used by a 'grid.{VARIANT_AXIS}' axis (none given)")
 
     # ---- expansion ------------------------------------------------------------------------
     @property
@@ -272,9 +309,12 @@ class SweepSpec:
         """The full training run of one grid point (validated)."""
         values = self._base()
         for axis, value in point.items():
-            targets = _axis_targets(axis)
-            parts = value if len(targets) > 1 else [value]
-            for target, part in zip(targets, parts):
+            if axis == VARIANT_AXIS:
+                settings = [(_axis_target(path), v) for path, v in self.variants[value].items()]
+            else:
+                targets = _axis_targets(axis)
+                settings = zip(targets, value if len(targets) > 1 else [value])
+            for target, part in settings:
                 _set(values, target, copy.deepcopy(part))
         if values["seed"] is None:
             values["seed"] = 0
