@@ -54,7 +54,9 @@ from pathlib import Path
 from typing import Any
 
 from marlscale import provenance, specfile, wandb_logging
-from marlscale.algorithms.config import TEAM_Q_DEFAULTS, TeamQConfig
+from marlscale.algorithms.algorithm import TeamQ
+from marlscale.algorithms.config import TeamQConfig, module_config
+from marlscale.algorithms.settings import TeamQSettings
 from marlscale.envs import ENV_NAMES
 
 SPEC_KEYS = ("env", "env_config", "training", "stop", "resources", "seed", "checkpoint_every",
@@ -115,7 +117,7 @@ class TrainSpec:
             if not isinstance(getattr(self, key), dict):
                 fail(key, getattr(self, key), "a mapping")
         for key, allowed in (("stop", STOP_KEYS), ("resources", RESOURCE_KEYS),
-                             ("training", tuple(TEAM_Q_DEFAULTS))):
+                             ("training", TeamQSettings.names())):
             for sub in getattr(self, key):
                 if sub not in allowed:
                     raise ValueError(f"{source}: key '{key}.{sub}' is unknown; allowed: "
@@ -154,7 +156,7 @@ class TrainSpec:
         resources = self.resources
         num_gpus = resources.get("num_gpus", 0)
         return (
-            TeamQConfig()
+            TeamQ.get_default_config()
             .environment(self.env_name, env_config=env_config)
             .team_q(**self.training)
             .env_runners(
@@ -486,7 +488,6 @@ def check_warm_start(spec: TrainSpec, text: str | os.PathLike,
     algorithms/checkpoints.py), optionally `:team` to start the run's learning team from that
     team's module; without it, every team the run trains starts from the team of its name."""
     from marlscale.algorithms import checkpoints
-    from marlscale.algorithms.registry import get_algorithm
     from marlscale.envs import MagentTeamEnv
 
     path, source_team = checkpoints.split_team(str(text))
@@ -502,10 +503,8 @@ def check_warm_start(spec: TrainSpec, text: str | os.PathLike,
         teams = {next(iter(algorithms)): source_team}
     counts = dict(zip(env_config.game_spec.team_names, env_config.team_counts))
     wanted = {
-        teams[team]: {"algorithm": algorithms[team], "n_agents": counts[team],
-                      "mean_action": config.mean_action
-                      or get_algorithm(algorithms[team]).mean_action,
-                      **{key: getattr(config, key) for key in checkpoints.SIZE_KEYS}}
+        teams[team]: {**module_config(algorithms[team], config.settings(algorithms[team])),
+                      "n_agents": counts[team]}
         for team in teams
     }
     checkpoints.check_fits(checkpoint, wanted, env_config.game, name)

@@ -60,7 +60,7 @@ def test_head_to_head_battle_trains_two_teams_with_their_own_algorithms(ray_loca
         for _ in range(2):
             result = algo.train()
         module = algo.learner_group._learner.module
-        assert module["red"].spec.name == "mfqmix" and module["blue"].spec.name == "qmix"
+        assert module["red"].algorithm == "mfqmix" and module["blue"].algorithm == "qmix"
         assert set(algo.replays) == {"red", "blue"}
         for team in ("red", "blue"):
             assert np.isfinite(result["learners"][team]["td_loss"])

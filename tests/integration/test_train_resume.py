@@ -244,9 +244,10 @@ def battle_checkpoint(ray_local, tmp_path_factory):
     return path
 
 
-ASKS = "the run asks for {}, hidden=32, embedding_dim=16, mixing_embed_dim=32, hypernet_embed=64"
-HAS = "its predator module is qmix, N=4, hidden=32, embedding_dim=16, mixing_embed_dim=32, " \
-      "hypernet_embed=64; "
+ASKS = "the run asks for {}, hidden=32, embedding_dim=16, mean_action_hidden=32, " \
+       "mixing_embed_dim=32, hypernet_embed=64"
+HAS = "its predator module is qmix, N=4, hidden=32, embedding_dim=16, mean_action_hidden=32, " \
+      "mixing_embed_dim=32, hypernet_embed=64; "
 SAME = "; allowed: a checkpoint of the same algorithm, N and network sizes"
 
 

@@ -6,13 +6,16 @@ import torch
 from marlscale import keys
 from marlscale.algorithms import ALGORITHMS
 from marlscale.algorithms import replay as rp
+from marlscale.algorithms.config import module_config
 from marlscale.algorithms.learner import bootstrap_values, split_obs, td_loss
 from marlscale.algorithms.replay import TeamReplay
+from marlscale.algorithms.settings import MIXER_INITS, TeamQSettings
 from marlscale.envs import MagentTeamEnv
 from marlscale.models import QMixer, VDNMixer
 from marlscale.models.team_module import TeamQModule
 
 N, A = 5, 13
+SIZES = {"mixing_embed_dim": 32, "hypernet_embed": 64, "init": "default"}
 
 
 def make_module(algorithm: str, n_agents: int = N, game: str = "adversarial_pursuit"):
@@ -21,7 +24,7 @@ def make_module(algorithm: str, n_agents: int = N, game: str = "adversarial_purs
     torch.manual_seed(0)
     module = TeamQModule(
         observation_space=env.observation_spaces[team], action_space=env.action_spaces[team],
-        model_config={"algorithm": algorithm},
+        model_config=module_config(algorithm, TeamQSettings()),
     )
     return module, env, team
 
@@ -63,9 +66,10 @@ def test_vdn_is_the_masked_sum():
     torch.testing.assert_close(got, (qs * mask).sum(-1))
 
 
-def test_qmix_is_monotone_in_every_agent_q():
+@pytest.mark.parametrize("init", MIXER_INITS)
+def test_qmix_is_monotone_in_every_agent_q(init):
     torch.manual_seed(1)
-    mixer = QMixer(N, 20)
+    mixer = QMixer(N, 20, **{**SIZES, "init": init})
     qs = torch.randn(64, N, requires_grad=True)
     q_tot = mixer(qs, torch.randn(64, 20), torch.ones(64, N))
     (grad,) = torch.autograd.grad(q_tot.sum(), qs)
@@ -75,7 +79,7 @@ def test_qmix_is_monotone_in_every_agent_q():
 @pytest.mark.parametrize("mixer_cls", [VDNMixer, QMixer])
 def test_masked_agents_change_nothing_in_the_mixer(mixer_cls):
     torch.manual_seed(2)
-    mixer = mixer_cls(N, 20)
+    mixer = mixer_cls(N, 20, **SIZES)
     qs, state = torch.randn(8, N), torch.randn(8, 20)
     mask = torch.ones(8, N)
     mask[:, [1, 3]] = 0

@@ -73,7 +73,7 @@ class TeamQ(Algorithm):
     @classmethod
     @override(Algorithm)
     def get_default_config(cls) -> TeamQConfig:
-        return TeamQConfig()
+        return TeamQConfig(cls)
 
     @override(Algorithm)
     def setup(self, config: TeamQConfig) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from marlscale.algorithms.registry import get_algorithm
+from marlscale.algorithms.config import MODEL_SIZES
 from marlscale.curriculum import Curriculum, CurriculumConfig
 from marlscale.envs import GAME_OF_ENV, GAMES
 from marlscale.envs.config import TeamEnvConfig
@@ -30,7 +30,6 @@ MARKER = "rllib_checkpoint.json"
 CTOR_FILE = "class_and_ctor_args.pkl"
 STATE_FILE = "algorithm_state.pkl"
 MODULES = Path("learner_group", "learner", "rl_module")
-SIZE_KEYS = ("hidden", "embedding_dim", "mixing_embed_dim", "hypernet_embed")
 _NUMBERED = re.compile(r"(?:iter|checkpoint)_(\d+)")
 ALLOWED = ("a checkpoint directory (checkpoints/iter_NNNNNN, checkpoint_NNNNNN), a `marlscale "
            "train` run directory or a sweep trial directory")
@@ -52,7 +51,7 @@ class TeamPolicy:
 
     def describe(self) -> str:
         """e.g. 'qmix, N=12, hidden=128, embedding_dim=16, mixing_embed_dim=32, ...'."""
-        sizes = ", ".join(f"{key}={self.sizes[key]}" for key in SIZE_KEYS if key in self.sizes)
+        sizes = ", ".join(f"{key}={self.sizes[key]}" for key in MODEL_SIZES if key in self.sizes)
         return f"{self.algorithm}, N={self.n_agents}, {sizes}"
 
     def load_module(self):
@@ -158,8 +157,8 @@ def load(path: str | Path, name: str = "CHECKPOINT") -> TeamCheckpoint:
             team=team, algorithm=model["algorithm"], n_agents=int(views[0]),
             n_actions=int(kwargs["action_space"].nvec[0]),
             view_shape=tuple(int(d) for d in views[1:]),
-            mean_action=model.get("mean_action") or get_algorithm(model["algorithm"]).mean_action,
-            sizes={key: model[key] for key in SIZE_KEYS if key in model},
+            mean_action=model["mean_action"],
+            sizes={key: model[key] for key in MODEL_SIZES if key in model},
             path=root / MODULES / team,
         )
     state = _unpickle(root / STATE_FILE, name, Path(path)) if (root / STATE_FILE).is_file() else {}
@@ -198,12 +197,12 @@ def check_fits(checkpoint: TeamCheckpoint, wanted: dict[str, TeamPolicy | dict[s
                              f"every team the run trains ({', '.join(wanted)})")
         have = checkpoint.policies[team]
         mine = (have.algorithm, have.n_agents, have.mean_action,
-                *(have.sizes.get(k) for k in SIZE_KEYS))
+                *(have.sizes.get(k) for k in MODEL_SIZES))
         theirs = (want["algorithm"], want["n_agents"], want.get("mean_action"),
-                  *(want.get(k) for k in SIZE_KEYS))
+                  *(want.get(k) for k in MODEL_SIZES))
         if mine != theirs:
             asked = ", ".join([f"{want['algorithm']}, N={want['n_agents']}"]
-                              + [f"{k}={want[k]}" for k in SIZE_KEYS if k in want])
+                              + [f"{k}={want[k]}" for k in MODEL_SIZES if k in want])
             raise ValueError(f"{where}: its {team} module is {have.describe()}"
                              f"{_mean(have.mean_action)}; the run asks for {asked}"
                              f"{_mean(want.get('mean_action'))}; allowed: a checkpoint of the "

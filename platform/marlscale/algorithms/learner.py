@@ -70,12 +70,11 @@ def td_loss(
     reward = batch[replay.REWARD]
     if team_reward == "mean":
         reward = reward * (1.0 / module.n_agents)
-    spec = module.spec
     mask = (obs[keys.ALIVE] * obs[keys.ACTIVE]).float()
     next_alive = next_obs[keys.ALIVE].float()
     next_mask = next_alive * next_obs[keys.ACTIVE].float()
     q_taken = module.q_values(obs).gather(-1, batch[replay.ACTIONS].unsqueeze(-1)).squeeze(-1)
-    next_v = bootstrap_values(module, next_obs, spec.target, temperature)
+    next_v = bootstrap_values(module, next_obs, module.target, temperature)
     discount = batch[replay.DISCOUNT]
     if module.mixer is not None:
         q_tot = module.mixer(q_taken, module.state_input(obs), mask)
@@ -129,12 +128,13 @@ class TeamQLearner(TorchLearner):
         self._iteration = timesteps.get(ITERATION)
 
     def _diverged(self, module_id, term: str, value) -> DivergenceError:
-        algorithm = self.config.team_algorithms().get(module_id, "?")
+        algorithm = self.module[module_id].unwrapped().algorithm
+        config = self.config.get_config_for_module(module_id)
         return DivergenceError(
             f"{term}={float(value)} at iteration {getattr(self, '_iteration', None)} (team "
             f"{module_id}, {algorithm}): training diverged. This is deterministic: a retry from "
             f"the last checkpoint diverges again; change the settings (e.g. a smaller lr, now "
-            f"{self.config.lr}, or grad_clip, now {self.config.grad_clip})")
+            f"{config.lr}, or grad_clip, now {config.grad_clip})")
 
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> Any:
@@ -167,8 +167,9 @@ class TeamQLearner(TorchLearner):
         # Target networks follow every gradient step: soft (Polyak) or a periodic hard copy.
         for module_id in self.module.keys():
             module = self.module[module_id].unwrapped()
+            config = self.config.get_config_for_module(module_id)
             module.num_updates += 1
-            if self.config.target_update == "soft":
-                module.sync_targets(self.config.tau)
-            elif int(module.num_updates) % self.config.target_update_period == 0:
+            if config.target_update == "soft":
+                module.sync_targets(config.tau)
+            elif int(module.num_updates) % config.target_update_period == 0:
                 module.sync_targets(1.0)

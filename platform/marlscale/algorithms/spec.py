@@ -3,8 +3,8 @@ which bootstrap target. `TeamQLearner` reads these; there is no per-algorithm br
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 Mixer = Literal["vdn", "qmix"]
 MeanAction = Literal["neighbour", "team"]
@@ -27,3 +27,6 @@ class AlgorithmSpec:
     """None: Q(o_i, a_i); "neighbour"/"team": Q(o_i, a_i, mean action of N_i or of the team)."""
     target: Target
     """"double_q": Q'(s', argmax_a Q(s', a)); "boltzmann": sum_a softmax(Q'/T)(a) Q'(s', a)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Defaults of this algorithm's team that differ from the family's (`TeamQSettings`), by
+    name; only per-team settings (`settings.PER_TEAM`). A value the user sets wins."""

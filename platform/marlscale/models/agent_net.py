@@ -28,9 +28,9 @@ class AgentQNet(nn.Module):
         n_actions: int,
         *,
         mean_action: bool,
-        hidden: int = 128,
-        embedding_dim: int = 16,
-        mean_action_hidden: int = 32,
+        hidden: int,
+        embedding_dim: int,
+        mean_action_hidden: int,
     ):
         super().__init__()
         view_size = 1

@@ -25,10 +25,10 @@ class VDNMixer(nn.Module):
 class QMixer(nn.Module):
     """QMIX (Rashid et al. 2018): a monotonic mixing network whose weights come from
     hypernetworks of the global state. |W| keeps dQ_tot/dQ_i >= 0; V(s) is a state bias.
-    Sizes follow PyMARL's defaults: mixing embed 32, two-layer hypernetworks of width 64."""
+    Two-layer hypernetworks as in PyMARL (sizes and init: `TeamQSettings`)."""
 
-    def __init__(self, n_agents: int, state_dim: int, mixing_embed_dim: int = 32,
-                 hypernet_embed: int = 64, init: str = "default"):
+    def __init__(self, n_agents: int, state_dim: int, *, mixing_embed_dim: int,
+                 hypernet_embed: int, init: str):
         super().__init__()
         self.n_agents, self.embed = n_agents, mixing_embed_dim
         self.hyper_w1 = nn.Sequential(

@@ -18,7 +18,6 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
 from marlscale import keys
-from marlscale.algorithms.registry import get_algorithm
 from marlscale.models.agent_net import AgentQNet
 from marlscale.models.mixers import MIXERS
 
@@ -28,36 +27,35 @@ LEARNER_ONLY = ["mixer", "target_agent", "target_mixer"]
 class TeamQModule(TorchRLModule, InferenceOnlyAPI):
     """Agent network (+ mixer and targets on the learner) for one team.
 
-    model_config keys: ``algorithm`` (registry name), ``mean_action`` (override of the
-    algorithm's mean-action input), ``hidden``, ``embedding_dim``, ``mixing_embed_dim``,
-    ``hypernet_embed``.
+    model_config (`algorithms.config.module_config` builds it): ``algorithm`` (a label),
+    ``mixer`` (a `MIXERS` name or None), ``target`` (the learner's bootstrap target),
+    ``mean_action`` (None, "neighbour" or "team"), the sizes ``hidden``, ``embedding_dim``,
+    ``mean_action_hidden``, ``mixing_embed_dim``, ``hypernet_embed``, and ``mixer_init``.
     """
 
     @override(TorchRLModule)
     def setup(self):
         cfg = self.model_config
-        self.spec = get_algorithm(cfg["algorithm"])
-        self.mean_action = cfg.get("mean_action") or self.spec.mean_action
+        self.algorithm, self.target = cfg["algorithm"], cfg["target"]
+        self.mean_action = cfg["mean_action"]
         obs_space = self.observation_space
         views = obs_space[keys.VIEWS]
         self.n_agents = int(views.shape[0])
         self.n_actions = int(self.action_space.nvec[0])
         self.agent = AgentQNet(
             views.shape[1:], self.n_agents, self.n_actions,
-            mean_action=self.mean_action is not None,
-            hidden=cfg.get("hidden", 128), embedding_dim=cfg.get("embedding_dim", 16),
+            mean_action=self.mean_action is not None, hidden=cfg["hidden"],
+            embedding_dim=cfg["embedding_dim"], mean_action_hidden=cfg["mean_action_hidden"],
         )
         # Exploration rate and update counter travel with the weights (and checkpoints).
         self.register_buffer("epsilon", torch.tensor(1.0))
         self.register_buffer("num_updates", torch.tensor(0, dtype=torch.int64))
         self.state_dim = int(np.prod(obs_space[keys.STATE].shape))
         self.mixer = None
-        if self.spec.mixer is not None:
-            self.mixer = MIXERS[self.spec.mixer](
-                self.n_agents, self.state_dim,
-                mixing_embed_dim=cfg.get("mixing_embed_dim", 32),
-                hypernet_embed=cfg.get("hypernet_embed", 64),
-                init=cfg.get("mixer_init", "default"),
+        if cfg["mixer"] is not None:
+            self.mixer = MIXERS[cfg["mixer"]](
+                self.n_agents, self.state_dim, mixing_embed_dim=cfg["mixing_embed_dim"],
+                hypernet_embed=cfg["hypernet_embed"], init=cfg["mixer_init"],
             )
         self.target_agent = copy.deepcopy(self.agent).requires_grad_(False)
         self.target_mixer = (

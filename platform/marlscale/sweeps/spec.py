@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from marlscale import specfile, wandb_logging
-from marlscale.algorithms.config import TEAM_Q_DEFAULTS
+from marlscale.algorithms.settings import TeamQSettings
 from marlscale.curriculum.schedules import CurriculumConfig
 from marlscale.envs import ENV_NAMES, GAME_OF_ENV
 from marlscale.envs.config import TeamEnvConfig
@@ -87,7 +87,7 @@ def _axis_target(axis: str) -> tuple[str, ...] | None:
     curriculum_fields = set(CurriculumConfig.__dataclass_fields__)
     if len(parts) == 2 and parts[0] == "env_config" and parts[1] in env_fields:
         return parts
-    if len(parts) == 2 and parts[0] == "training" and parts[1] in TEAM_Q_DEFAULTS:
+    if len(parts) == 2 and parts[0] == "training" and parts[1] in TeamQSettings.names():
         return parts
     if len(parts) == 3 and parts[:2] == ("training", "curriculum") \
             and parts[2] in curriculum_fields:
@@ -188,9 +188,9 @@ class SweepSpec:
                 raise SpecError(f"{self.source}: key 'env_config.{key}' is unknown; allowed: "
                                 f"{', '.join(TeamEnvConfig.__dataclass_fields__)}")
         for key in self.training:
-            if key not in TEAM_Q_DEFAULTS:
+            if key not in TeamQSettings.names():
                 raise SpecError(f"{self.source}: key 'training.{key}' is unknown; allowed: "
-                                f"{', '.join(TEAM_Q_DEFAULTS)}")
+                                f"{', '.join(TeamQSettings.names())}")
         if "game" in self.env_config:
             raise self.fail("env_config.game", self.env_config["game"],
                             "unset (use the top-level 'game' or a grid axis)")
@@ -329,7 +329,7 @@ class SweepSpec:
     def group(self, point: dict[str, Any]) -> str:
         """W&B group: experiment/algorithm/game/N, plus any further axis but the seed."""
         spec = self.train_spec(point)
-        parts = [self.experiment, spec.training.get("algorithm", TEAM_Q_DEFAULTS["algorithm"]),
+        parts = [self.experiment, spec.training.get("algorithm", TeamQSettings.algorithm),
                  GAME_OF_ENV.get(spec.env, spec.env),
                  f"N{spec.env_config.get('n_agents', TeamEnvConfig.n_agents)}"]
         for axis, value in point.items():
