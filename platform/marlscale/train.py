@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from marlscale import provenance, specfile, wandb_logging
+from marlscale.algorithms import memory
 from marlscale.algorithms.algorithm import TeamQ
 from marlscale.algorithms.config import TeamQConfig, module_config
 from marlscale.algorithms.settings import TeamQSettings
@@ -144,7 +145,15 @@ class TrainSpec:
                 fail(key, value, "an integer >= 0")
         wandb_logging.check(self.wandb, source)
         try:
-            self.algorithm_config().validate_team_q()
+            config = self.algorithm_config()
+            config.validate_team_q()
+            env_config = config.team_env_config
+            envs = max(1, config.num_env_runners) * config.num_envs_per_env_runner + 1
+            memory.check_fits(
+                memory.estimate(env_config, list(config.team_algorithms()),
+                                config.replay_capacity, envs),
+                f"this run (n_agents={env_config.n_agents}, replay_capacity="
+                f"{config.replay_capacity}, {envs} envs)")
         except ValueError as error:
             raise ValueError(f"{source}: {error}") from None
 

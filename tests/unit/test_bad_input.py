@@ -87,3 +87,31 @@ def test_every_command_prints_its_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--help"])
     assert exit_.value.code == 0 and "usage: marlscale" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--n-agents", "10000000"], "this run (n_agents=10000000, replay_capacity=20000, 2 envs) "
+                                 "needs about 98,641.9 GiB (replay 98,533.9 GiB"),
+    (["--n-agents", "2000", "--set", "replay_capacity=2e5"], "needs about 197.2 GiB"),
+])
+def test_a_run_too_big_for_this_machine_is_refused_with_its_estimate(args, expected, tmp_path,
+                                                                      capsys):
+    assert main(["train", *args, "--iterations", "1", "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "allowed: fewer agents or a smaller replay_capacity" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def test_the_memory_estimate_is_the_replay_actually_allocated():
+    from marlscale.algorithms.memory import estimate
+    from marlscale.algorithms.replay import TeamReplay
+    from marlscale.envs import MagentTeamEnv
+    from marlscale.envs.config import TeamEnvConfig
+
+    for config, teams in ((TeamEnvConfig(n_agents=25), ["predator"]),
+                          (TeamEnvConfig(game="battle", n_agents=7, opponent="learned"),
+                           ["red", "blue"])):
+        env = MagentTeamEnv(config)
+        allocated = sum(TeamReplay(env.observation_spaces[t], int(env.action_spaces[t].nvec[0]),
+                                   300).nbytes for t in teams)
+        assert estimate(config, teams, 300, 1).replay == allocated

@@ -161,6 +161,10 @@ class MagentTeamEnv(MultiAgentEnv):
         """Agents alive now in each team, opponents included (for throughput accounting)."""
         return {team.name: team.n_alive for team in self._teams}
 
+    def view_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each team's (H, W, C) view, opponents included."""
+        return {team.name: team.view_shape for team in self._teams}
+
     def get_active(self, team: str) -> int:
         return int(next(t for t in self._learning if t.name == team).active.sum())
 

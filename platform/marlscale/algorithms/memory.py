@@ -1,0 +1,85 @@
+"""The memory a run will need, estimated from its config before anything is built.
+
+Both big consumers grow linearly with the population, so two probe envs of one and two agents
+per team give each exactly (bytes = fixed + per_agent * N):
+  replay        every learning team's `TeamReplay` (capacity rows of uint8 views, masks,
+                float16 mean actions, the pooled state, actions, reward and flags);
+  observations  per env: magent2's own float32 view buffers for every agent of both teams,
+                plus the learning teams' observations; one per sampling env and one for
+                evaluation.
+A run whose estimate exceeds this machine's memory is refused up front with the figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from marlscale.algorithms.replay import TeamReplay
+from marlscale.envs.config import TeamEnvConfig
+from marlscale.envs.team_env import MagentTeamEnv
+
+GIB = 2**30
+MAGENT_VIEW_ITEMSIZE = 4
+"""magent2 writes views as float32 before we quantise them to uint8."""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    replay: int
+    """Bytes of every learning team's replay buffer."""
+    observations: int
+    """Bytes of the observation buffers of all envs (sampling and evaluation)."""
+
+    @property
+    def total(self) -> int:
+        return self.replay + self.observations
+
+    def describe(self) -> str:
+        return (f"about {self.total / GIB:,.1f} GiB (replay {self.replay / GIB:,.1f} GiB, "
+                f"observations {self.observations / GIB:,.1f} GiB)")
+
+
+def _probe(env_config: TeamEnvConfig, n: int) -> MagentTeamEnv:
+    return MagentTeamEnv(dataclasses.replace(
+        env_config, n_agents=n, n_opponents=n, map_size=None, n_active=None, wall_density=0.0))
+
+
+def _space_bytes(space) -> int:
+    return sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in space.spaces.values())
+
+
+def estimate(env_config: TeamEnvConfig, learning_teams: list[str], replay_capacity: int,
+             num_envs: int) -> MemoryEstimate:
+    """The estimate for `learning_teams` of `env_config`'s game, `num_envs` envs in all."""
+    counts = dict(zip(env_config.game_spec.team_names, env_config.team_counts))
+    probes = [_probe(env_config, n) for n in (1, 2)]
+
+    def linear(measure, n: int) -> int:
+        one, two = (measure(probe) for probe in probes)
+        return one + (two - one) * (n - 1)
+
+    replay = 0
+    observations = 0
+    for team in learning_teams:
+        replay += linear(lambda p: TeamReplay(p.observation_spaces[team],
+                                              int(p.action_spaces[team].nvec[0]), 1).nbytes,
+                         counts[team]) * replay_capacity
+        observations += linear(lambda p: _space_bytes(p.observation_spaces[team]), counts[team])
+    views = probes[0].view_shapes()
+    for team, count in counts.items():
+        observations += count * int(np.prod(views[team])) * MAGENT_VIEW_ITEMSIZE
+    return MemoryEstimate(replay=replay, observations=observations * num_envs)
+
+
+def check_fits(estimate_: MemoryEstimate, what: str) -> None:
+    """A ValueError with the estimate when it exceeds this machine's memory."""
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if estimate_.total > available:
+        raise ValueError(f"{what} needs {estimate_.describe()}, more than this machine's "
+                         f"{available / GIB:,.1f} GiB; allowed: fewer agents or a smaller "
+                         "replay_capacity")
+
