@@ -48,7 +48,14 @@ def _probe(env_config: TeamEnvConfig, n: int) -> MagentTeamEnv:
         env_config, n_agents=n, n_opponents=n, map_size=None, n_active=None, wall_density=0.0))
 
 
-def _space_bytes(space) -> int:
+def _replay_bytes(probe: MagentTeamEnv, team: str) -> int:
+    """One replay row of the probe's team."""
+    space, actions = probe.observation_spaces[team], probe.action_spaces[team]
+    return TeamReplay(space, int(actions.nvec[0]), 1).nbytes
+
+
+def _observation_bytes(probe: MagentTeamEnv, team: str) -> int:
+    space = probe.observation_spaces[team]
     return sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in space.spaces.values())
 
 
@@ -58,17 +65,12 @@ def estimate(env_config: TeamEnvConfig, learning_teams: list[str], replay_capaci
     counts = dict(zip(env_config.game_spec.team_names, env_config.team_counts))
     probes = [_probe(env_config, n) for n in (1, 2)]
 
-    def linear(measure, n: int) -> int:
-        one, two = (measure(probe) for probe in probes)
-        return one + (two - one) * (n - 1)
+    def linear(measure, team: str) -> int:
+        one, two = (measure(probe, team) for probe in probes)
+        return one + (two - one) * (counts[team] - 1)
 
-    replay = 0
-    observations = 0
-    for team in learning_teams:
-        replay += linear(lambda p: TeamReplay(p.observation_spaces[team],
-                                              int(p.action_spaces[team].nvec[0]), 1).nbytes,
-                         counts[team]) * replay_capacity
-        observations += linear(lambda p: _space_bytes(p.observation_spaces[team]), counts[team])
+    replay = sum(linear(_replay_bytes, team) for team in learning_teams) * replay_capacity
+    observations = sum(linear(_observation_bytes, team) for team in learning_teams)
     views = probes[0].view_shapes()
     for team, count in counts.items():
         observations += count * int(np.prod(views[team])) * MAGENT_VIEW_ITEMSIZE
