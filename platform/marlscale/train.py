@@ -308,6 +308,8 @@ def _train(algo, spec: TrainSpec, run_dir: Path, rows: list[dict[str, Any]], log
         with (run_dir / METRICS_FILE).open("a") as jsonl:
             while True:
                 result = algo.train()
+                # Resumed: the rows' time_total_s goes on from the checkpoint's (as Tune does).
+                result["time_total_s"] = result.get("time_total_s", 0.0) + time_before
                 row = flatten(result)
                 rows.append(row)
                 jsonl.write(json.dumps(row) + "\n")
@@ -451,8 +453,6 @@ def resume(state: Resume | str | os.PathLike, *, stop: dict[str, Any] | None = N
     algo = spec.algorithm_config().build_algo()
     try:
         algo.restore_from_path(str(state.checkpoint))
-        # As Tune's Trainable.restore does: the rows' time_total_s goes on from the checkpoint.
-        algo._time_total = state.time_s
         log(f"resuming {run_dir} at iteration {algo.iteration} from {state.checkpoint.name} "
             f"until {_describe(spec.stop)}")
         extra = _with_wandb_id(spec, state.extra)

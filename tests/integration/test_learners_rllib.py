@@ -28,12 +28,11 @@ def q_values(algo):
 
     env = MagentTeamEnv(algo.config.team_env_config)
     obs, _ = env.reset(seed=11)
-    module = algo.learner_group._learner.module
     out = {}
     with torch.no_grad():
         for team, team_obs in obs.items():
             batch = {k: torch.as_tensor(v)[None] for k, v in team_obs.items()}
-            out[team] = module[team].q_values(batch).numpy()
+            out[team] = algo.learner_module(team).q_values(batch).numpy()
     return out
 
 
@@ -59,13 +58,16 @@ def test_head_to_head_battle_trains_two_teams_with_their_own_algorithms(ray_loca
     try:
         for _ in range(2):
             result = algo.train()
-        module = algo.learner_group._learner.module
-        assert module["red"].algorithm == "mfqmix" and module["blue"].algorithm == "qmix"
+        assert algo.learner_module("red").algorithm == "mfqmix"
+        assert algo.learner_module("blue").algorithm == "qmix"
         assert set(algo.replays) == {"red", "blue"}
         for team in ("red", "blue"):
             assert np.isfinite(result["learners"][team]["td_loss"])
-        optimizers = algo.learner_group._learner._module_optimizers
-        assert set(optimizers) == {"red", "blue"}
+        for team in ("red", "blue"):  # one Adam per team, over its own parameters only
+            ((_, adam),) = algo.optimizers(team)
+            params = {id(p) for group in adam.param_groups for p in group["params"]}
+            assert params == {id(p) for p in algo.learner_module(team).parameters()
+                              if p.requires_grad}
     finally:
         algo.stop()
 
@@ -90,7 +92,7 @@ def test_checkpoint_round_trip_restores_q_values_counters_epsilon_and_replay(ray
         for team in before:
             np.testing.assert_array_equal(before[team], after[team])
         assert restored.counters == counters and restored.epsilon == epsilon
-        module = restored.learner_group._learner.module["predator"]
+        module = restored.learner_module("predator")
         assert float(module.epsilon) == pytest.approx(epsilon)
         for p, t in zip(module.agent.parameters(), module.target_agent.parameters()):
             assert p.shape == t.shape

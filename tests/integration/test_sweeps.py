@@ -166,8 +166,8 @@ def test_a_checkpoint_deleted_after_the_last_saved_state_is_refilled_from_the_ne
             algo.train()
             algo.save_to_path(str(trial_dir / f"checkpoint_{index:06d}"))
             if index == 1:
-                expected = {k: v.clone() for k, v in algo.learner_group._learner.module[
-                    "predator"].state_dict().items()}
+                expected = {k: v.clone() for k, v in
+                            algo.learner_module("predator").state_dict().items()}
     finally:
         algo.stop()
     shutil.rmtree(trial_dir / "checkpoint_000000")
@@ -175,7 +175,7 @@ def test_a_checkpoint_deleted_after_the_last_saved_state_is_refilled_from_the_ne
     try:
         resumed.restore(tune.Checkpoint.from_directory(str(trial_dir / "checkpoint_000000")))
         assert resumed.iteration == 2  # checkpoint_000001's, with its weights
-        weights = resumed.learner_group._learner.module["predator"].state_dict()
+        weights = resumed.learner_module("predator").state_dict()
         assert all(torch.equal(weights[k], v) for k, v in expected.items())
         assert resumed.train()["training_iteration"] == 3
     finally:

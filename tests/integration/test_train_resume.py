@@ -192,7 +192,7 @@ def test_from_checkpoint_starts_learner_and_env_runner_from_its_weights(source):
     expected = module_state(warm.checkpoint, "predator")
     algo = spec.algorithm_config().build_algo()
     try:
-        learner = algo.learner_group._learner.module["predator"]
+        learner = algo.learner_module("predator")
         fresh = learner.get_state()
         assert not np.array_equal(fresh["agent.embedding.weight"],
                                   expected["agent.embedding.weight"])

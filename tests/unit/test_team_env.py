@@ -17,16 +17,16 @@ BATTLE_STAY = 6
 
 def engine_view(env, team_index):
     """(slots, positions) of a team's alive agents, straight from the engine."""
-    team = env._teams[team_index]
-    return team.engine_slots, env._engine.get_pos(team.handle)
+    team = env.teams[team_index]
+    return team.engine_slots, env.engine.get_pos(team.handle)
 
 
 def charge(env) -> np.ndarray:
     """Scripted red battle policy: attack an adjacent blue, else step towards the nearest."""
     red_slots, red_pos = engine_view(env, 0)
     _, blue_pos = engine_view(env, 1)
-    base, view2attack = env._engine.get_view2attack(env._teams[0].handle)
-    actions = np.full(env._teams[0].n, BATTLE_STAY)
+    base, view2attack = env.engine.get_view2attack(env.teams[0].handle)
+    actions = np.full(env.teams[0].n, BATTLE_STAY)
     for slot, (x, y) in zip(red_slots, red_pos):
         if not len(blue_pos):
             break
@@ -56,8 +56,8 @@ def test_exact_agent_counts(game, n):
     env = MagentTeamEnv({"game": game, "n_agents": n, "opponent": "learned", "seed": n})
     obs, _ = env.reset()
     counts = TeamEnvConfig(game=game, n_agents=n).team_counts
-    for team, count in zip(env._teams, counts):
-        assert env._engine.get_num(team.handle) == count
+    for team, count in zip(env.teams, counts):
+        assert env.engine.get_num(team.handle) == count
         assert obs[team.name][keys.VIEWS].shape[0] == count
         assert obs[team.name][keys.ALIVE].sum() == count
     assert env.alive_counts() == dict(zip(env.possible_agents, counts))
@@ -96,7 +96,7 @@ def test_views_are_quantized_magent2_values():
     for _ in range(30):
         obs, *_ = env.step(random_actions(env, rng))
     slots, _ = engine_view(env, 0)
-    raw, _ = env._engine.get_observation(env._teams[0].handle)
+    raw, _ = env.engine.get_observation(env.teams[0].handle)
     np.testing.assert_allclose(obs["red"][keys.VIEWS][slots] / 255.0, raw, atol=1 / 510 + 1e-7)
 
 
@@ -164,7 +164,7 @@ def test_battle_to_the_last_agent(opponent):
         assert infos["blue"][keys.EPISODE]["deaths"] == n_blue
         assert infos["blue"][keys.EPISODE][keys.ALIVE_AT_END] == 0
     # Five kills' worth of reward at least: the engine's kill reward reaches the team.
-    assert episode[keys.RETURN] > 5 * n_blue - 0.5 * env._t
+    assert episode[keys.RETURN] > 5 * n_blue - 0.5 * env.elapsed_steps
     # The env is reusable after a wipe-out.
     obs, _ = env.reset()
     assert obs["red"][keys.ALIVE].all()
@@ -205,7 +205,7 @@ def test_inactive_agents_act_randomly_and_active_ones_obey():
         env.step({"red": np.full(12, BATTLE_STAY)})
         slots, now = engine_view(env, 0)
         moved[slots] |= (now != start[slots]).any(1)
-        executed = env._teams[0].last_actions
+        executed = env.teams[0].last_actions
         assert (executed[:4] == BATTLE_STAY).all()
     assert not moved[:4].any()  # obeyed "stay"
     assert moved[4:].sum() >= 6  # random actions moved nearly all the others
@@ -214,7 +214,7 @@ def test_inactive_agents_act_randomly_and_active_ones_obey():
     env.set_active(12)
     obs, *_ = env.step({"red": np.full(12, BATTLE_STAY)})
     assert obs["red"][keys.ACTIVE].all() and env.get_active("red") == 12
-    assert (env._teams[0].last_actions == BATTLE_STAY).all()
+    assert (env.teams[0].last_actions == BATTLE_STAY).all()
     with pytest.raises(ValueError, match="n_active=13"):
         env.set_active(13)
 

@@ -134,7 +134,7 @@ class TeamQ(Algorithm):
         self.counters["update_credit"] = credit - updates
         stored = min(len(replay) for replay in self.replays.values())
         if updates and stored >= max(config.learning_starts, 1):
-            self._learn(updates)
+            self.learn(updates)
         self._set_epsilon(epsilon_at(config, self.counters[ENV_STEPS]))
         self.env_runner_group.sync_weights(
             from_worker_or_learner_group=self.learner_group, inference_only=True
@@ -146,7 +146,8 @@ class TeamQ(Algorithm):
             if self._random_level is None:
                 self._random_level = self.evaluate_greedy(config.eval_episodes, random=True)
 
-    def _learn(self, updates: int) -> None:
+    def learn(self, updates: int) -> None:
+        """`updates` gradient steps on batches from the replays (at most 16 per learner call)."""
         config = self.config
         while updates > 0:
             minibatches = min(updates, MAX_MINIBATCHES_PER_CALL)
@@ -234,6 +235,18 @@ class TeamQ(Algorithm):
     @property
     def epsilon(self) -> float:
         return self._epsilon
+
+    def learner_module(self, team: str):
+        """The learner's module of `team` (with its mixer and targets), unwrapped; the live
+        object with a local learner, a copy from the first remote one."""
+        return self._first_learner(lambda learner: learner.module[team].unwrapped())
+
+    def optimizers(self, team: str) -> list:
+        """The learner's (name, optimizer) pairs of `team`'s module."""
+        return self._first_learner(lambda learner: learner.get_optimizers_for_module(team))
+
+    def _first_learner(self, func):
+        return next(iter(self.learner_group.foreach_learner(func))).get()
 
     # ---- checkpoints --------------------------------------------------------------------------
     @override(Algorithm)

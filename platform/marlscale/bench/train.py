@@ -79,7 +79,7 @@ def training(steps: int) -> dict[str, Any]:
         updates = algo.counters["num_updates_lifetime"] - upd0
         # Learner alone: 16 updates of batch 128 per call, as the Algorithm does.
         start = time.perf_counter()
-        algo._learn(64)
+        algo.learn(64)
         learner_updates_per_s = 64 / (time.perf_counter() - start)
         replay = next(iter(algo.replays.values()))
         bytes_per_agent_step = replay.bytes_per_agent_step

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from marlscale import keys
@@ -50,11 +49,7 @@ def grow_embeddings(algorithm, before: dict[str, int], after: dict[str, int]) ->
             new = after[team]
             if new <= old or old == 0:
                 continue
-            module = learner.module[team].unwrapped()
-            with torch.no_grad():
-                for net in (module.agent, module.target_agent):
-                    weight = net.embedding.weight
-                    weight[old:new] = weight[:old].mean(dim=0)
+            learner.module[team].unwrapped().grow_embeddings(old, new)
 
     algorithm.learner_group.foreach_learner(assign)
     algorithm.env_runner_group.sync_weights(

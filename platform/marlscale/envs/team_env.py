@@ -161,6 +161,21 @@ class MagentTeamEnv(MultiAgentEnv):
         """Agents alive now in each team, opponents included (for throughput accounting)."""
         return {team.name: team.n_alive for team in self._teams}
 
+    @property
+    def engine(self):
+        """The magent2 `GridWorld` underneath (for tools and tests that compare with it)."""
+        return self._engine
+
+    @property
+    def teams(self) -> tuple[_Team, ...]:
+        """Both sides in game order: name, engine handle, size, engine slots, last actions."""
+        return tuple(self._teams)
+
+    @property
+    def elapsed_steps(self) -> int:
+        """Steps taken in the current episode."""
+        return self._t
+
     def view_shapes(self) -> dict[str, tuple[int, ...]]:
         """Each team's (H, W, C) view, opponents included."""
         return {team.name: team.view_shape for team in self._teams}

@@ -92,6 +92,14 @@ class TeamQModule(TorchRLModule, InferenceOnlyAPI):
                 for p, tp in zip(online.parameters(), target.parameters()):
                     tp.mul_(1.0 - tau).add_(p, alpha=tau)
 
+    def grow_embeddings(self, old: int, new: int) -> None:
+        """Slots old..new-1 (online and target) start at the mean embedding of slots 0..old-1
+        (incremental learning's `embedding_init: mean`)."""
+        with torch.no_grad():
+            for net in (self.agent, self.target_agent):
+                weight = net.embedding.weight
+                weight[old:new] = weight[:old].mean(dim=0)
+
     def greedy_actions(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """argmax_a Q_i for every agent, int64 [B, N]."""
         return self.q_values(obs).argmax(-1)
