@@ -41,7 +41,13 @@ def _non_negative_int(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="marlscale", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_rollout, _add_train, _add_sweep, _add_evaluate, _add_league, _add_render,
+                _add_report, _add_bench):
+        add(commands)
+    return parser
 
+
+def _add_rollout(commands) -> None:
     rollout = commands.add_parser(
         "rollout", help="random-policy rollouts of the team envs on Ray, with episode metrics"
     )
@@ -61,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="episode length limit (default: the game's)")
     _add_ray_flags(rollout, default_cpus=2)
 
+
+def _add_train(commands) -> None:
     train = commands.add_parser("train", help="train one run from a spec file and/or flags")
     train.add_argument("spec", nargs="?", default=None,
                        help="YAML/JSON spec (see marlscale.train); flags override it")
@@ -99,10 +107,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_report_flag(train)
     _add_ray_flags(train, default_cpus=2)
 
+
+def _add_sweep(commands) -> None:
     sweep = commands.add_parser(
         "sweep", help="run a sweep spec (tune_specs/*.yaml) on Ray Tune, or resume one")
     _add_spec_run_flags(sweep, "sweep", "tune_specs/*.yaml", "sweeps")
 
+
+def _add_evaluate(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="greedy episodes of a checkpoint's policy against random or another "
         "checkpoint (cross-play), spread over Ray EnvRunners",
@@ -121,11 +133,15 @@ def _parser() -> argparse.ArgumentParser:
                                "CPUs, at most one per episode; 0: in this process)")
     _add_ray_flags(evaluate, default_cpus=2)
 
+
+def _add_league(commands) -> None:
     league = commands.add_parser(
         "league", help="train every pair of algorithms head-to-head (a Tune sweep), then "
                        "cross-play every policy: league.csv, ratings.csv, matchups.csv")
     _add_spec_run_flags(league, "league", "tune_specs/league/*.yaml", "leagues")
 
+
+def _add_render(commands) -> None:
     render = commands.add_parser(
         "render", help="one greedy episode of a checkpoint's policy as an animated GIF "
                        "(headless)")
@@ -138,6 +154,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="pixels per map cell (default: fit about 480 pixels)")
     render.add_argument("--out", required=True, help="the GIF to write (its folder must exist)")
 
+
+def _add_report(commands) -> None:
     report = commands.add_parser(
         "report", help="the paper's figures, tables and a report.md from run directories "
                        "(train, sweep, league)",
@@ -159,6 +177,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="also log the figures and tables to a W&B run (offline unless "
                              "WANDB_API_KEY is set)")
 
+
+def _add_bench(commands) -> None:
     bench = commands.add_parser("bench", help="benchmarks that print JSON")
     targets = bench.add_subparsers(dest="target", required=True)
     env = targets.add_parser("env", help="team env vs raw magent2 agent-steps/s")
@@ -169,8 +189,6 @@ def _parser() -> argparse.ArgumentParser:
     train_bench = targets.add_parser("train", help="sampling and training throughput")
     train_bench.add_argument("--steps", type=_positive_int, default=1000,
                              help="env steps per measurement")
-    return parser
-
 
 def _add_matchup_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opponent", default=None, metavar="random|CKPT[:team]",

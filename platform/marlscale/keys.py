@@ -26,6 +26,13 @@ TEAM_REWARD_PER_AGENT = "team_reward_per_agent"
 EPISODE = "episode"
 """Present in a team's info on the last step: the episode metrics below."""
 
+# ---- counters of a run (result rows, checkpoints) ----
+ENV_STEPS = "env_steps_sampled_lifetime"
+"""Env steps sampled since training began: the x-axis of every curve and the `env_steps` stop."""
+AGENT_STEPS = "agent_steps_sampled_lifetime"
+UPDATES = "num_updates_lifetime"
+"""Gradient steps since training began."""
+
 # ---- episode metrics ----
 RETURN = "return"
 RETURN_PER_AGENT = "return_per_agent"

@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from marlscale import provenance, specfile, wandb_logging
+from marlscale import keys, provenance, specfile, wandb_logging
 from marlscale.algorithms import memory
 from marlscale.algorithms.algorithm import TeamQ
 from marlscale.algorithms.config import TeamQConfig, module_config
@@ -232,7 +232,7 @@ def should_stop(spec: TrainSpec, result: dict[str, Any], elapsed: float) -> bool
     stop = spec.stop
     return (
         result["training_iteration"] >= stop.get("iterations", float("inf"))
-        or result["env_steps_sampled_lifetime"] >= stop.get("env_steps", float("inf"))
+        or result[keys.ENV_STEPS] >= stop.get("env_steps", float("inf"))
         or elapsed >= stop.get("time_s", float("inf"))
     )
 
@@ -408,7 +408,7 @@ def check_resumable(run_dir: str | os.PathLike, stop: dict[str, Any] | None = No
     rows = _rows_until(run_dir / METRICS_FILE, checkpoint.iteration)
     at = rows[-1] if rows and rows[-1].get("training_iteration") == checkpoint.iteration else {}
     progress = {"training_iteration": checkpoint.iteration,
-                "env_steps_sampled_lifetime": at.get("env_steps_sampled_lifetime", 0)}
+                keys.ENV_STEPS: at.get(keys.ENV_STEPS, 0)}
     time_s = float(at.get("time_total_s", 0.0))
     if should_stop(spec, progress, time_s):
         hint = ", ".join(f"--{key.replace('_', '-')} N" for key in STOP_KEYS)

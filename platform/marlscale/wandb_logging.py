@@ -18,11 +18,13 @@ import string
 from pathlib import Path
 from typing import Any
 
+from marlscale import keys
+
 API_KEY_VAR = "WANDB_API_KEY"
 DEFAULT_PROJECT = "marlscale"
 WANDB_KEYS = ("project", "mode", "entity")
 WANDB_MODES = ("auto", "offline", "online", "disabled")
-X_AXIS = "env_steps_sampled_lifetime"
+X_AXIS = keys.ENV_STEPS
 
 
 def resolve_mode(mode: str) -> str:

@@ -27,7 +27,9 @@ BAD = [
     ({"rewards": {"kill_reward": 3}}, "rewards.kill_reward", "3", "tag_penalty"),
     ({"game": "battle", "rewards": {"tag_penalty": -1}}, "rewards.tag_penalty", "-1",
      "step_reward"),
-    ({"rewards": {"tag_penalty": "low"}}, "rewards.tag_penalty", "'low'", "a number"),
+    ({"rewards": {"tag_penalty": "low"}}, "rewards.tag_penalty", "'low'", "a finite number"),
+    ({"rewards": {"tag_penalty": float("nan")}}, "rewards.tag_penalty", "nan", "a finite number"),
+    ({"mean_actions": "yes"}, "mean_actions", "'yes'", "true, false"),
     ({"n_agent": 5}, "n_agent", "5", "allowed keys"),
 ]
 

@@ -75,3 +75,33 @@ def test_declarations_override_only_per_team_settings():
     for spec in ALGORITHMS.values():
         assert set(spec.settings) <= set(PER_TEAM), spec.name
         TeamQSettings(**spec.settings).validate()
+
+
+@pytest.mark.parametrize("algorithm, opponent, needed", [
+    ("qmix", None, False), ("vdn", None, False), ("iql", None, False), ("mfq", None, True),
+    ("mfqmix", None, True), ("qmix", "mfqmix", True)])
+def test_the_env_computes_mean_actions_only_for_algorithms_that_read_them(algorithm, opponent,
+                                                                          needed):
+    from marlscale.envs import MagentTeamEnv
+
+    env = {"game": "battle", "n_agents": 3, "map_size": 15, "opponent": "learned"} \
+        if opponent else {"n_agents": 3, "map_size": 15}
+    config = TeamQ.get_default_config().environment(
+        "marlscale/battle" if opponent else "marlscale/adversarial_pursuit", env_config=env
+    ).team_q(algorithm=algorithm, opponent_algorithm=opponent)
+    config.validate_team_q()
+    assert config.env_config["mean_actions"] is needed
+    for space in MagentTeamEnv(config.team_env_config).observation_spaces.values():
+        assert ("neighbour_mean_action" in space.spaces) is needed
+
+
+def test_a_mean_field_learner_without_mean_actions_is_refused():
+    config = TeamQ.get_default_config().environment(
+        "marlscale/adversarial_pursuit", env_config={"n_agents": 3, "mean_actions": False}
+    ).team_q(algorithm="mfq")
+    with pytest.raises(ValueError, match="env mean_actions=False is invalid with predator's "
+                                         "algorithm 'mfq': it takes a mean-action input"):
+        config.validate_team_q()
+    config.team_q(algorithm="iql")  # the user's choice stays: off for IQL
+    config.validate_team_q()
+    assert config.env_config["mean_actions"] is False

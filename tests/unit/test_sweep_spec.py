@@ -139,3 +139,43 @@ def test_the_cli_rejects_a_bad_spec_before_ray_and_writes_nothing(tmp_path, caps
     assert main(["sweep", str(good), "--run-dir", str(run_dir)]) == 2
     assert "a new or empty folder" in capsys.readouterr().err
     assert sorted(p.name for p in run_dir.iterdir()) == ["keep.txt"]
+
+
+ABLATION = {**GOOD, "grid": {"variant": ["baseline", "mean"], "seed": [0, 1]},
+            "variants": {"baseline": {}, "mean": {"training.team_reward": "mean",
+                                                  "env_config.state_grid": 16}}}
+
+
+def test_variants_set_their_settings_one_factor_at_a_time():
+    spec = SweepSpec.from_dict(ABLATION, source="ablation.yaml")
+    points = spec.points()
+    assert [p["variant"] for p in points] == ["baseline", "baseline", "mean", "mean"]
+    base, mean = spec.train_spec(points[0]), spec.train_spec(points[2])
+    assert "team_reward" not in base.training and mean.training["team_reward"] == "mean"
+    assert mean.env_config["state_grid"] == 16 and mean.training["rollout_length"] == 50
+    assert spec.trial_name(points[2]) == "variant-mean_seed0"
+    assert spec.group(points[2]).endswith("/variant=mean")
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"grid": {"variant": ["nope"]}}, "grid.variant='nope' is invalid; allowed: names defined "
+                                      "under 'variants' (baseline, mean)"),
+    ({"variants": {"baseline": {}, "mean": {"training.speed": 1}}},
+     "key 'variants.mean.training.speed' is unknown; allowed: env_config.<field>"),
+    ({"variants": {"baseline": {}, "mean": {"seed": 3}}},
+     "variants.mean.seed=3 is invalid; allowed: a setting no grid axis sets (grid.seed does)"),
+    ({"variants": {"baseline": {}, "mean": "fast"}}, "variants.mean='fast' is invalid"),
+    ({"grid": {"seed": [0]}}, "variants=['baseline', 'mean'] is invalid; allowed: used by a "
+                              "'grid.variant' axis"),
+    ({"variants": {"baseline": {}, "mean": {"training.lr": float("nan")}}},
+     "grid point (variant='mean', seed=0): lr=nan is invalid"),
+])
+def test_bad_variants_name_the_key_the_value_and_what_is_allowed(changes, expected):
+    with pytest.raises(SpecError, match=None) as error:
+        SweepSpec.from_dict({**ABLATION, **changes}, source="ablation.yaml")
+    assert expected in str(error.value), str(error.value)
+
+
+def test_the_ablation_specs_are_valid():
+    for path in sorted((SPECS / "ablations").glob("*.yaml")):
+        assert SweepSpec.load(path).points()

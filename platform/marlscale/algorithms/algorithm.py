@@ -30,9 +30,7 @@ from marlscale.envs.team_env import MagentTeamEnv
 
 STATE_KEY = "team_q"
 EPSILON = "epsilon"
-ENV_STEPS = "env_steps_sampled_lifetime"
-AGENT_STEPS = "agent_steps_sampled_lifetime"
-UPDATES = "num_updates_lifetime"
+ENV_STEPS, AGENT_STEPS, UPDATES = keys.ENV_STEPS, keys.AGENT_STEPS, keys.UPDATES
 ENV_STEPS_PER_S = "env_steps_per_s"
 """End to end: the iteration's env steps over the wall time since the previous iteration ended
 (sampling, learning, syncing, evaluation and the driver's own work, checkpoints included)."""

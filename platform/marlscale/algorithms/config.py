@@ -43,6 +43,8 @@ class TeamQConfig(AlgorithmConfig):
         self.user_settings: dict[str, Any] = {}
         """The settings set through `team_q()`: an algorithm's declaration never overrides
         these."""
+        self.user_mean_actions = False
+        """Whether the user's env_config sets `mean_actions` (else the teams' algorithms do)."""
         self.grad_clip_by = "global_norm"
         self.env_runner_cls = TeamEnvRunner
         self.num_env_runners = 0
@@ -60,6 +62,8 @@ class TeamQConfig(AlgorithmConfig):
     @override(AlgorithmConfig)
     def environment(self, *args, **kwargs) -> TeamQConfig:
         super().environment(*args, **kwargs)
+        if isinstance(kwargs.get("env_config"), dict):
+            self.user_mean_actions = "mean_actions" in kwargs["env_config"]
         self._wire_teams()
         return self
 
@@ -89,15 +93,18 @@ class TeamQConfig(AlgorithmConfig):
         try:
             teams = self.team_algorithms()
             per_team = {team: self.settings(name) for team, name in teams.items()}
+            modules = {team: module_config(teams[team], s) for team, s in per_team.items()}
         except ValueError:
             return
+        if not self.user_mean_actions:  # the env computes mean actions only for those reading them
+            needed = any(m["mean_action"] is not None for m in modules.values())
+            self.env_config = {**self.env_config, "mean_actions": needed}
         self.multi_agent(policies=set(teams), policy_mapping_fn=team_module_id)
         self._per_module_overrides = {}  # RLlib's cache of per-module configs
         self.rl_module(
             rl_module_spec=MultiRLModuleSpec(rl_module_specs={
-                team: RLModuleSpec(module_class=TeamQModule,
-                                   model_config=module_config(teams[team], settings))
-                for team, settings in per_team.items()}),
+                team: RLModuleSpec(module_class=TeamQModule, model_config=model_config)
+                for team, model_config in modules.items()}),
             algorithm_config_overrides_per_module={
                 team: {key: getattr(settings, key) for key in PER_TEAM}
                 for team, settings in per_team.items()},
@@ -146,6 +153,11 @@ class TeamQConfig(AlgorithmConfig):
         self.settings().validate()
         for name in self.team_algorithms().values():
             self.settings(name).validate()
+        for team, name in self.team_algorithms().items():
+            if module_config(name, self.settings(name))["mean_action"] and \
+                    not env_config.mean_actions:
+                raise ValueError(f"env mean_actions=False is invalid with {team}'s algorithm "
+                                 f"{name!r}: it takes a mean-action input; allowed: true")
         if self.opponent_algorithm is not None:
             if env_config.opponent != "learned":
                 raise ValueError(

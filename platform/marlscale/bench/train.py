@@ -14,6 +14,7 @@ import os
 import time
 from typing import Any
 
+from marlscale import keys
 from marlscale.bench.env import _raw_pettingzoo, machine
 from marlscale.train import TrainSpec
 
@@ -68,15 +69,15 @@ def training(steps: int) -> dict[str, Any]:
     config = spec.algorithm_config().resources(num_cpus_for_main_process=os.cpu_count() or 1)
     algo = config.build_algo()
     try:
-        while algo.counters["num_updates_lifetime"] == 0:  # fill past learning_starts
+        while algo.counters[keys.UPDATES] == 0:  # fill past learning_starts
             algo.train()
-        env0, upd0, start = algo.counters["env_steps_sampled_lifetime"], \
-            algo.counters["num_updates_lifetime"], time.perf_counter()
-        while algo.counters["env_steps_sampled_lifetime"] - env0 < steps:
+        env0, upd0, start = algo.counters[keys.ENV_STEPS], \
+            algo.counters[keys.UPDATES], time.perf_counter()
+        while algo.counters[keys.ENV_STEPS] - env0 < steps:
             algo.train()
         elapsed = time.perf_counter() - start
-        env_steps = algo.counters["env_steps_sampled_lifetime"] - env0
-        updates = algo.counters["num_updates_lifetime"] - upd0
+        env_steps = algo.counters[keys.ENV_STEPS] - env0
+        updates = algo.counters[keys.UPDATES] - upd0
         # Learner alone: 16 updates of batch 128 per call, as the Algorithm does.
         start = time.perf_counter()
         algo.learn(64)

@@ -71,7 +71,7 @@ class IncrementalLearning(RLlibCallback):
         before = curriculum.n_active()
         changed = curriculum.advance(
             iterations=int(result["training_iteration"]),
-            env_steps=int(algorithm.counters["env_steps_sampled_lifetime"]),
+            env_steps=int(algorithm.counters[keys.ENV_STEPS]),
             metric=metric,
         )
         if changed:

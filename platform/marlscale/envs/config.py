@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from marlscale.envs.games import GAMES, Game
+from marlscale.specfile import is_finite_number
 
 GameName = Literal["adversarial_pursuit", "battle"]
 OpponentKind = Literal["random", "learned"]
@@ -54,6 +54,11 @@ class TeamEnvConfig:
 
     state_grid: int = 8
     """Side of the pooled global state grid, fixed whatever the map size."""
+
+    mean_actions: bool = True
+    """Compute each learning team's neighbour and team mean actions (`neighbour_mean_action`,
+    `team_mean_action`); off, the observation leaves them out. Training sets it from the
+    algorithms: only mean-field learners (MFQ, MFQMIX) read them."""
 
     wall_density: float | None = None
     """Interior walls as a fraction of map_size**2; None = the game's (pursuit 0.03, battle 0)."""
@@ -117,65 +122,62 @@ class TeamEnvConfig:
     # ---- validation ---------------------------------------------------------------------
     def validate(self) -> None:
         """All checks, cross-field ones included. Raises ValueError; builds nothing."""
-
-        def bad(key: str, value: Any, allowed: str) -> ValueError:
-            return ValueError(f"env config: {key}={value!r} is invalid; allowed: {allowed}")
-
-        def check_int(key: str, value: Any, low: int, optional: bool = False) -> None:
-            if value is None and optional:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                none = " or null" if optional else ""
-                raise bad(key, value, f"an integer >= {low}{none}")
-
         if self.game not in GAMES:
-            raise bad("game", self.game, f"one of {sorted(GAMES)}")
+            raise _bad("game", self.game, f"one of {sorted(GAMES)}")
         for key, kind in (("opponent", OpponentKind), ("reward_mode", RewardMode)):
             if getattr(self, key) not in get_args(kind):
-                raise bad(key, getattr(self, key), f"one of {list(get_args(kind))}")
-        check_int("n_agents", self.n_agents, 1)
-        check_int("n_opponents", self.n_opponents, 1, optional=True)
-        check_int("max_cycles", self.max_cycles, 1, optional=True)
-        check_int("state_grid", self.state_grid, 1)
-        check_int("seed", self.seed, 0, optional=True)
-        check_int("n_active", self.n_active, 0, optional=True)
-        if self.n_active is not None and self.n_active > self.n_agents:
-            raise bad("n_active", self.n_active, f"0..n_agents ({self.n_agents}) or null")
-
+                raise _bad(key, getattr(self, key), f"one of {list(get_args(kind))}")
+        self._check_counts()
         fraction = self.neighbourhood_fraction
-        if (
-            isinstance(fraction, bool)
-            or not isinstance(fraction, (int, float))
-            or not math.isfinite(fraction)
-            or not 0.0 < fraction <= 1.0
+        for key, value, allowed, ok in (
+            ("neighbourhood_fraction", fraction, "a number in (0, 1]",
+             is_finite_number(fraction) and 0.0 < fraction <= 1),
+            ("wall_density", self.wall_density, "a number in [0, 1) or null",
+             self.wall_density is None or (is_finite_number(self.wall_density)
+                                           and 0.0 <= self.wall_density < 1.0)),
+            ("mean_actions", self.mean_actions, "true, false", isinstance(self.mean_actions, bool)),
         ):
-            raise bad("neighbourhood_fraction", fraction, "a number in (0, 1]")
-
-        density = self.wall_density
-        if density is not None and (
-            isinstance(density, bool)
-            or not isinstance(density, (int, float))
-            or not 0.0 <= density < 1.0
-        ):
-            raise bad("wall_density", density, "a number in [0, 1) or null")
-
-        game = self.game_spec
-        if not isinstance(self.rewards, dict):
-            raise bad("rewards", self.rewards, f"a mapping with keys from {list(game.reward_keys)}")
-        for key, value in self.rewards.items():
-            if key not in game.reward_keys:
-                raise bad(f"rewards.{key}", value, f"keys of {self.game}: {list(game.reward_keys)}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise bad(f"rewards.{key}", value, "a number")
-
-        check_int("map_size", self.map_size, game.min_map_size, optional=True)
-        problem = game.capacity_error(
+            if not ok:
+                raise _bad(key, value, allowed)
+        self._check_rewards()
+        _check_int("map_size", self.map_size, self.game_spec.min_map_size, optional=True)
+        problem = self.game_spec.capacity_error(
             self.resolved_map_size, self.team_counts, self.resolved_wall_density
         )
         if problem:
             key = "n_agents" if self.n_opponents is None else "n_agents/n_opponents"
             value = self.n_agents if self.n_opponents is None else self.team_counts
-            raise bad(
-                key, value, f"{problem} (map_size={self.resolved_map_size}); "
-                "lower the count or raise map_size",
-            )
+            raise _bad(key, value, f"{problem} (map_size={self.resolved_map_size}); "
+                                   "lower the count or raise map_size")
+
+    def _check_counts(self) -> None:
+        _check_int("n_agents", self.n_agents, 1)
+        _check_int("n_opponents", self.n_opponents, 1, optional=True)
+        _check_int("max_cycles", self.max_cycles, 1, optional=True)
+        _check_int("state_grid", self.state_grid, 1)
+        _check_int("seed", self.seed, 0, optional=True)
+        _check_int("n_active", self.n_active, 0, optional=True)
+        if self.n_active is not None and self.n_active > self.n_agents:
+            raise _bad("n_active", self.n_active, f"0..n_agents ({self.n_agents}) or null")
+
+    def _check_rewards(self) -> None:
+        reward_keys = list(self.game_spec.reward_keys)
+        if not isinstance(self.rewards, dict):
+            raise _bad("rewards", self.rewards, f"a mapping with keys from {reward_keys}")
+        for key, value in self.rewards.items():
+            if key not in reward_keys:
+                raise _bad(f"rewards.{key}", value, f"keys of {self.game}: {reward_keys}")
+            if not is_finite_number(value):
+                raise _bad(f"rewards.{key}", value, "a finite number")
+
+
+def _bad(key: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"env config: {key}={value!r} is invalid; allowed: {allowed}")
+
+
+def _check_int(key: str, value: Any, low: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise _bad(key, value, f"an integer >= {low}{' or null' if optional else ''}")
+

@@ -136,10 +136,11 @@ class MagentTeamEnv(MultiAgentEnv):
             keys.VIEWS: gym.spaces.Box(0, 255, (n, *team.view_shape), np.uint8),
             keys.ALIVE: gym.spaces.Box(0, 1, (n,), np.uint8),
             keys.ACTIVE: gym.spaces.Box(0, 1, (n,), np.uint8),
-            keys.NEIGHBOUR_MEAN_ACTION: gym.spaces.Box(0.0, 1.0, (n, a), np.float32),
-            keys.TEAM_MEAN_ACTION: gym.spaces.Box(0.0, 1.0, (a,), np.float32),
             keys.STATE: gym.spaces.Box(0, 255, (grid, grid, N_CHANNELS), np.uint8),
         }
+        if self.env_config.mean_actions:
+            spaces[keys.NEIGHBOUR_MEAN_ACTION] = gym.spaces.Box(0.0, 1.0, (n, a), np.float32)
+            spaces[keys.TEAM_MEAN_ACTION] = gym.spaces.Box(0.0, 1.0, (a,), np.float32)
         if self.env_config.reward_mode == "individual":
             spaces[keys.AGENT_REWARD] = gym.spaces.Box(-np.inf, np.inf, (n,), np.float32)
         return gym.spaces.Dict(spaces)
@@ -241,28 +242,12 @@ class MagentTeamEnv(MultiAgentEnv):
         return obs, {team.name: {} for team in self._learning}
 
     def step(self, action_dict: dict[str, Any]):
-        engine, rng = self._engine, self._rng
+        engine = self._engine
         for team in self._teams:
-            if team.learning:
-                if team.name not in action_dict:
-                    raise KeyError(f"no action for team {team.name!r}; got {list(action_dict)}")
-                actions = np.asarray(action_dict[team.name], dtype=np.int32).reshape(team.n)
-                if actions.min() < 0 or actions.max() >= team.n_actions:
-                    raise ValueError(
-                        f"action of team {team.name!r}: {actions.tolist()} is invalid; "
-                        f"allowed: integers in [0, {team.n_actions})"
-                    )
-                if not team.active.all():
-                    random_slots = ~team.active
-                    actions = actions.copy()
-                    actions[random_slots] = rng.integers(
-                        0, team.n_actions, int(random_slots.sum()), dtype=np.int32
-                    )
-            else:
-                actions = rng.integers(0, team.n_actions, team.n, dtype=np.int32)
-            team.last_actions = actions
+            team.last_actions = self._team_actions(team, action_dict)
             # Dead agents' actions are dropped: the engine takes one per agent it holds.
-            engine.set_action(team.handle, np.ascontiguousarray(actions[team.engine_slots]))
+            engine.set_action(team.handle,
+                              np.ascontiguousarray(team.last_actions[team.engine_slots]))
 
         game_over = engine.step()
         self._t += 1
@@ -305,6 +290,25 @@ class MagentTeamEnv(MultiAgentEnv):
         return obs, reward, terminateds, truncateds, infos
 
     # ---- internals ---------------------------------------------------------------------------
+    def _team_actions(self, team: _Team, action_dict: dict[str, Any]) -> np.ndarray:
+        """A team's actions for every slot: the policy's for active agents of a learning team,
+        uniformly random for the others (and for a random opponent)."""
+        rng = self._rng
+        if not team.learning:
+            return rng.integers(0, team.n_actions, team.n, dtype=np.int32)
+        if team.name not in action_dict:
+            raise KeyError(f"no action for team {team.name!r}; got {list(action_dict)}")
+        actions = np.asarray(action_dict[team.name], dtype=np.int32).reshape(team.n)
+        if actions.min() < 0 or actions.max() >= team.n_actions:
+            raise ValueError(f"action of team {team.name!r}: {actions.tolist()} is invalid; "
+                             f"allowed: integers in [0, {team.n_actions})")
+        if not team.active.all():
+            random_slots = ~team.active
+            actions = actions.copy()
+            actions[random_slots] = rng.integers(0, team.n_actions, int(random_slots.sum()),
+                                                 dtype=np.int32)
+        return actions
+
     def _observe(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """Per team, before clear_dead: (slots alive now, their positions, their views, their
         pooled state channels).
@@ -345,26 +349,30 @@ class MagentTeamEnv(MultiAgentEnv):
         elif len(slots):
             team_views[slots] = quantize(views)
 
+        obs = {
+            keys.VIEWS: team_views,
+            keys.ALIVE: team.alive.astype(np.uint8),
+            keys.ACTIVE: team.active.astype(np.uint8),
+            keys.STATE: self._pooler.compose(own_channels, other_channels),
+        }
+        if self.env_config.mean_actions:
+            obs.update(self._mean_actions(team, slots, positions))
+        if self.env_config.reward_mode == "individual":
+            obs[keys.AGENT_REWARD] = agent_reward.astype(np.float32, copy=True)
+        return obs
+
+    def _mean_actions(self, team: _Team, slots: np.ndarray, positions: np.ndarray) -> dict:
+        """The previous step's neighbour and team mean actions (zero at reset: nobody has
+        acted yet)."""
         neighbour_means = np.zeros((team.n, team.n_actions), dtype=np.float32)
         team_means = np.zeros(team.n_actions, dtype=np.float32)
-        if self._t > 0:  # at reset nobody has acted yet: the mean actions stay zero
+        if self._t > 0:
             actions = team.last_actions[slots]
             neighbour_means[slots] = neighbour_mean_actions(
                 positions, actions, team.n_actions, self.env_config.neighbourhood_fraction
             )
             team_means = team_mean_action(actions, team.n_actions)
-        state = self._pooler.compose(own_channels, other_channels)
-        obs = {
-            keys.VIEWS: team_views,
-            keys.ALIVE: team.alive.astype(np.uint8),
-            keys.ACTIVE: team.active.astype(np.uint8),
-            keys.NEIGHBOUR_MEAN_ACTION: neighbour_means,
-            keys.TEAM_MEAN_ACTION: team_means,
-            keys.STATE: state,
-        }
-        if self.env_config.reward_mode == "individual":
-            obs[keys.AGENT_REWARD] = agent_reward.astype(np.float32, copy=True)
-        return obs
+        return {keys.NEIGHBOUR_MEAN_ACTION: neighbour_means, keys.TEAM_MEAN_ACTION: team_means}
 
     @staticmethod
     def _hp(team: _Team, views: np.ndarray | None) -> np.ndarray | None:

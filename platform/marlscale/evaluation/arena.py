@@ -92,7 +92,7 @@ def arena_env_config(contestants: list[Contestant], names: list[str]) -> TeamEnv
                 f"{first.label!r} at N={_counts(base)}; allowed: checkpoints of the same N "
                 "(cross-play needs the same team sizes)")
     values = base.to_dict()
-    values.update(opponent="learned", n_active=None)
+    values.update(opponent="learned", n_active=None, mean_actions=True)
     return TeamEnvConfig.from_dict(values)
 
 
@@ -204,11 +204,11 @@ class Arena:
                  num_env_runners: int):
         from ray.rllib.env.env_runner_group import EnvRunnerGroup
 
-        from marlscale.algorithms.config import TeamQConfig
+        from marlscale.algorithms.algorithm import TeamQ
         from marlscale.envs import ENV_NAMES
 
         config = (
-            TeamQConfig()
+            TeamQ.get_default_config()
             .environment(ENV_NAMES[env_config.game], env_config=env_config.to_dict())
             .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=1)
         )

@@ -322,7 +322,7 @@ def training_curves(run_dir: Path):
     frame = sweep_results.load_results(run_dir)
     if not len(frame):
         return frame
-    columns = ["trial", PAIR_AXIS, "seed", "training_iteration", "env_steps_sampled_lifetime",
+    columns = ["trial", PAIR_AXIS, "seed", "training_iteration", keys.ENV_STEPS,
                keys.REWARD_DIFFERENCE]
     columns += sorted(c for c in frame.columns if c.startswith("teams/")
                       or (c.startswith("episodes/") and c.endswith(f"/{keys.RETURN_PER_AGENT}"))

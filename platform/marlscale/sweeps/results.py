@@ -124,7 +124,7 @@ def write_tables(run_dir: str | Path, axes: list[str], result_grid=None) -> tupl
             "status": "ERROR" if error else ("TERMINATED" if result_grid is not None
                                               else "UNKNOWN"),
             "iterations": int(last["training_iteration"]) if len(mine) else 0,
-            "env_steps": int(last["env_steps_sampled_lifetime"]) if len(mine) else 0,
+            "env_steps": int(last[keys.ENV_STEPS]) if len(mine) else 0,
             **columns,
             "greedy_return_per_agent": _last_greedy(mine, columns["team"]),
             "error": error,

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from marlscale import provenance
+from marlscale import keys, provenance
 from marlscale.algorithms.algorithm import TeamQ
 from marlscale.sweeps import results
 from marlscale.sweeps.spec import SPEC_KEY, SweepSpec
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 SPEC_FILE = "sweep.yaml"
 TUNE_STOP_KEYS = {"iterations": "training_iteration",
-                  "env_steps": "env_steps_sampled_lifetime",
+                  "env_steps": keys.ENV_STEPS,
                   "time_s": "time_total_s"}
 
 

@@ -183,6 +183,27 @@ class SweepSpec:
                 raise self.fail(key, getattr(self, key), "a mapping")
         if not isinstance(self.game, str) or self.game not in ENV_NAMES:
             raise self.fail("game", self.game, ", ".join(ENV_NAMES))
+        self._validate_sections()
+        for key, low in (("checkpoint_every", 1), ("max_failures", 0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise self.fail(key, value, f"an integer >= {low}")
+        concurrent = self.max_concurrent_trials
+        if concurrent is not None and (isinstance(concurrent, bool)
+                                       or not isinstance(concurrent, int) or concurrent < 1):
+            raise self.fail("max_concurrent_trials", concurrent, "null or an integer >= 1")
+        wandb_logging.check(self.wandb, self.source, SpecError)
+        self._validate_grid()
+        for point in self.points():
+            try:
+                self.train_spec(point)
+            except ValueError as error:
+                where = ", ".join(f"{k}={v!r}" for k, v in point.items())
+                raise SpecError(f"{self.source}: grid point ({where}): "
+                                f"{str(error).removeprefix('spec: ')}") from None
+
+    def _validate_sections(self) -> None:
+        """Known keys in env_config, training, stop and resources; a stop that can end."""
         for key in self.env_config:
             if key not in TeamEnvConfig.__dataclass_fields__:
                 raise SpecError(f"{self.source}: key 'env_config.{key}' is unknown; allowed: "
@@ -206,23 +227,6 @@ class SweepSpec:
             if key not in RESOURCE_KEYS:
                 raise SpecError(f"{self.source}: key 'resources.{key}' is unknown; allowed: "
                                 f"{', '.join(RESOURCE_KEYS)}")
-        for key, low in (("checkpoint_every", 1), ("max_failures", 0)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise self.fail(key, value, f"an integer >= {low}")
-        concurrent = self.max_concurrent_trials
-        if concurrent is not None and (isinstance(concurrent, bool)
-                                       or not isinstance(concurrent, int) or concurrent < 1):
-            raise self.fail("max_concurrent_trials", concurrent, "null or an integer >= 1")
-        wandb_logging.check(self.wandb, self.source, SpecError)
-        self._validate_grid()
-        for point in self.points():
-            try:
-                self.train_spec(point)
-            except ValueError as error:
-                where = ", ".join(f"{k}={v!r}" for k, v in point.items())
-                raise SpecError(f"{self.source}: grid point ({where}): "
-                                f"{str(error).removeprefix('spec: ')}") from None
 
     def _validate_grid(self) -> None:
         if not self.grid:
