@@ -235,9 +235,11 @@ def test_a_trial_whose_actor_dies_is_retried_from_its_checkpoint(tmp_path):
         while not any(len(rows) >= 3 for rows in trials(run_dir).values()):
             assert time.time() < deadline and driver.poll() is None
             time.sleep(0.1)
-        victims = actor_pids("SweepTrial")
-        assert len(victims) == 1
-        os.kill(victims[0], signal.SIGKILL)  # the trial's Algorithm actor dies
+        # The trial's own actor, by the pid its result rows carry (never another sweep's).
+        (rows,) = [rows for rows in trials(run_dir).values() if len(rows) >= 3]
+        victim = int(rows[-1]["pid"])
+        assert victim in actor_pids("SweepTrial")
+        os.kill(victim, signal.SIGKILL)  # the trial's Algorithm actor dies
         output, _ = driver.communicate(timeout=600)
     finally:
         stop_group(driver)
