@@ -171,3 +171,15 @@ def test_double_q_target_uses_the_online_argmax_and_the_target_value():
     best = module.q_values(next_obs).argmax(-1, keepdim=True)
     expected = module.q_values(next_obs, target=True).gather(-1, best).squeeze(-1)
     torch.testing.assert_close(bootstrap_values(module, next_obs, "double_q", 0.1), expected)
+
+
+@pytest.mark.parametrize("init", MIXER_INITS)
+def test_the_qmix_gain_is_the_mean_slope_of_q_tot(init):
+    torch.manual_seed(3)
+    mixer = QMixer(N, 20, **{**SIZES, "init": init})
+    qs, state = torch.randn(16, N, requires_grad=True), torch.randn(16, 20)
+    mask = torch.ones(16, N)
+    mask[:, 0] = 0
+    (grad,) = torch.autograd.grad(mixer(qs, state, mask).sum(), qs)
+    expected = grad[:, 1:].mean()  # the masked agent's slope is 0 and not counted
+    torch.testing.assert_close(mixer.gain(qs.detach(), state, mask), expected)

@@ -28,6 +28,9 @@ TD_LOSS = "td_loss"
 Q_MEAN = "q_mean"
 TARGET_MEAN = "target_mean"
 GRADIENT_NORM = "gradient_norm"
+MIXER_GAIN = "mixer_gain"
+"""QMIX's mean dQ_tot/dQ_i on the batch (VDN: 1): the share of the value's scale the mixer
+carries; see docs/algorithms/qmix.md#ablation."""
 LR_SCALE = "lr_scale"
 """An optimizer param group's lr as a multiple of the configured lr (the mixer's group)."""
 ITERATION = "training_iteration"
@@ -83,6 +86,9 @@ def td_loss(
             target = reward + discount * next_tot
         loss = F.mse_loss(q_tot, target)
         stats = {Q_MEAN: q_tot.mean(), TARGET_MEAN: target.mean()}
+        if hasattr(module.mixer, "gain"):
+            with torch.no_grad():
+                stats[MIXER_GAIN] = module.mixer.gain(q_taken, module.state_input(obs), mask)
     else:
         own = batch.get(replay.AGENT_REWARD_SUM)
         reward = reward.unsqueeze(-1).expand_as(q_taken) if own is None else own

@@ -50,12 +50,24 @@ class QMixer(nn.Module):
                     nn.init.zeros_(layer.bias)
 
     def forward(self, agent_qs: torch.Tensor, state: torch.Tensor, mask: torch.Tensor):
+        pre, w1, w2 = self._layers(agent_qs, state, mask)
+        return (F.elu(pre) * w2).sum(-1) + self.value(state).squeeze(-1)
+
+    def gain(self, agent_qs: torch.Tensor, state: torch.Tensor, mask: torch.Tensor):
+        """The mean slope dQ_tot/dQ_i over the unmasked agents (VDN's is exactly 1): how much
+        of the value's scale the mixer carries instead of the agents' Q-values."""
+        pre, w1, w2 = self._layers(agent_qs, state, mask)
+        elu_slope = torch.where(pre > 0, torch.ones_like(pre), torch.exp(pre))  # [B, E]
+        slope = torch.bmm(w1, (elu_slope * w2).unsqueeze(-1)).squeeze(-1)  # [B, N]
+        return (slope * mask).sum() / mask.sum().clamp(min=1.0)
+
+    def _layers(self, agent_qs, state, mask):
+        """Pre-activations [B, E] of the hidden layer and the weights |W1| [B, N, E], |W2|."""
         batch = agent_qs.shape[0]
         qs = (agent_qs * mask).unsqueeze(1)  # [B, 1, N]
         w1 = self.hyper_w1(state).abs().view(batch, self.n_agents, self.embed)
-        hidden = F.elu(torch.bmm(qs, w1).squeeze(1) + self.hyper_b1(state))  # [B, E]
-        w2 = self.hyper_w2(state).abs()  # [B, E]
-        return (hidden * w2).sum(-1) + self.value(state).squeeze(-1)
+        pre = torch.bmm(qs, w1).squeeze(1) + self.hyper_b1(state)
+        return pre, w1, self.hyper_w2(state).abs()
 
 
 MIXERS: dict[str, type[nn.Module]] = {"vdn": VDNMixer, "qmix": QMixer}
