@@ -7,6 +7,9 @@ Budgets and thresholds (measured values in docs/algorithms.md):
 * battle, QMIX, 12 vs 12 random, 100-step episodes, 4,000 env steps: the learned team's greedy
   return (5 episodes) must beat the random team's, and the random-policy floor of its own seat
   (about -4 per agent: random play wastes attacks).
+* `-m slow`: issue #12's bar, pursuit N = 25, 50k env steps, 3 seeds (the committed spec
+  tune_specs/ablations/learners_n25.yaml as a sweep): mean final greedy return per predator
+  >= +40 for VDN and >= +35 for QMIX and MFQMIX.
 """
 
 import pytest
