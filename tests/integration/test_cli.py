@@ -91,7 +91,7 @@ def test_train_writes_metrics_checkpoints_and_evaluation(tmp_path):
 def test_a_diverging_run_fails_loudly_naming_the_term_and_iteration(tmp_path):
     run_dir = tmp_path / "run"
     done = marlscale("train", ROOT / "tune_specs" / "train" / "qmix_pursuit_small.yaml",
-                     "--set", "lr=1e6",
+                     "--set", "lr=1e6", "--set", "mixer_lr=1e6",  # QMIX's mixer has its own
                      "--iterations", "12", "--wandb-mode", "disabled", "--run-dir", str(run_dir))
     assert done.returncode == 1, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]

@@ -205,7 +205,8 @@ def actor_pids(name: str) -> list[int]:
 def test_a_diverging_trial_ends_as_error_with_its_message_and_the_report_names_it(tmp_path):
     values = yaml.safe_load(SMOKE.read_text())
     spec = small_spec(tmp_path, "diverge", grid={"algorithm": ["qmix"], "n_agents": [3]},
-                      training={**values["training"], "lr": 1e6, "updates_per_env_step": 0.5,
+                      training={**values["training"], "lr": 1e6, "mixer_lr": 1e6,
+                                "updates_per_env_step": 0.5,
                                 "eval_interval": 0},
                       max_failures=1, wandb={"mode": "disabled"})
     run_dir = tmp_path / "run"
