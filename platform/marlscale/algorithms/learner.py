@@ -80,15 +80,19 @@ def td_loss(
     next_v = bootstrap_values(module, next_obs, module.target, temperature)
     discount = batch[replay.DISCOUNT]
     if module.mixer is not None:
-        q_tot = module.mixer(q_taken, module.state_input(obs), mask)
+        state = module.state_input(obs)
+        gain = None
+        if hasattr(module.mixer, "gain"):  # QMIX: its slope, from the same forward pass
+            q_tot, gain = module.mixer(q_taken, state, mask, with_gain=True)
+        else:
+            q_tot = module.mixer(q_taken, state, mask)
         with torch.no_grad():
             next_tot = module.target_mixer(next_v, module.state_input(next_obs), next_mask)
             target = reward + discount * next_tot
         loss = F.mse_loss(q_tot, target)
         stats = {Q_MEAN: q_tot.mean(), TARGET_MEAN: target.mean()}
-        if hasattr(module.mixer, "gain"):
-            with torch.no_grad():
-                stats[MIXER_GAIN] = module.mixer.gain(q_taken, module.state_input(obs), mask)
+        if gain is not None:
+            stats[MIXER_GAIN] = gain
     else:
         own = batch.get(replay.AGENT_REWARD_SUM)
         reward = reward.unsqueeze(-1).expand_as(q_taken) if own is None else own

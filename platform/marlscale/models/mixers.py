@@ -49,14 +49,23 @@ class QMixer(nn.Module):
                     nn.init.orthogonal_(layer.weight)
                     nn.init.zeros_(layer.bias)
 
-    def forward(self, agent_qs: torch.Tensor, state: torch.Tensor, mask: torch.Tensor):
+    def forward(self, agent_qs: torch.Tensor, state: torch.Tensor, mask: torch.Tensor,
+                with_gain: bool = False):
+        """Q_tot [B]; with_gain: also `gain` from the same pass (no gradient through it)."""
         pre, w1, w2 = self._layers(agent_qs, state, mask)
-        return (F.elu(pre) * w2).sum(-1) + self.value(state).squeeze(-1)
+        q_tot = (F.elu(pre) * w2).sum(-1) + self.value(state).squeeze(-1)
+        if not with_gain:
+            return q_tot
+        with torch.no_grad():
+            return q_tot, self._gain(pre, w1, w2, mask)
 
     def gain(self, agent_qs: torch.Tensor, state: torch.Tensor, mask: torch.Tensor):
         """The mean slope dQ_tot/dQ_i over the unmasked agents (VDN's is exactly 1): how much
         of the value's scale the mixer carries instead of the agents' Q-values."""
-        pre, w1, w2 = self._layers(agent_qs, state, mask)
+        return self._gain(*self._layers(agent_qs, state, mask), mask)
+
+    @staticmethod
+    def _gain(pre, w1, w2, mask):
         elu_slope = torch.where(pre > 0, torch.ones_like(pre), torch.exp(pre))  # [B, E]
         slope = torch.bmm(w1, (elu_slope * w2).unsqueeze(-1)).squeeze(-1)  # [B, N]
         return (slope * mask).sum() / mask.sum().clamp(min=1.0)
