@@ -46,3 +46,6 @@ REWARD_DIFFERENCE = "reward_difference"
 
 OBS_KEYS = (VIEWS, ALIVE, ACTIVE, NEIGHBOUR_MEAN_ACTION, TEAM_MEAN_ACTION, STATE, AGENT_REWARD)
 """Every observation column a team can have."""
+PER_AGENT_KEYS = (VIEWS, NEIGHBOUR_MEAN_ACTION, AGENT_REWARD)
+"""The columns with one entry per agent that only the active agents need: the sampler, the
+replay and the learner keep them for the policy's slots (a prefix, 0..n_active-1) only."""

@@ -151,7 +151,9 @@ class TrainSpec:
             envs = max(1, config.num_env_runners) * config.num_envs_per_env_runner + 1
             memory.check_fits(
                 memory.estimate(env_config, list(config.team_algorithms()),
-                                config.replay_capacity, envs),
+                                config.replay_capacity, envs, peak_active=(
+                                    None if config.curriculum_config().schedule != "none"
+                                    else env_config.n_active)),
                 f"this run (n_agents={env_config.n_agents}, replay_capacity="
                 f"{config.replay_capacity}, {envs} envs)")
         except ValueError as error:

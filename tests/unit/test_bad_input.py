@@ -92,7 +92,9 @@ def test_every_command_prints_its_help(command, capsys):
 @pytest.mark.parametrize("args, expected", [
     (["--n-agents", "10000000"], "this run (n_agents=10000000, replay_capacity=20000, 2 envs) "
                                  "needs about 93,798.0 GiB (replay 93,691.1 GiB"),
-    (["--n-agents", "2000", "--set", "replay_capacity=2e5"], "needs about 187.5 GiB"),
+    (["--n-agents", "2000", "--set", "replay_capacity=2e5"],
+     "needs about 187.5 GiB (replay 187.4 GiB, observations 0.0 GiB), more than this machine's"),
+    (["--n-agents", "2000", "--set", "replay_capacity=2e5"], "e.g. replay_capacity <= "),
 ])
 def test_a_run_too_big_for_this_machine_is_refused_with_its_estimate(args, expected, tmp_path,
                                                                       capsys):
@@ -103,15 +105,32 @@ def test_a_run_too_big_for_this_machine_is_refused_with_its_estimate(args, expec
 
 
 def test_the_memory_estimate_is_the_replay_actually_allocated():
+    import numpy as np
     from marlscale.algorithms.memory import estimate
     from marlscale.algorithms.replay import TeamReplay
     from marlscale.envs import MagentTeamEnv
     from marlscale.envs.config import TeamEnvConfig
 
+    def allocated(config, teams, n_active):
+        env = MagentTeamEnv(config)
+        env.set_active(n_active)
+        obs, _ = env.reset()
+        total = 0
+        for team in teams:
+            replay = TeamReplay(env.observation_spaces[team], int(env.action_spaces[team].nvec[0]),
+                                300)
+            actions = np.zeros((1, env.action_spaces[team].shape[0]), np.int64)
+            replay.add_chunk({"obs": {k: np.stack([v, v]) for k, v in obs[team].items()},
+                              "actions": actions, "reward": np.zeros(1, np.float32),
+                              "terminated": np.zeros(1, bool)})
+            total += replay.nbytes
+        return total
+
     for config, teams in ((TeamEnvConfig(n_agents=25), ["predator"]),
                           (TeamEnvConfig(game="battle", n_agents=7, opponent="learned"),
                            ["red", "blue"])):
-        env = MagentTeamEnv(config)
-        allocated = sum(TeamReplay(env.observation_spaces[t], int(env.action_spaces[t].nvec[0]),
-                                   300).nbytes for t in teams)
-        assert estimate(config, teams, 300, 1).replay == allocated
+        assert estimate(config, teams, 300, 1).replay == allocated(config, teams, config.n_agents)
+    # The replay stores the active agents only, in blocks of ceil(N / 20) slots.
+    config = TeamEnvConfig(n_agents=100, n_active=12)
+    assert estimate(config, ["predator"], 300, 1, peak_active=12).replay \
+        == allocated(config, ["predator"], 12) < estimate(config, ["predator"], 300, 1).replay

@@ -183,3 +183,62 @@ def test_the_qmix_gain_is_the_mean_slope_of_q_tot(init):
     (grad,) = torch.autograd.grad(mixer(qs, state, mask).sum(), qs)
     expected = grad[:, 1:].mean()  # the masked agent's slope is 0 and not counted
     torch.testing.assert_close(mixer.gain(qs.detach(), state, mask), expected)
+
+
+def test_the_loss_over_the_active_prefix_equals_the_loss_over_every_slot():
+    """Inactive agents add neither compute nor gradient: the loss on a batch cut to the active
+    prefix is the loss on the whole team with those agents masked."""
+    for algorithm in ("qmix", "vdn", "iql", "mfq", "mfqmix"):
+        module, env, team = make_module(algorithm, n_agents=8)
+        env.set_active(3, team)
+        full = synthetic_batch(env, team, batch_size=16)
+        assert full[keys.VIEWS].shape[1] == 3  # the replay stores the active prefix only
+        padded = {}
+        for key, value in full.items():
+            base = key[len(rp.NEXT):] if key.startswith(rp.NEXT) else key
+            if base in (*keys.PER_AGENT_KEYS, keys.ALIVE, keys.ACTIVE, rp.ACTIONS):
+                shape = (value.shape[0], 8, *value.shape[2:])
+                grown = torch.zeros(shape, dtype=value.dtype)
+                grown[:, :3] = value
+                if base == keys.ALIVE:
+                    grown[:, 3:] = 1
+                value = grown
+            padded[key] = value
+        cut, _ = td_loss(module, full, temperature=0.1)
+        whole, _ = td_loss(module, padded, temperature=0.1)
+        assert float(cut.detach()) == pytest.approx(float(whole.detach()), rel=1e-5), algorithm
+
+
+def test_the_sampler_runs_the_network_for_the_active_agents_only():
+    module, env, team = make_module("mfqmix", n_agents=10)
+    env.set_active(4, team)
+    obs, _ = env.reset()
+    batch = {k: torch.from_numpy(v[None]) for k, v in obs[team].items()}
+    seen = []
+    module.agent.register_forward_hook(lambda _m, args, _o: seen.append(args[0].shape[1]))
+    actions = module.act(batch, explore=False)
+    assert seen == [4] and actions.shape == (1, 10) and (actions[0, 4:] == 0).all()
+    env.set_active(0, team)
+    obs, _ = env.reset()
+    batch = {k: torch.from_numpy(v[None]) for k, v in obs[team].items()}
+    assert (module.act(batch, explore=True) == 0).all() and seen == [4]
+
+
+def test_resized_policies_keep_the_shared_network_and_grow_or_cut_the_slots():
+    module, _, _ = make_module("qmix", n_agents=6)
+    embedding = module.agent.embedding.weight.detach().clone()
+    w1 = module.mixer.hyper_w1[-1].weight.detach().clone().view(6, 32, -1)
+    shared = module.agent.head[0].weight.detach().clone()
+    module.resize_agents(9, trained=4)
+    assert module.n_agents == 9 and module.agent.embedding.weight.shape[0] == 9
+    grown = module.agent.embedding.weight.detach()
+    torch.testing.assert_close(grown[:6], embedding)
+    torch.testing.assert_close(grown[6:], embedding[:4].mean(0).expand(3, -1))
+    torch.testing.assert_close(module.target_agent.embedding.weight.shape[0], 9)
+    new_w1 = module.mixer.hyper_w1[-1].weight.detach().view(9, 32, -1)
+    torch.testing.assert_close(new_w1[:6], w1)
+    torch.testing.assert_close(new_w1[8], w1[:4].mean(0))
+    torch.testing.assert_close(module.agent.head[0].weight, shared)
+    module.resize_agents(2, trained=2)
+    torch.testing.assert_close(module.agent.embedding.weight.detach(), embedding[:2])
+    assert module.mixer.hyper_w1[-1].out_features == 2 * 32

@@ -26,13 +26,16 @@ def chunk_of(env, team, steps, rng, terminate_last=False):
 
 
 def test_pursuit_stores_at_most_600_bytes_per_agent_step():
-    env = MagentTeamEnv({"game": "adversarial_pursuit", "n_agents": 25})
+    env = MagentTeamEnv({"game": "adversarial_pursuit", "n_agents": 25, "seed": 0})
     buffer = TeamReplay(env.observation_spaces["predator"], 13, 1000)
-    assert buffer.obs[keys.VIEWS].dtype == np.uint8
+    buffer.add_chunk(chunk_of(env, "predator", 3, np.random.default_rng(0)))
+    assert buffer.agent_obs[keys.VIEWS].blocks[0].dtype == np.uint8
+    assert buffer.stored_agents == 25
     assert buffer.bytes_per_agent_step <= 600
+    assert buffer.nbytes == 1000 * TeamReplay.row_bytes(env.observation_spaces["predator"], 13, 25)
     # 1M env steps at N=100: documented in docs/algorithms.md
     env100 = MagentTeamEnv({"game": "adversarial_pursuit", "n_agents": 100})
-    per_row = TeamReplay(env100.observation_spaces["predator"], 13, 10).nbytes / 10
+    per_row = TeamReplay.row_bytes(env100.observation_spaces["predator"], 13, 100)
     assert per_row * 1_000_000 / 2**30 < 60
 
 
@@ -88,3 +91,70 @@ def test_wrap_around_keeps_only_whole_transitions_and_state_round_trips():
         np.testing.assert_array_equal(a[key], b[key])
     with pytest.raises(ValueError, match="capacity"):
         buffer.add_chunk(chunk_of(env, "predator", 30, rng))
+
+
+def staged_chunk(env, team, steps, rng, n_active):
+    """A chunk played with the first `n_active` slots active, cut as the EnvRunner cuts it."""
+    env.set_active(n_active, team)
+    chunk = chunk_of(env, team, steps, rng)
+    for key in keys.PER_AGENT_KEYS:
+        if key in chunk["obs"]:
+            chunk["obs"][key] = chunk["obs"][key][:, :n_active]
+    chunk["actions"] = chunk["actions"][:, :n_active]
+    return chunk
+
+
+def test_only_the_active_agents_are_stored_and_the_width_grows_by_blocks():
+    env = MagentTeamEnv({"game": "adversarial_pursuit", "n_agents": 40, "seed": 4})
+    space = env.observation_spaces["predator"]
+    rng = np.random.default_rng(3)
+    buffer = TeamReplay(space, 13, 200, seed=0)
+    assert buffer.block == 2 and buffer.stored_agents == 0
+    first = staged_chunk(env, "predator", 6, rng, 4)
+    buffer.add_chunk(first)
+    assert buffer.stored_agents == 4
+    assert buffer.nbytes == 200 * TeamReplay.row_bytes(space, 13, 4)
+    batch = buffer.sample(32, 0.9)
+    assert batch[keys.VIEWS].shape[1:3] == (4, 10)
+    assert batch[keys.ALIVE].shape == batch[keys.ACTIVE].shape == (32, 4)
+    assert (batch[keys.ACTIVE] == 1).all()
+    buffer.add_chunk(staged_chunk(env, "predator", 6, rng, 7))  # the stage grew: a new block
+    assert buffer.stored_agents == 8
+    assert len(buffer.agent_obs[keys.VIEWS].blocks) == 2
+    batch = buffer.sample(400, 0.9)
+    assert batch[keys.VIEWS].shape[1] == 7  # the widest row it read, not the block's 8
+    old = batch[keys.ACTIVE].sum(1) == 4
+    assert old.any() and (~old).any()
+    # Rows stored at the old stage read zeros (and an inactive mask) in the new slots.
+    assert (batch[keys.VIEWS][old, 4:] == 0).all() and (batch[keys.ACTIVE][old, 4:] == 0).all()
+    assert (batch[rp.ACTIONS][old, 4:] == 0).all()
+    # What was stored comes back: every sampled row of the first chunk is one of its rows.
+    views = first["obs"][keys.VIEWS]
+    for row in batch[keys.VIEWS][old][:20]:
+        assert (views == row[:4]).all(axis=(1, 2, 3, 4)).any()
+    state = buffer.get_state()
+    other = TeamReplay(space, 13, 200, seed=9)
+    other.set_state(state)
+    a, b = buffer.sample(50, 0.9, 2), other.sample(50, 0.9, 2)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_a_mask_that_is_not_a_prefix_is_refused():
+    env = MagentTeamEnv({"game": "adversarial_pursuit", "n_agents": 4, "seed": 1})
+    chunk = chunk_of(env, "predator", 3, np.random.default_rng(0))
+    chunk["obs"][keys.ACTIVE][:, 0] = 0
+    buffer = TeamReplay(env.observation_spaces["predator"], 13, 50)
+    with pytest.raises(ValueError, match="prefix"):
+        buffer.add_chunk(chunk)
+
+
+def test_start_rows_are_found_without_a_scan_and_match_the_scan():
+    env = MagentTeamEnv({"game": "adversarial_pursuit", "n_agents": 2, "seed": 5})
+    rng = np.random.default_rng(4)
+    buffer = TeamReplay(env.observation_spaces["predator"], 13, 97, seed=0)
+    for steps in rng.integers(1, 15, 60):  # wraps several times, chunks of every length
+        buffer.add_chunk(chunk_of(env, "predator", int(steps), rng))
+        scan = np.flatnonzero(buffer.remaining[: buffer.rows_written])
+        assert len(buffer) == len(scan)
+        np.testing.assert_array_equal(buffer._start_rows(np.arange(len(scan))), scan)

@@ -23,19 +23,49 @@ from marlscale.envs.team_env import MagentTeamEnv
 EVAL_SEED_OFFSET = 1_000_003
 
 
+def _active_only(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A team observation with its per-agent columns cut to the active slots (a prefix): what
+    the replay stores. Masks, the state and the team mean action stay whole."""
+    width = int(obs[keys.ACTIVE].sum())
+    return {key: value[:width] if key in keys.PER_AGENT_KEYS else value
+            for key, value in obs.items()}
+
+
+def _stack(parts: list[np.ndarray]) -> np.ndarray:
+    """Stack rows whose agent dimension may differ (the stage grew inside the chunk), zero-padded
+    to the widest."""
+    widest = max(len(p) for p in parts)
+    if all(len(p) == widest for p in parts):
+        return np.stack(parts)
+    out = np.zeros((len(parts), widest, *parts[0].shape[1:]), parts[0].dtype)
+    for row, part in zip(out, parts):
+        row[:len(part)] = part
+    return out
+
+
 class _Chunk:
-    """Observations, actions and rewards of one team in one env since the last cut."""
+    """Observations, actions and rewards of one team in one env since the last cut, for the
+    active agents only."""
 
     def __init__(self, first_obs: dict[str, np.ndarray]):
-        self.obs = [first_obs]
+        self.obs = [_active_only(first_obs)]
         self.actions: list[np.ndarray] = []
         self.rewards: list[float] = []
         self.terminated: list[bool] = []
 
+    def append(self, action: np.ndarray, reward: float, terminated: bool,
+               obs: dict[str, np.ndarray]) -> None:
+        # The step was taken under the previous observation's active mask.
+        self.actions.append(action[:len(self.obs[-1][keys.VIEWS])])
+        self.rewards.append(reward)
+        self.terminated.append(terminated)
+        self.obs.append(_active_only(obs))
+
     def export(self) -> dict[str, Any]:
         return {
-            "obs": {key: np.stack([o[key] for o in self.obs]) for key in self.obs[0]},
-            replay.ACTIONS: np.stack(self.actions),
+            "obs": {key: (_stack if key in keys.PER_AGENT_KEYS else np.stack)(
+                [o[key] for o in self.obs]) for key in self.obs[0]},
+            replay.ACTIONS: _stack(self.actions),
             replay.REWARD: np.asarray(self.rewards, dtype=np.float32),
             "terminated": np.asarray(self.terminated, dtype=bool),
         }
@@ -60,19 +90,19 @@ class TeamEnvRunner(MultiAgentEnvRunner):
         return [env.unwrapped for env in self.env.envs]
 
     def _actions(self, obs_per_env: list[dict], explore: bool) -> list[dict[str, np.ndarray]]:
-        """One forward per team over all envs: {team: actions [N]} per env."""
+        """One forward per team over all envs, for the active agents only: {team: actions [N]}
+        per env (inactive slots 0; the env gives them random actions)."""
         out: list[dict[str, np.ndarray]] = [{} for _ in obs_per_env]
         with torch.no_grad():
             for team in obs_per_env[0]:
-                module = self.module[team]
+                width = max(int(o[team][keys.ACTIVE].sum()) for o in obs_per_env)
                 batch = {
-                    key: torch.from_numpy(np.stack([o[team][key] for o in obs_per_env]))
+                    key: torch.from_numpy(np.stack([
+                        o[team][key][:width] if key in keys.PER_AGENT_KEYS else o[team][key]
+                        for o in obs_per_env]))
                     for key in obs_per_env[0][team]
                 }
-                if explore:
-                    actions = module.explore_actions(batch, self._generator)
-                else:
-                    actions = module.greedy_actions(batch)
+                actions = self.module[team].act(batch, explore, self._generator)
                 for i, a in enumerate(actions.numpy()):
                     out[i][team] = a
         return out
@@ -92,10 +122,7 @@ class TeamEnvRunner(MultiAgentEnvRunner):
                 obs, reward, terminated, truncated, infos = env.step(actions[i])
                 done = terminated["__all__"] or truncated["__all__"]
                 for team, chunk in self._chunks[i].items():
-                    chunk.actions.append(actions[i][team])
-                    chunk.rewards.append(reward[team])
-                    chunk.terminated.append(bool(terminated[team]))
-                    chunk.obs.append(obs[team])
+                    chunk.append(actions[i][team], reward[team], bool(terminated[team]), obs[team])
                     if done:
                         episodes.append({"team": team, **infos[team][keys.EPISODE]})
                         chunks[team].append(chunk.export())

@@ -175,8 +175,7 @@ def play_episode(env, game: Game, policies: dict[str, Any], n_active: dict[str, 
             batch = {k: torch.from_numpy(v[None]) for k, v in obs[side].items()}
             with torch.no_grad():
                 module.epsilon.fill_(game.epsilon)
-                chosen = module.explore_actions(batch, generator) if game.epsilon > 0 \
-                    else module.greedy_actions(batch)
+                chosen = module.act(batch, game.epsilon > 0, generator)
             actions[side] = chosen[0].numpy()
         obs, _, terminated, truncated, infos = env.step(actions)
         step += 1

@@ -1,8 +1,10 @@
 """Mixers: Q_tot from the agents' chosen Q-values, the global state and the agent mask.
 
-Each mixer is `forward(agent_qs [B, N], state [B, S], mask [B, N]) -> q_tot [B]`. Masked agents
-(dead or not controlled by the policy) contribute nothing: their Q is zeroed before mixing, and
-a zero input adds nothing through the monotonic (non-negative) first layer.
+Each mixer is `forward(agent_qs [B, K], state [B, S], mask [B, K]) -> q_tot [B]` over slots
+0..K-1, K <= N: the learner passes the active prefix only. Masked agents (dead or not controlled
+by the policy) contribute nothing: their Q is zeroed before mixing, and a zero input adds
+nothing through the monotonic (non-negative) first layer, so leaving out the slots past K
+changes nothing but the cost.
 """
 
 from __future__ import annotations
@@ -71,12 +73,34 @@ class QMixer(nn.Module):
         return (slope * mask).sum() / mask.sum().clamp(min=1.0)
 
     def _layers(self, agent_qs, state, mask):
-        """Pre-activations [B, E] of the hidden layer and the weights |W1| [B, N, E], |W2|."""
-        batch = agent_qs.shape[0]
-        qs = (agent_qs * mask).unsqueeze(1)  # [B, 1, N]
-        w1 = self.hyper_w1(state).abs().view(batch, self.n_agents, self.embed)
+        """Pre-activations [B, E] of the hidden layer and the weights |W1| [B, K, E], |W2|."""
+        batch, k = agent_qs.shape
+        qs = (agent_qs * mask).unsqueeze(1)  # [B, 1, K]
+        # Slot i's first-layer weights are outputs i*E..(i+1)*E-1: only the K slots' rows run.
+        out = self.hyper_w1[-1]
+        w1 = F.linear(self.hyper_w1[:-1](state), out.weight[:k * self.embed],
+                      out.bias[:k * self.embed]).abs().view(batch, k, self.embed)
         pre = torch.bmm(qs, w1).squeeze(1) + self.hyper_b1(state)
         return pre, w1, self.hyper_w2(state).abs()
+
+
+    def resize_agents(self, n: int, trained: int) -> None:
+        """Mix n slots: slots < min(N, n) keep their first-layer hypernetwork rows, new slots
+        start at the mean of the `trained` slots' rows (the embeddings' `mean` rule)."""
+        out = self.hyper_w1[-1]
+        with torch.no_grad():
+            weight = out.weight.view(self.n_agents, self.embed, -1)
+            bias = out.bias.view(self.n_agents, self.embed)
+            grown = nn.Linear(out.in_features, n * self.embed)
+            keep = min(n, self.n_agents)
+            new_weight = grown.weight.view(n, self.embed, -1)
+            new_bias = grown.bias.view(n, self.embed)
+            new_weight[:keep], new_bias[:keep] = weight[:keep], bias[:keep]
+            new_weight[keep:] = weight[:trained].mean(0)
+            new_bias[keep:] = bias[:trained].mean(0)
+        grown.requires_grad_(out.weight.requires_grad)
+        self.hyper_w1[-1] = grown
+        self.n_agents = n
 
 
 MIXERS: dict[str, type[nn.Module]] = {"vdn": VDNMixer, "qmix": QMixer}

@@ -24,6 +24,21 @@ from marlscale.models.mixers import MIXERS
 LEARNER_ONLY = ["mixer", "target_agent", "target_mixer"]
 
 
+def active_width(obs: dict[str, Any]) -> int:
+    """The most active agents of any row of a team observation batch (the active slots are a
+    prefix, so this is the width of the columns the policy needs); N without an active mask."""
+    views = obs[keys.VIEWS]
+    if keys.ACTIVE not in obs:
+        return int(views.shape[1])
+    return int(obs[keys.ACTIVE].sum(-1).max()) if views.shape[0] else 0
+
+
+def trim_agents(obs: dict[str, Any], width: int) -> dict[str, Any]:
+    """The batch with its per-agent columns and masks cut to slots 0..width-1."""
+    per_agent = (*keys.PER_AGENT_KEYS, keys.ALIVE, keys.ACTIVE)
+    return {key: value[:, :width] if key in per_agent else value for key, value in obs.items()}
+
+
 class TeamQModule(TorchRLModule, InferenceOnlyAPI):
     """Agent network (+ mixer and targets on the learner) for one team.
 
@@ -69,11 +84,12 @@ class TeamQModule(TorchRLModule, InferenceOnlyAPI):
             return None
         if self.mean_action == "team":
             team = obs[keys.TEAM_MEAN_ACTION]
-            return team.unsqueeze(1).expand(-1, self.n_agents, -1)
+            return team.unsqueeze(1).expand(-1, obs[keys.VIEWS].shape[1], -1)
         return obs[keys.NEIGHBOUR_MEAN_ACTION]
 
     def q_values(self, obs: dict[str, torch.Tensor], target: bool = False) -> torch.Tensor:
-        """Every agent's Q-values [B, N, A] from the online (or target) agent network."""
+        """The Q-values [B, K, A] of slots 0..K-1 (K: the width of the per-agent columns, N
+        or the active prefix) from the online (or target) agent network."""
         net = self.target_agent if target else self.agent
         return net(obs[keys.VIEWS], self.mean_action_input(obs))
 
@@ -100,9 +116,46 @@ class TeamQModule(TorchRLModule, InferenceOnlyAPI):
                 weight = net.embedding.weight
                 weight[old:new] = weight[:old].mean(dim=0)
 
+    def resize_agents(self, n: int, trained: int | None = None, init: str = "mean") -> None:
+        """Continue this policy at population size n (the agent network is shared; only the
+        slot embeddings and QMIX's per-slot hypernetwork rows depend on N): slots <
+        min(N, n) keep theirs, new slots start at the mean of the first `trained` slots'
+        (`init="mean"`, incremental learning's rule) or as freshly initialised (`"initialised"`).
+        Online and target networks alike."""
+        trained = self.n_agents if trained is None else max(1, min(trained, self.n_agents))
+        keep = min(n, self.n_agents)
+        with torch.no_grad():
+            for net in (self.agent, self.target_agent):
+                old = net.embedding.weight
+                table = torch.nn.Embedding(n, old.shape[1]).to(old.device)
+                table.weight[:keep] = old[:keep]
+                if init == "mean":
+                    table.weight[keep:] = old[:trained].mean(dim=0)
+                table.requires_grad_(old.requires_grad)
+                net.embedding = table
+        for mixer in (self.mixer, self.target_mixer):
+            if hasattr(mixer, "resize_agents"):
+                mixer.resize_agents(n, trained)
+        self.n_agents = n
+
     def greedy_actions(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """argmax_a Q_i for every agent, int64 [B, N]."""
+        """argmax_a Q_i for every agent of the columns given, int64 [B, K]."""
         return self.q_values(obs).argmax(-1)
+
+    def act(self, obs: dict[str, torch.Tensor], explore: bool,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions [B, N] for a team observation: the network runs for the active slots only
+        (the prefix 0..K-1, K the most active in the batch); the others get 0, which the env
+        replaces with a uniformly random action."""
+        width = active_width(obs)
+        views = obs[keys.VIEWS]
+        actions = torch.zeros((views.shape[0], self.n_agents), dtype=torch.int64,
+                              device=views.device)
+        if width:
+            trimmed = trim_agents(obs, width)
+            actions[:, :width] = self.explore_actions(trimmed, generator) if explore \
+                else self.greedy_actions(trimmed)
+        return actions
 
     def explore_actions(
         self, obs: dict[str, torch.Tensor], generator: torch.Generator | None = None
@@ -117,11 +170,11 @@ class TeamQModule(TorchRLModule, InferenceOnlyAPI):
     # ---- RLlib's forward API --------------------------------------------------------------
     @override(TorchRLModule)
     def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return {Columns.ACTIONS: self.greedy_actions(batch[Columns.OBS])}
+        return {Columns.ACTIONS: self.act(batch[Columns.OBS], explore=False)}
 
     @override(TorchRLModule)
     def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return {Columns.ACTIONS: self.explore_actions(batch[Columns.OBS])}
+        return {Columns.ACTIONS: self.act(batch[Columns.OBS], explore=True)}
 
     @override(TorchRLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
