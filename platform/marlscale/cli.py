@@ -189,6 +189,11 @@ def _add_bench(commands) -> None:
     train_bench = targets.add_parser("train", help="sampling and training throughput")
     train_bench.add_argument("--steps", type=_positive_int, default=1000,
                              help="env steps per measurement")
+    train_bench.add_argument("--n-agents", type=_positive_int, default=None,
+                             help="measure training at this N (pursuit predators)")
+    train_bench.add_argument("--active", type=_positive_int, default=None,
+                             help="of which this many are trained (incremental learning); "
+                                  "also measures N=ACTIVE all trained and prints the ratios")
 
 def _add_matchup_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opponent", default=None, metavar="random|CKPT[:team]",
@@ -498,7 +503,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.target == "train":
         from marlscale.bench import train as train_bench
 
-        print(json.dumps(train_bench.run(steps=args.steps), indent=2))
+        train_bench.check(args.n_agents, args.active)  # before Ray starts
+        print(json.dumps(train_bench.run(steps=args.steps, n_agents=args.n_agents,
+                                         n_active=args.active), indent=2))
         return 0
     from marlscale.bench import env as env_bench
 

@@ -113,7 +113,7 @@ def test_gradients_reach_agent_net_embeddings_and_mixer(algorithm):
     loss, _ = td_loss(module, synthetic_batch(env, team), temperature=0.1)
     loss.backward()
     assert module.agent.view_encoder.weight.grad.abs().sum() > 0
-    assert module.agent.embedding.weight.grad.abs().sum() > 0
+    assert all(block.grad.abs().sum() > 0 for block in module.agent.embedding.blocks)
     if module.mean_action is not None:
         assert module.agent.mean_action_encoder[0].weight.grad.abs().sum() > 0
     if module.mixer is not None:
@@ -209,6 +209,17 @@ def test_the_loss_over_the_active_prefix_equals_the_loss_over_every_slot():
         assert float(cut.detach()) == pytest.approx(float(whole.detach()), rel=1e-5), algorithm
 
 
+def test_slot_blocks_past_the_active_prefix_get_no_gradient():
+    module, env, team = make_module("qmix", n_agents=40)  # blocks of 2 slots
+    env.set_active(5, team)
+    loss, _ = td_loss(module, synthetic_batch(env, team), temperature=0.1)
+    loss.backward()
+    for table in (module.agent.embedding, module.mixer.w1_weight, module.mixer.w1_bias):
+        grads = [block.grad for block in table.blocks]
+        assert all(g is not None and g.abs().sum() > 0 for g in grads[:3])  # slots 0..5
+        assert all(g is None for g in grads[3:])
+
+
 def test_the_sampler_runs_the_network_for_the_active_agents_only():
     module, env, team = make_module("mfqmix", n_agents=10)
     env.set_active(4, team)
@@ -227,18 +238,18 @@ def test_the_sampler_runs_the_network_for_the_active_agents_only():
 def test_resized_policies_keep_the_shared_network_and_grow_or_cut_the_slots():
     module, _, _ = make_module("qmix", n_agents=6)
     embedding = module.agent.embedding.weight.detach().clone()
-    w1 = module.mixer.hyper_w1[-1].weight.detach().clone().view(6, 32, -1)
+    w1 = module.mixer.w1_weight.weight.detach().clone()
     shared = module.agent.head[0].weight.detach().clone()
     module.resize_agents(9, trained=4)
     assert module.n_agents == 9 and module.agent.embedding.weight.shape[0] == 9
     grown = module.agent.embedding.weight.detach()
     torch.testing.assert_close(grown[:6], embedding)
     torch.testing.assert_close(grown[6:], embedding[:4].mean(0).expand(3, -1))
-    torch.testing.assert_close(module.target_agent.embedding.weight.shape[0], 9)
-    new_w1 = module.mixer.hyper_w1[-1].weight.detach().view(9, 32, -1)
+    assert module.target_agent.embedding.weight.shape[0] == 9
+    new_w1 = module.mixer.w1_weight.weight.detach()
     torch.testing.assert_close(new_w1[:6], w1)
     torch.testing.assert_close(new_w1[8], w1[:4].mean(0))
     torch.testing.assert_close(module.agent.head[0].weight, shared)
     module.resize_agents(2, trained=2)
     torch.testing.assert_close(module.agent.embedding.weight.detach(), embedding[:2])
-    assert module.mixer.hyper_w1[-1].out_features == 2 * 32
+    assert module.mixer.w1_weight.weight.shape[:2] == (2, 32)

@@ -160,7 +160,11 @@ class TeamQLearner(TorchLearner):
     @override(TorchLearner)
     def compute_gradients(self, loss_per_module, **kwargs):
         # Checked before RLlib's own handling, which zeroes non-finite gradients with a warning.
-        gradients = super().compute_gradients(loss_per_module, **kwargs)
+        # Slot blocks past the active prefix took no part in the loss: their gradient is None,
+        # and leaving them out lets the optimizer skip them (models/slots.py).
+        gradients = {ref: grad for ref, grad in
+                     super().compute_gradients(loss_per_module, **kwargs).items()
+                     if grad is not None}
         for module_id in self.module.keys():
             grads = [gradients[ref] for ref in map(self.get_param_ref,
                                                    self.module[module_id].parameters())

@@ -4,8 +4,11 @@ Measured in one run, beside raw magent2 (PettingZoo parallel_env, random actions
 * sampling with the Q-module in the loop (per-agent epsilon-greedy, QMIX agent network) on a
   TeamEnvRunner, pursuit N=25 and N=100, in agent-steps/s (all agents in the simulation);
 * training throughput: one Algorithm in this process, 1 update (batch 128) per 10 env steps,
-  pursuit N=25, env-steps/s end to end;
-* learner updates/s at batch 128, and the replay's bytes per stored agent-step.
+  pursuit N=25 (or `--n-agents N`, `--active K` of them trained), env-steps/s end to end;
+* learner updates/s at batch 128, and the replay's bytes per stored env step and agent-step.
+
+With `--active K` < N, the same measurement at N=K with every agent active runs beside it, and
+`scale` gives the ratios (N, K active) / (K, all active): the cost of the untrained agents.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from typing import Any
 
 from marlscale import keys
 from marlscale.bench.env import _raw_pettingzoo, machine
+from marlscale.envs import register_envs
 from marlscale.train import TrainSpec
 
 
-def _spec(n_agents: int, **training) -> TrainSpec:
+def _spec(n_agents: int, n_active: int | None = None, **training) -> TrainSpec:
     return TrainSpec.from_dict({
         "env": "adversarial_pursuit",
-        "env_config": {"n_agents": n_agents},
+        "env_config": {"n_agents": n_agents, "n_active": n_active},
         "training": {"algorithm": "qmix", **training},
         "seed": 0,
     })
@@ -56,15 +60,17 @@ def sampling(n_agents: int, steps: int) -> dict[str, Any]:
     }
 
 
-def training(steps: int) -> dict[str, Any]:
-    """End-to-end env-steps/s with 1 update of batch 128 per 10 env steps, pursuit N=25."""
+def training(steps: int, n_agents: int = 25, n_active: int | None = None) -> dict[str, Any]:
+    """End-to-end env-steps/s with 1 update of batch 128 per 10 env steps, pursuit N agents of
+    which `n_active` (default all) are trained."""
     import ray
 
-    spec = _spec(25, batch_size=128, updates_per_env_step=0.1, learning_starts=200,
-                 rollout_length=100, replay_capacity=20_000)
+    spec = _spec(n_agents, n_active, batch_size=128, updates_per_env_step=0.1,
+                 learning_starts=200, rollout_length=100, replay_capacity=20_000)
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        register_envs()  # Tune's registry lives in the Ray session
     # One process on this machine: the Algorithm reserves (and torch uses) every core.
     config = spec.algorithm_config().resources(num_cpus_for_main_process=os.cpu_count() or 1)
     algo = config.build_algo()
@@ -84,7 +90,9 @@ def training(steps: int) -> dict[str, Any]:
         learner_updates_per_s = 64 / (time.perf_counter() - start)
         replay = next(iter(algo.replays.values()))
         bytes_per_agent_step = replay.bytes_per_agent_step
-        obs_bytes = sum(a.nbytes for a in replay.obs.values()) / (replay.capacity * replay.n_agents)
+        bytes_per_env_step = replay.bytes_per_env_step
+        obs_bytes = (sum(a.nbytes for a in replay.obs.values())
+                     + sum(c.nbytes for c in replay.agent_obs.values())) / replay.capacity
     finally:
         algo.stop()
         if started:
@@ -93,23 +101,63 @@ def training(steps: int) -> dict[str, Any]:
     raw_agent_steps, raw_elapsed = _raw_pettingzoo("adversarial_pursuit", map_size, steps, 0)
     raw_env_steps_per_s = steps / raw_elapsed
     ours = env_steps / elapsed
+    active = n_agents if n_active is None else n_active
     return {
-        "game": "adversarial_pursuit", "n_agents": 25, "batch_size": 128,
+        "game": "adversarial_pursuit", "n_agents": n_agents, "n_active": active,
+        "map_size": map_size, "batch_size": 128,
         "updates_per_env_step": round(updates / env_steps, 3),
         "env_steps_per_s": {"training": round(ours, 1), "raw_pettingzoo_random":
                             round(raw_env_steps_per_s, 1)},
-        "agent_steps_per_s": {"training": round(ours * 25, 1)},  # end to end, as in train
+        "agent_steps_per_s": {"training": round(ours * n_agents, 1)},  # end to end, as in train
         "training_vs_raw": round(ours / raw_env_steps_per_s, 4),
         "learner_updates_per_s": round(learner_updates_per_s, 1),
+        "replay_bytes_per_env_step": round(bytes_per_env_step, 1),
         "replay_bytes_per_agent_step": round(bytes_per_agent_step, 1),
-        "replay_observation_bytes_per_agent_step": round(obs_bytes, 1),
+        "replay_observation_bytes_per_env_step": round(obs_bytes, 1),
+        "replay_stored_agents": replay.stored_agents,
     }
 
 
-def run(steps: int = 1000) -> dict[str, Any]:
+def scale(steps: int, n_agents: int, n_active: int) -> dict[str, Any]:
+    """Training at N with n_active trained against N=n_active all trained, and the ratios."""
+    big, small = training(steps, n_agents, n_active), training(steps, n_active)
     return {
-        "benchmark": "train",
-        "machine": machine(),
-        "sampling": [sampling(25, steps), sampling(100, steps)],
-        "training": training(steps),
+        "case": big, "reference": small,
+        "ratios": {
+            "env_steps_per_s": round(big["env_steps_per_s"]["training"]
+                                     / small["env_steps_per_s"]["training"], 3),
+            "learner_updates_per_s": round(big["learner_updates_per_s"]
+                                           / small["learner_updates_per_s"], 3),
+            "replay_bytes_per_env_step": round(big["replay_bytes_per_env_step"]
+                                               / small["replay_bytes_per_env_step"], 3),
+        },
+        "targets": {"env_steps_per_s": ">= 0.5", "learner_updates_per_s": ">= 0.8",
+                    "replay_bytes_per_env_step": "<= 1.5"},
     }
+
+
+def check(n_agents: int | None, n_active: int | None) -> None:
+    """A ValueError naming the flag when the case cannot run (active > N, a map the game
+    refuses, a replay that does not fit), before anything starts."""
+    n = n_agents or 25
+    if n_active is not None and not 1 <= n_active <= n:
+        raise ValueError(f"--active {n_active} is invalid; allowed: 1..{n} (--n-agents)")
+    try:
+        _spec(n, n_active)
+    except ValueError as error:
+        raise ValueError(f"--n-agents {n} --active {n_active}: {error}") from None
+
+
+def run(steps: int = 1000, n_agents: int | None = None,
+        n_active: int | None = None) -> dict[str, Any]:
+    """The default measurements, or with `n_agents` (and `n_active`) the training case at that
+    size (and its scale ratios against n_active agents all trained)."""
+    report: dict[str, Any] = {"benchmark": "train", "machine": machine()}
+    if n_agents is None and n_active is None:
+        report["sampling"] = [sampling(25, steps), sampling(100, steps)]
+        report["training"] = training(steps)
+    elif n_active is None or n_active == (n_agents or 25):
+        report["training"] = training(steps, n_agents or 25)
+    else:
+        report["scale"] = scale(steps, n_agents or 25, n_active)
+    return report

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from marlscale.models.slots import SlotTable
+
 
 class AgentQNet(nn.Module):
     """Shared agent Q-network over uint8 views, a slot embedding and an optional mean action.
@@ -37,7 +39,8 @@ class AgentQNet(nn.Module):
         for dim in view_shape:
             view_size *= int(dim)
         self.view_encoder = nn.Linear(view_size, hidden)
-        self.embedding = nn.Embedding(n_agents, embedding_dim)
+        # nn.Embedding's init, kept in blocks of slots (see models/slots.py).
+        self.embedding = SlotTable(nn.Embedding(n_agents, embedding_dim).weight)
         self.mean_action_encoder = (
             nn.Sequential(nn.Linear(n_actions, mean_action_hidden), nn.ReLU())
             if mean_action
@@ -49,14 +52,14 @@ class AgentQNet(nn.Module):
         )
 
     def forward(self, views: torch.Tensor, mean_action: torch.Tensor | None = None) -> torch.Tensor:
-        """views: uint8 [B, N, *view_shape]; mean_action: [B, N, A] or None -> Q [B, N, A]."""
+        """views: uint8 [B, K, *view_shape] of slots 0..K-1 (K <= N); mean_action: [B, K, A] or
+        None -> Q [B, K, A]."""
         batch, n = views.shape[:2]
         # x/255 folded into the weight: scaling 128x500 weights is cheaper than B*N*500 inputs.
         encoder = self.view_encoder
         x = F.relu(F.linear(views.reshape(batch, n, -1).float(), encoder.weight * (1.0 / 255.0),
                             encoder.bias))
-        slots = torch.arange(n, device=views.device)
-        parts = [x, self.embedding(slots).expand(batch, n, -1)]
+        parts = [x, self.embedding.prefix(n).expand(batch, n, -1)]
         if self.mean_action_encoder is not None:
             if mean_action is None:
                 raise ValueError("this agent network takes a mean action input; none given")

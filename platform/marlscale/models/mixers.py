@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from marlscale.models.slots import SlotTable
+
 
 class VDNMixer(nn.Module):
     """Value decomposition networks (Sunehag et al. 2018): Q_tot = sum_i Q_i."""
@@ -50,6 +52,12 @@ class QMixer(nn.Module):
                 if isinstance(layer, nn.Linear):
                     nn.init.orthogonal_(layer.weight)
                     nn.init.zeros_(layer.bias)
+        # The last layer's outputs i*E..(i+1)*E-1 are slot i's weights: kept as per-slot rows in
+        # blocks, so that only the trained slots' rows run and get gradients.
+        out = self.hyper_w1[-1]
+        self.hyper_w1 = self.hyper_w1[:-1]
+        self.w1_weight = SlotTable(out.weight.view(n_agents, mixing_embed_dim, -1))
+        self.w1_bias = SlotTable(out.bias.view(n_agents, mixing_embed_dim))
 
     def forward(self, agent_qs: torch.Tensor, state: torch.Tensor, mask: torch.Tensor,
                 with_gain: bool = False):
@@ -76,10 +84,9 @@ class QMixer(nn.Module):
         """Pre-activations [B, E] of the hidden layer and the weights |W1| [B, K, E], |W2|."""
         batch, k = agent_qs.shape
         qs = (agent_qs * mask).unsqueeze(1)  # [B, 1, K]
-        # Slot i's first-layer weights are outputs i*E..(i+1)*E-1: only the K slots' rows run.
-        out = self.hyper_w1[-1]
-        w1 = F.linear(self.hyper_w1[:-1](state), out.weight[:k * self.embed],
-                      out.bias[:k * self.embed]).abs().view(batch, k, self.embed)
+        weight = self.w1_weight.prefix(k).reshape(k * self.embed, -1)
+        w1 = F.linear(self.hyper_w1(state), weight, self.w1_bias.prefix(k).reshape(-1))
+        w1 = w1.abs().view(batch, k, self.embed)
         pre = torch.bmm(qs, w1).squeeze(1) + self.hyper_b1(state)
         return pre, w1, self.hyper_w2(state).abs()
 
@@ -87,19 +94,8 @@ class QMixer(nn.Module):
     def resize_agents(self, n: int, trained: int) -> None:
         """Mix n slots: slots < min(N, n) keep their first-layer hypernetwork rows, new slots
         start at the mean of the `trained` slots' rows (the embeddings' `mean` rule)."""
-        out = self.hyper_w1[-1]
-        with torch.no_grad():
-            weight = out.weight.view(self.n_agents, self.embed, -1)
-            bias = out.bias.view(self.n_agents, self.embed)
-            grown = nn.Linear(out.in_features, n * self.embed)
-            keep = min(n, self.n_agents)
-            new_weight = grown.weight.view(n, self.embed, -1)
-            new_bias = grown.bias.view(n, self.embed)
-            new_weight[:keep], new_bias[:keep] = weight[:keep], bias[:keep]
-            new_weight[keep:] = weight[:trained].mean(0)
-            new_bias[keep:] = bias[:trained].mean(0)
-        grown.requires_grad_(out.weight.requires_grad)
-        self.hyper_w1[-1] = grown
+        self.w1_weight = self.w1_weight.resized(n, trained)
+        self.w1_bias = self.w1_bias.resized(n, trained)
         self.n_agents = n
 
 

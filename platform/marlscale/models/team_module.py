@@ -105,16 +105,18 @@ class TeamQModule(TorchRLModule, InferenceOnlyAPI):
             pairs.append((self.mixer, self.target_mixer))
         with torch.no_grad():
             for online, target in pairs:
-                for p, tp in zip(online.parameters(), target.parameters()):
-                    tp.mul_(1.0 - tau).add_(p, alpha=tau)
+                params, targets = list(online.parameters()), list(target.parameters())
+                if not params:  # VDN's mixer
+                    continue
+                torch._foreach_mul_(targets, 1.0 - tau)
+                torch._foreach_add_(targets, params, alpha=tau)
 
     def grow_embeddings(self, old: int, new: int) -> None:
         """Slots old..new-1 (online and target) start at the mean embedding of slots 0..old-1
         (incremental learning's `embedding_init: mean`)."""
-        with torch.no_grad():
-            for net in (self.agent, self.target_agent):
-                weight = net.embedding.weight
-                weight[old:new] = weight[:old].mean(dim=0)
+        for net in (self.agent, self.target_agent):
+            table = net.embedding
+            table.fill(old, new, table.prefix(old).detach().mean(dim=0))
 
     def resize_agents(self, n: int, trained: int | None = None, init: str = "mean") -> None:
         """Continue this policy at population size n (the agent network is shared; only the
@@ -123,16 +125,8 @@ class TeamQModule(TorchRLModule, InferenceOnlyAPI):
         (`init="mean"`, incremental learning's rule) or as freshly initialised (`"initialised"`).
         Online and target networks alike."""
         trained = self.n_agents if trained is None else max(1, min(trained, self.n_agents))
-        keep = min(n, self.n_agents)
-        with torch.no_grad():
-            for net in (self.agent, self.target_agent):
-                old = net.embedding.weight
-                table = torch.nn.Embedding(n, old.shape[1]).to(old.device)
-                table.weight[:keep] = old[:keep]
-                if init == "mean":
-                    table.weight[keep:] = old[:trained].mean(dim=0)
-                table.requires_grad_(old.requires_grad)
-                net.embedding = table
+        for net in (self.agent, self.target_agent):
+            net.embedding = net.embedding.resized(n, trained, init)
         for mixer in (self.mixer, self.target_mixer):
             if hasattr(mixer, "resize_agents"):
                 mixer.resize_agents(n, trained)
