@@ -36,6 +36,9 @@ UPDATES = "num_updates_lifetime"
 # ---- episode metrics ----
 RETURN = "return"
 RETURN_PER_AGENT = "return_per_agent"
+ACTIVE_RETURN_PER_AGENT = "active_return_per_agent"
+"""The return of the agents the policy controls, per such agent (under incremental learning the
+others act at random; with no agent active, the same as RETURN_PER_AGENT)."""
 LENGTH = "length"
 ALIVE_AT_END = "alive"
 N_ACTIVE = "n_active"

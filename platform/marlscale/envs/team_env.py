@@ -55,6 +55,7 @@ class _Team:
         self.alive = np.ones(self.n, dtype=bool)
         self.last_actions = np.zeros(self.n, dtype=np.int32)
         self.episode_return = 0.0
+        self.active_return = 0.0  # of the slots active at each step
         self.events: dict[str, int] = {}
 
     @property
@@ -259,6 +260,7 @@ class MagentTeamEnv(MultiAgentEnv):
             rewards.append(slot_reward)
             team_rewards.append(float(slot_reward.sum()))
             team.episode_return += team_rewards[-1]
+            team.active_return += float(slot_reward[team.active].sum())
         alive_before = [team.n_alive for team in self._teams]
         observed = self._observe()
         deaths = [before - team.n_alive for before, team in zip(alive_before, self._teams)]
@@ -384,12 +386,15 @@ class MagentTeamEnv(MultiAgentEnv):
 
     def _episode_metrics(self, team: _Team) -> dict[str, float]:
         other = self._teams[1 - team.index]
+        n_active = int(team.active.sum())
         metrics = {
             keys.RETURN: team.episode_return,
             keys.RETURN_PER_AGENT: team.episode_return / team.n,
+            keys.ACTIVE_RETURN_PER_AGENT: (team.active_return / n_active if n_active
+                                           else team.episode_return / team.n),
             keys.LENGTH: self._t,
             keys.ALIVE_AT_END: team.n_alive,
-            keys.N_ACTIVE: int(team.active.sum()),
+            keys.N_ACTIVE: n_active,
             keys.OPPONENT_RETURN: other.episode_return,
             keys.OPPONENT_RETURN_PER_AGENT: other.episode_return / other.n,
             keys.REWARD_DIFFERENCE: team.episode_return / team.n - other.episode_return / other.n,
