@@ -126,6 +126,10 @@ def _add_evaluate(commands) -> None:
     _add_matchup_flags(evaluate)
     evaluate.add_argument("--episodes", type=_positive_int, default=10,
                           help="episodes (default 10)")
+    evaluate.add_argument("--n-agents", type=_positive_int, default=None,
+                          help="play at this N per team instead of the trained one: the shared "
+                               "network is kept, the slot embeddings grown (new slots at the "
+                               "mean of the trained ones) or cut to the first N")
     evaluate.add_argument("--json", default=None, metavar="OUT",
                           help="also write the figures as JSON to OUT")
     evaluate.add_argument("--num-env-runners", type=int, default=None,
@@ -245,7 +249,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--num-env-runners {args.num_env_runners} is invalid; allowed: an "
                          "integer >= 0")
     evaluation = Evaluation.prepare(args.checkpoint, args.opponent, args.side, args.episodes,
-                                    args.seed, args.epsilon)
+                                    args.seed, args.epsilon, n_agents=args.n_agents)
     _init_ray(args)
     try:
         runners = args.num_env_runners

@@ -37,9 +37,11 @@ Two ways to go on from earlier training, both checked before Ray starts:
 * `run(spec, run_dir, from_checkpoint=check_warm_start(spec, CKPT))` (`marlscale train ...
   --from-checkpoint CKPT[:team]`) starts a new run whose team modules begin with a
   checkpoint's weights (online and target networks); counters, epsilon and the optimizer
-  start fresh. The checkpoint must be of the same game, and of the same algorithm, N, network
-  sizes and observation shapes for every team it starts; spec.json records it under
-  `from_checkpoint`.
+  start fresh. The checkpoint must be of the same game, and of the same algorithm, network
+  sizes and per-agent observation shapes for every team it starts; spec.json records it under
+  `from_checkpoint`. Its N may differ (`--n-agents N2`): the shared network is kept, the slot
+  embeddings (and QMIX's per-slot hypernetwork rows) keep their first min(N, N2) rows and new
+  slots start at the mean of the trained ones (or fresh, with `embedding_init: initialised`).
 """
 
 from __future__ import annotations
@@ -518,26 +520,34 @@ def check_warm_start(spec: TrainSpec, text: str | os.PathLike,
                       "n_agents": counts[team]}
         for team in teams
     }
-    checkpoints.check_fits(checkpoint, wanted, env_config.game, name)
+    checkpoints.check_fits(checkpoint, wanted, env_config.game, name, any_n=True)
+    curriculum = config.curriculum_config()
+    init = curriculum.embedding_init if curriculum.schedule != "none" else "mean"
     probe = MagentTeamEnv(env_config)
     states = {}
     for team, source in teams.items():
-        module = checkpoint.policies[source].load_module()
-        have = _shapes(module.observation_space, module.action_space)
-        want = _shapes(probe.observation_spaces[team], probe.action_spaces[team])
+        policy = checkpoint.policies[source]
+        module = policy.load_module()
+        have = _shapes(module.observation_space, module.action_space, policy.n_agents)
+        want = _shapes(probe.observation_spaces[team], probe.action_spaces[team], counts[team])
         for key in sorted(set(have) & set(want)):
             if have[key] != want[key]:
                 raise ValueError(
                     f"{name} {str(checkpoint.path)!r}: its {source} module takes {key} of shape "
                     f"{have[key]}; the run's {team} team has {want[key]}; allowed: a "
-                    "checkpoint whose env gives the same observation and action shapes (game, "
-                    "N, state_grid)")
+                    "checkpoint whose env gives the same observation and action shapes per "
+                    "agent (game, state_grid)")
+        if counts[team] != policy.n_agents:  # continue the policy at another population size
+            module.resize_agents(counts[team], trained=checkpoint.n_active[source], init=init)
         states[team] = {key: value for key, value in module.get_state().items()
                         if key not in FRESH_BUFFERS}
     return WarmStart(checkpoint=checkpoint.path, teams=teams, states=states)
 
 
-def _shapes(observation_space, action_space) -> dict[str, tuple[int, ...]]:
-    shapes = {key: tuple(space.shape) for key, space in observation_space.spaces.items()}
-    shapes["actions"] = tuple(int(n) for n in action_space.nvec)
+def _shapes(observation_space, action_space, n_agents: int) -> dict[str, tuple[Any, ...]]:
+    """Observation and action shapes, the per-agent columns' team size written "N"."""
+    per_agent = (*keys.PER_AGENT_KEYS, keys.ALIVE, keys.ACTIVE)
+    shapes = {key: ("N", *space.shape[1:]) if key in per_agent else tuple(space.shape)
+              for key, space in observation_space.spaces.items()}
+    shapes["actions"] = ("N", int(action_space.nvec[0]))
     return shapes

@@ -38,7 +38,8 @@ def trained(ray_local, tmp_path_factory):
         "h2h": _train(root / "h2h", "battle", 4, env_config={"opponent": "learned"},
                       algorithm="qmix", opponent_algorithm="mfq"),
         "battle6": _train(root / "battle6", "battle", 6, algorithm="vdn"),
-        "pursuit": _train(root / "pursuit", "adversarial_pursuit", 4, algorithm="iql"),
+        "pursuit": _train(root / "pursuit", "adversarial_pursuit", 4, algorithm="iql",
+                          env_config={"map_size": 14}),
         "incremental": _train(root / "incremental", "battle", 4, algorithm="qmix",
                               curriculum={"schedule": "linear", "start": 1, "every": 100}),
     }
@@ -106,6 +107,8 @@ def test_evaluate_cli_prints_a_table_and_writes_the_same_json_twice(trained, tmp
     ("other_n", "trained at N=6 red, 6 blue and CHECKPOINT"),
     ("no_such_team", "holds no team 'green'; allowed: red, blue"),
     ("episodes", "--episodes: 0 is invalid; allowed: an integer >= 1"),
+    ("n_agents", "--n-agents: 0 is invalid; allowed: an integer >= 1"),
+    ("map_rules", "--n-agents 300 is invalid for '"),
     ("json_dir", "folder"),
 ])
 def test_bad_evaluate_input_fails_before_ray_with_a_clear_line(trained, tmp_path, case,
@@ -118,6 +121,8 @@ def test_bad_evaluate_input_fails_before_ray_with_a_clear_line(trained, tmp_path
         "other_n": [h2h, "--opponent", str(trained["battle6"])],
         "no_such_team": [f"{h2h}:green"],
         "episodes": [h2h, "--episodes", "0"],
+        "n_agents": [h2h, "--n-agents", "0"],
+        "map_rules": [str(trained["pursuit"]), "--n-agents", "300"],  # its map is 14 x 14
         "json_dir": [h2h, "--json", str(tmp_path / "missing" / "out.json")],
     }[case]
     done = marlscale("evaluate", *args, timeout=120)
@@ -125,6 +130,19 @@ def test_bad_evaluate_input_fails_before_ray_with_a_clear_line(trained, tmp_path
     assert expected in done.stderr
     assert "Traceback" not in done.stderr and "Ray" not in done.stderr
     assert not (tmp_path / "missing").exists()
+
+
+def test_evaluate_at_another_n_resizes_both_policies(trained):
+    """Cross-play at N=7 of a head-to-head pair trained at N=4, and the N=6 battle policy at 3."""
+    report = Evaluation.prepare(str(trained["h2h"]), episodes=2, n_agents=7).run(0)
+    assert report["n_agents"] == {"red": 7, "blue": 7}
+    for side in ("red", "blue"):
+        assert report["sides"][side]["trained_n_agents"] == 4
+        assert report["sides"][side]["n_active"] == 7
+        assert report["sides"][side][keys.RETURN_PER_AGENT]["n"] == 2
+    small = Evaluation.prepare(str(trained["battle6"]), episodes=1, n_agents=3).run(0)
+    assert small["n_agents"] == {"red": 3, "blue": 3}
+    assert small["sides"]["blue"]["algorithm"] == "random"
 
 
 def _cell_colours(path, info):

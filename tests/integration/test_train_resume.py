@@ -194,8 +194,8 @@ def test_from_checkpoint_starts_learner_and_env_runner_from_its_weights(source):
     try:
         learner = algo.learner_module("predator")
         fresh = learner.get_state()
-        assert not np.array_equal(fresh["agent.embedding.weight"],
-                                  expected["agent.embedding.weight"])
+        assert not np.array_equal(fresh["agent.embedding.blocks.0"],
+                                  expected["agent.embedding.blocks.0"])
         warm.apply(algo)
         state = learner.get_state()
         assert_same_weights(state, expected)
@@ -248,11 +248,39 @@ ASKS = "the run asks for {}, hidden=32, embedding_dim=16, mean_action_hidden=32,
        "mixing_embed_dim=32, hypernet_embed=64"
 HAS = "its predator module is qmix, N=4, hidden=32, embedding_dim=16, mean_action_hidden=32, " \
       "mixing_embed_dim=32, hypernet_embed=64; "
-SAME = "; allowed: a checkpoint of the same algorithm, N and network sizes"
+SAME = "; allowed: a checkpoint of the same algorithm and network sizes"
+
+
+def test_from_checkpoint_at_another_n_keeps_the_network_and_grows_or_cuts_the_slots(
+        cli, source, tmp_path):
+    """`--n-agents N2` continues the N=4 policy at N2: the shared network as trained, slots
+    0..min(4, N2)-1 as trained, new slots at the mean of the trained ones (online and target)."""
+    expected = checkpoints.load(source).policies["predator"].load_module()
+    for n in (9, 2):
+        run_dir = tmp_path / f"n{n}"
+        done = cli("train", spec_file(tmp_path / "spec.json", stop={"iterations": 1},
+                                      training={"learning_starts": 1000}),
+                   "--from-checkpoint", source, "--n-agents", n, "--run-dir", run_dir)
+        assert done.code == 0, done.err
+        module = checkpoints.load(run_dir).policies["predator"].load_module()
+        assert module.n_agents == n
+        for net in ("agent", "target_agent"):
+            ours, theirs = getattr(module, net), getattr(expected, net)
+            table, trained = ours.embedding.weight.detach(), theirs.embedding.weight.detach()
+            keep = min(n, 4)
+            np.testing.assert_array_equal(table[:keep], trained[:keep])
+            if n > 4:
+                np.testing.assert_allclose(table[4:], trained.mean(0).expand(n - 4, -1),
+                                           rtol=1e-6)
+            np.testing.assert_array_equal(ours.view_encoder.weight.detach(),
+                                          theirs.view_encoder.weight.detach())
+        w1 = module.mixer.w1_weight.weight.detach()
+        np.testing.assert_array_equal(w1[:min(n, 4)],
+                                      expected.mixer.w1_weight.weight.detach()[:min(n, 4)])
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--n-agents", "3"], [HAS + ASKS.format("qmix, N=3") + SAME]),
+    (["--n-agents", "300"], ["n_agents=300 is invalid"]),  # map 14 cannot hold them
     (["--algorithm", "vdn"], [HAS + ASKS.format("vdn, N=4") + SAME]),
     (["--set", "hidden=64"], [HAS, "the run asks for qmix, N=4, hidden=64", SAME]),
     (["--algorithm", "mfqmix"], [HAS, "the run asks for mfqmix, N=4, hidden=32",

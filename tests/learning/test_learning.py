@@ -7,6 +7,9 @@ Budgets and thresholds (measured values in docs/algorithms.md):
 * battle, QMIX, 12 vs 12 random, 100-step episodes, 4,000 env steps: the learned team's greedy
   return (5 episodes) must beat the random team's, and the random-policy floor of its own seat
   (about -4 per agent: random play wastes attacks).
+* transfer across N: the QMIX policy of the pursuit test above (N=4, 8,000 env steps),
+  evaluated at N=8 (its slot embeddings grown, new slots at the mean of the trained ones)
+  over 5 greedy episodes, must beat the same N=8 team acting at random (epsilon 1).
 * `-m slow`: issue #12's bar, pursuit N = 25, 50k env steps, 3 seeds (the committed spec
   tune_specs/ablations/learners_n25.yaml as a sweep): mean final greedy return per predator
   >= +40 for VDN and >= +35 for QMIX and MFQMIX.
@@ -46,6 +49,21 @@ def test_pursuit_baselines_learn_too(ray_local, algorithm):
     spec = TrainSpec.from_dict({**PURSUIT.__dict__,
                                 "training": {**PURSUIT.training, "algorithm": algorithm}})
     assert train_and_evaluate(spec)["predator"][keys.RETURN_PER_AGENT] > 0.0
+
+
+def test_a_policy_trained_at_n4_plays_at_n8_above_random(ray_local, tmp_path):
+    from marlscale.evaluation.evaluate import Evaluation
+    from marlscale.train import run
+
+    run(PURSUIT, tmp_path / "n4", log=lambda line: None)
+    greedy, random = (Evaluation.prepare(str(tmp_path / "n4"), episodes=5, epsilon=epsilon,
+                                         n_agents=8).run(0)["sides"]["predator"]
+                      for epsilon in (0.0, 1.0))
+    learned = greedy[keys.RETURN_PER_AGENT]["mean"]
+    floor = random[keys.RETURN_PER_AGENT]["mean"]
+    print(f"trained at N=4, played at N=8: greedy return/agent {learned:.2f}, random {floor:.2f}")
+    assert greedy["n_active"] == 8 and greedy["trained_n_agents"] == 4
+    assert learned > floor + 5.0
 
 
 def test_battle_learned_team_beats_the_random_team(ray_local):

@@ -183,9 +183,10 @@ def _team_order(config: dict[str, Any], root: Path) -> list[str]:
 
 
 def check_fits(checkpoint: TeamCheckpoint, wanted: dict[str, TeamPolicy | dict[str, Any]],
-               game: str, name: str = "--from-checkpoint") -> None:
+               game: str, name: str = "--from-checkpoint", any_n: bool = False) -> None:
     """Raise unless the checkpoint holds, for every wanted team, a module of the same game,
-    algorithm, N and network sizes. `wanted`: {team: {"algorithm", "n_agents", sizes...}}."""
+    algorithm, N and network sizes. `wanted`: {team: {"algorithm", "n_agents", sizes...}}.
+    `any_n`: N may differ (the module will be resized: the network is shared across slots)."""
     where = f"{name} {str(checkpoint.path)!r}"
     if checkpoint.game != game:
         raise ValueError(f"{where} is a checkpoint of {checkpoint.game}; allowed: a checkpoint "
@@ -196,7 +197,7 @@ def check_fits(checkpoint: TeamCheckpoint, wanted: dict[str, TeamPolicy | dict[s
                              f"{', '.join(checkpoint.policies)}); allowed: a checkpoint with "
                              f"every team the run trains ({', '.join(wanted)})")
         have = checkpoint.policies[team]
-        mine = (have.algorithm, have.n_agents, have.mean_action,
+        mine = (have.algorithm, want["n_agents"] if any_n else have.n_agents, have.mean_action,
                 *(have.sizes.get(k) for k in MODEL_SIZES))
         theirs = (want["algorithm"], want["n_agents"], want.get("mean_action"),
                   *(want.get(k) for k in MODEL_SIZES))
@@ -206,7 +207,7 @@ def check_fits(checkpoint: TeamCheckpoint, wanted: dict[str, TeamPolicy | dict[s
             raise ValueError(f"{where}: its {team} module is {have.describe()}"
                              f"{_mean(have.mean_action)}; the run asks for {asked}"
                              f"{_mean(want.get('mean_action'))}; allowed: a checkpoint of the "
-                             "same algorithm, N and network sizes")
+                             f"same algorithm{'' if any_n else ', N'} and network sizes")
 
 
 def _mean(mean_action: str | None) -> str:

@@ -16,6 +16,7 @@ in training.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,9 @@ class Contestant:
     """How reports name it: 'random', or the checkpoint path with its team ('CKPT:red')."""
     checkpoint: checkpoints.TeamCheckpoint | None = None
     policy: checkpoints.TeamPolicy | None = None
+    n_agents: int | None = None
+    """The population it plays at, when not the one it was trained at (`--n-agents`): its slot
+    embeddings are grown or cut to fit (`TeamQModule.resize_agents`)."""
 
     @property
     def is_random(self) -> bool:
@@ -50,13 +54,34 @@ class Contestant:
         return None if self.policy is None else self.policy.team
 
     @property
-    def n_active(self) -> int | None:
-        """Agents its policy controls (its checkpoint's curriculum stage); None: random."""
+    def trained_n_active(self) -> int | None:
+        """Agents its policy controlled at its checkpoint's curriculum stage; None: random."""
         return None if self.policy is None else self.checkpoint.n_active[self.policy.team]
+
+    @property
+    def n_active(self) -> int | None:
+        """Agents its policy controls here: as trained, or at another N every agent when it
+        controlled all of them (else as many as it controlled, at most N)."""
+        trained = self.trained_n_active
+        if trained is None or self.n_agents is None:
+            return trained
+        return self.n_agents if trained >= self.policy.n_agents else min(trained, self.n_agents)
+
+    @property
+    def plays_n_agents(self) -> int | None:
+        return None if self.policy is None else self.n_agents or self.policy.n_agents
+
+    def load_module(self):
+        """Its TeamQModule, resized to the population it plays at."""
+        module = self.policy.load_module()
+        if self.n_agents is not None and self.n_agents != self.policy.n_agents:
+            module.resize_agents(self.n_agents, trained=self.trained_n_active)
+        return module
 
     def describe(self) -> dict[str, Any]:
         return {"policy": self.label, "algorithm": self.algorithm,
                 "trained_side": self.trained_side, "n_active": self.n_active,
+                "trained_n_agents": None if self.policy is None else self.policy.n_agents,
                 "iteration": None if self.checkpoint is None else self.checkpoint.iteration}
 
 
@@ -71,9 +96,18 @@ def contestant(text: str, name: str = "CHECKPOINT") -> Contestant:
                       policy=policy)
 
 
-def arena_env_config(contestants: list[Contestant], names: list[str]) -> TeamEnvConfig:
+def at_population(contestant: Contestant, n_agents: int | None) -> Contestant:
+    """The contestant playing at `n_agents` per team (None or random: unchanged)."""
+    if n_agents is None or contestant.is_random:
+        return contestant
+    return dataclasses.replace(contestant, n_agents=n_agents)
+
+
+def arena_env_config(contestants: list[Contestant], names: list[str],
+                     n_agents: int | None = None) -> TeamEnvConfig:
     """The head-to-head env every contestant can play in: the first checkpoint's game, map and
-    episode length, with both teams as agent ids. Raises unless all share the game and N."""
+    episode length, with both teams as agent ids. Raises unless all share the game and N.
+    `n_agents`: play at this N instead (`--n-agents`; the map follows the game's rules)."""
     trained = [(c, n) for c, n in zip(contestants, names) if not c.is_random]
     if not trained:
         raise ValueError(f"{names[0]}=random is invalid against a random opponent; allowed: a "
@@ -93,7 +127,14 @@ def arena_env_config(contestants: list[Contestant], names: list[str]) -> TeamEnv
                 "(cross-play needs the same team sizes)")
     values = base.to_dict()
     values.update(opponent="learned", n_active=None, mean_actions=True)
-    return TeamEnvConfig.from_dict(values)
+    if n_agents is None:
+        return TeamEnvConfig.from_dict(values)
+    values["n_agents"] = n_agents
+    try:
+        return TeamEnvConfig.from_dict(values)
+    except ValueError as error:
+        raise ValueError(f"--n-agents {n_agents} is invalid for {first.label!r}: {error}") \
+            from None
 
 
 def _counts(env: TeamEnvConfig) -> str:
@@ -113,12 +154,13 @@ def check_sides(sides: dict[str, Contestant], env_config: TeamEnvConfig,
             raise ValueError(f"--side {side!r} is invalid; allowed: {', '.join(spaces)}")
         views, n_actions = spaces[side]
         policy = contestant.policy
+        n = contestant.plays_n_agents
         fits = [s for s, (v, a) in spaces.items()
-                if (policy.n_agents, *policy.view_shape) == v and policy.n_actions == a]
+                if (n, *policy.view_shape) == v and policy.n_actions == a]
         if side not in fits:
             raise ValueError(
                 f"{names[side]} {contestant.label!r} cannot play {side}: its policy sees "
-                f"{policy.n_agents} agents' {policy.view_shape} views with {policy.n_actions} "
+                f"{n} agents' {policy.view_shape} views with {policy.n_actions} "
                 f"actions; {side} has {views[0]} agents, {views[1:]} views and {n_actions} "
                 f"actions; allowed sides: {', '.join(fits)}")
 
@@ -214,8 +256,7 @@ class Arena:
         config.validate()
         self.num_env_runners = num_env_runners
         self.group = EnvRunnerGroup(config=config, local_env_runner=num_env_runners == 0)
-        modules = {key: c.policy.load_module() for key, c in contestants.items()
-                   if not c.is_random}
+        modules = {key: c.load_module() for key, c in contestants.items() if not c.is_random}
         n_active = {key: c.n_active for key, c in contestants.items() if not c.is_random}
         self._modules, self._n_active = modules, n_active
 

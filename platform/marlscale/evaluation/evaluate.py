@@ -31,6 +31,7 @@ from marlscale.evaluation.arena import (
     Contestant,
     Game,
     arena_env_config,
+    at_population,
     check_sides,
     contestant,
     episode_seed,
@@ -125,8 +126,13 @@ class Evaluation:
 
     @classmethod
     def prepare(cls, checkpoint: str, opponent: str | None = None, side: str | None = None,
-                episodes: int = 10, seed: int = 0, epsilon: float = 0.0) -> Evaluation:
-        """Read and check everything (no Ray): bad input raises ValueError naming it."""
+                episodes: int = 10, seed: int = 0, epsilon: float = 0.0,
+                n_agents: int | None = None) -> Evaluation:
+        """Read and check everything (no Ray): bad input raises ValueError naming it.
+        `n_agents`: play at this N per team, the policies resized to it (transfer across N)."""
+        if n_agents is not None and (isinstance(n_agents, bool) or not isinstance(n_agents, int)
+                                     or n_agents < 1):
+            raise ValueError(f"--n-agents {n_agents!r} is invalid; allowed: an integer >= 1")
         if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
             raise ValueError(f"--episodes {episodes!r} is invalid; allowed: an integer >= 1")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -141,8 +147,9 @@ class Evaluation:
         if opponent is None:
             others = [t for t in policy.checkpoint.policies if t != policy.policy.team]
             opponent = f"{policy.checkpoint.path}:{others[0]}" if others else RANDOM
-        rival = contestant(opponent, "--opponent")
-        env_config = arena_env_config([policy, rival], ["CHECKPOINT", "--opponent"])
+        rival = at_population(contestant(opponent, "--opponent"), n_agents)
+        policy = at_population(policy, n_agents)
+        env_config = arena_env_config([policy, rival], ["CHECKPOINT", "--opponent"], n_agents)
         names = list(env_config.game_spec.team_names)
         mine = side or policy.trained_side
         if mine not in names:
@@ -223,6 +230,6 @@ def table(report: dict[str, Any]) -> str:
     policies = "\n".join(
         f"  {side}: the random policy" if s["algorithm"] == RANDOM else
         f"  {side}: {s['policy']} ({s['algorithm']}, trained as {s['trained_side']}, iteration "
-        f"{s['iteration']}, {s['n_active']} agents controlled)"
+        f"{s['iteration']}, N={s['trained_n_agents']}, {s['n_active']} agents controlled)"
         for side, s in report["sides"].items())
     return f"{header}\n{policies}\n\n{pd.DataFrame(rows).to_string(index=False)}"
