@@ -198,6 +198,9 @@ def _add_bench(commands) -> None:
     train_bench.add_argument("--active", type=_positive_int, default=None,
                              help="of which this many are trained (incremental learning); "
                                   "also measures N=ACTIVE all trained and prints the ratios")
+    train_bench.add_argument("--cores", action="store_true",
+                             help="instead: training at N=25 and N=100 on one core, and on two "
+                                  "cores taking turns and with an EnvRunner sampling alongside")
 
 def _add_matchup_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opponent", default=None, metavar="random|CKPT[:team]",
@@ -508,8 +511,10 @@ def _bench(args: argparse.Namespace) -> int:
         from marlscale.bench import train as train_bench
 
         train_bench.check(args.n_agents, args.active)  # before Ray starts
+        if args.cores and (args.n_agents or args.active):
+            raise ValueError("--cores is invalid with --n-agents/--active; allowed: one of them")
         print(json.dumps(train_bench.run(steps=args.steps, n_agents=args.n_agents,
-                                         n_active=args.active), indent=2))
+                                         n_active=args.active, cores=args.cores), indent=2))
         return 0
     from marlscale.bench import env as env_bench
 

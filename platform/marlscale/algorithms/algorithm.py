@@ -4,7 +4,11 @@ One training iteration: every EnvRunner steps its envs `rollout_length` times wi
 epsilon-greedy; the chunks go into each team's own `TeamReplay`; the learner takes
 `updates_per_env_step` gradient steps per env step sampled (batch `batch_size` each, one
 `LearnerGroup.update` call per iteration); epsilon follows its schedule; weights and epsilon
-are synced back to the EnvRunners. Checkpoints add what RLlib's `get_state` leaves out:
+are synced back to the EnvRunners. With remote EnvRunners and `sample_ahead` (the default),
+sampling overlaps learning: the iteration takes the sample launched in the previous one, syncs
+the weights, launches the next sample (RLlib's async EnvRunner calls) and then learns, so the
+runners act with weights one iteration older. Each actor runs its calls in order, so which
+weights a sample used is fixed: runs stay deterministic per seed. Checkpoints add what RLlib's `get_state` leaves out:
 counters, epsilon, RNG states and, optionally, the replay.
 """
 
@@ -37,7 +41,8 @@ ENV_STEPS_PER_S = "env_steps_per_s"
 AGENT_STEPS_PER_S = "agent_steps_per_s"
 """ENV_STEPS_PER_S times the learning teams' agents (N; both teams' in head-to-head)."""
 SAMPLING_ENV_STEPS_PER_S = "sampling_env_steps_per_s"
-"""The iteration's env steps over its sampling time alone (no learning)."""
+"""The iteration's env steps over its sampling time alone (the slowest EnvRunner's `collect`;
+no learning)."""
 WALL_S = "wall_s_lifetime"
 """Wall time since training began, summed over resumes (what end-to-end rates divide by)."""
 REPLAY_BYTES = "replay_bytes"
@@ -50,6 +55,7 @@ RANDOM = "random"
 """The same evaluation with every agent acting uniformly at random (logged once, at the first
 evaluation): the random policy's level."""
 TEAMS = "teams"
+SAMPLE_TAG = "sample"
 MAX_MINIBATCHES_PER_CALL = 16
 
 
@@ -98,6 +104,7 @@ class TeamQ(Algorithm):
         self._iteration_env_steps = 0
         self._random_level: dict[str, dict[str, float]] | None = None
         self._step_ended = time.perf_counter()
+        self._sampling = False  # remote samples in flight (sample_ahead)
         self._last_episodes: dict[str, list] = defaultdict(list)
         self._set_epsilon(epsilon_at(config, 0))
 
@@ -106,23 +113,35 @@ class TeamQ(Algorithm):
         steps = self.config.rollout_length
         if self.config.num_env_runners == 0:
             return [self.env_runner.collect(steps)]
-        return self.env_runner_group.foreach_env_runner(
-            lambda runner: runner.collect(steps), local_env_runner=False
-        )
+        if not self.config.sample_ahead:
+            return self.env_runner_group.foreach_env_runner(
+                lambda runner: runner.collect(steps), local_env_runner=False
+            )
+        if not self._sampling:  # the first iteration (or after a restore): nothing in flight
+            self._launch_sampling()
+        ready = self.env_runner_group.fetch_ready_async_reqs(tags=SAMPLE_TAG,
+                                                             timeout_seconds=None)
+        self._sampling = False
+        return [sample for _, sample in ready]
+
+    def _launch_sampling(self) -> None:
+        """Start every healthy remote EnvRunner's next `collect` (results: `_collect`)."""
+        steps = self.config.rollout_length
+        self._sampling = self.env_runner_group.foreach_env_runner_async(
+            lambda runner: runner.collect(steps), tag=SAMPLE_TAG) > 0
 
     @override(Algorithm)
     def training_step(self) -> None:
         config = self.config
-        start = time.perf_counter()
-        env_steps = 0
+        env_steps, sample_time = 0, 0.0
         for sample in self._collect():
             env_steps += sample["env_steps"]
+            sample_time = max(sample_time, sample["sample_s"])  # the runners sample in parallel
             for team, chunks in sample["chunks"].items():
                 for chunk in chunks:
                     self.replays[team].add_chunk(chunk)
             for episode in sample["episodes"]:
                 self._last_episodes[episode["team"]].append(episode)
-        sample_time = time.perf_counter() - start
         self.counters[ENV_STEPS] += env_steps
         self._iteration_env_steps = env_steps
         self.counters[AGENT_STEPS] += env_steps * sum(self.team_sizes.values())
@@ -131,12 +150,19 @@ class TeamQ(Algorithm):
         updates = int(credit)
         self.counters["update_credit"] = credit - updates
         stored = min(len(replay) for replay in self.replays.values())
+        ahead = config.num_env_runners > 0 and config.sample_ahead
+        if ahead:  # the runners sample with the weights so far while the learner trains
+            self._set_epsilon(epsilon_at(config, self.counters[ENV_STEPS]))
+            self.env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group, inference_only=True)
+            self._launch_sampling()
         if updates and stored >= max(config.learning_starts, 1):
             self.learn(updates)
-        self._set_epsilon(epsilon_at(config, self.counters[ENV_STEPS]))
-        self.env_runner_group.sync_weights(
-            from_worker_or_learner_group=self.learner_group, inference_only=True
-        )
+        if not ahead:
+            self._set_epsilon(epsilon_at(config, self.counters[ENV_STEPS]))
+            self.env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group, inference_only=True
+            )
         self._log_iteration(env_steps, sample_time)
         if config.eval_interval and (self.iteration + 1) % config.eval_interval == 0:
             self.metrics.log_dict(self.evaluate_greedy(config.eval_episodes), key=EVALUATION,

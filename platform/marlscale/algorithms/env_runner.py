@@ -10,6 +10,7 @@ sync, health checks, fault tolerance) is RLlib's.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -110,6 +111,7 @@ class TeamEnvRunner(MultiAgentEnvRunner):
     def collect(self, num_steps: int, explore: bool = True) -> dict[str, Any]:
         """Step every env `num_steps` times; return the chunks per team, finished episodes'
         metrics and the env steps taken. Episodes continue across calls."""
+        started = time.perf_counter()
         envs = self.team_envs
         if self._obs is None:
             self._obs = [env.reset()[0] for env in envs]
@@ -137,7 +139,8 @@ class TeamEnvRunner(MultiAgentEnvRunner):
                     per_team[team] = _Chunk(chunk.obs[-1])
         env_steps = num_steps * len(envs)
         self.num_env_steps_sampled_lifetime += env_steps
-        return {"chunks": chunks, "episodes": episodes, "env_steps": env_steps}
+        return {"chunks": chunks, "episodes": episodes, "env_steps": env_steps,
+                "sample_s": time.perf_counter() - started}
 
     def evaluate(self, num_episodes: int, random: bool = False) -> list[dict[str, Any]]:
         """Play `num_episodes` greedy episodes in a separate env; their metrics per team.

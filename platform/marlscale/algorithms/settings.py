@@ -132,6 +132,10 @@ class TeamQSettings:
                                       doc="mean-action encoder width")
     mixing_embed_dim: int = setting(32, "PyMARL QMIX", kind="int", low=1)
     hypernet_embed: int = setting(64, "PyMARL QMIX", kind="int", low=1)
+    sample_ahead: bool = setting(
+        True, "Ape-X-style actor/learner overlap", kind="bool",
+        doc="with remote EnvRunners, they sample the next iteration while the learner trains "
+            "(weights one iteration older); false: sampling and learning take turns")
     checkpoint_replay: bool = setting(False, "", kind="bool",
                                       doc="also save the replay buffers in checkpoints")
     curriculum: dict | None = setting(

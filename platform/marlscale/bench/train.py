@@ -7,6 +7,9 @@ Measured in one run, beside raw magent2 (PettingZoo parallel_env, random actions
   pursuit N=25 (or `--n-agents N`, `--active K` of them trained), env-steps/s end to end;
 * learner updates/s at batch 128, and the replay's bytes per stored env step and agent-step.
 
+With `--cores`: training at N=25 and N=100 on one core, then on two, first taking turns (the
+learner's torch on both cores), then with a remote EnvRunner sampling alongside the learner.
+
 With `--active K` < N, the same measurement at N=K with every agent active runs beside it, and
 `scale` gives the ratios (N, K active) / (K, all active): the cost of the untrained agents.
 """
@@ -60,19 +63,29 @@ def sampling(n_agents: int, steps: int) -> dict[str, Any]:
     }
 
 
-def training(steps: int, n_agents: int = 25, n_active: int | None = None) -> dict[str, Any]:
+def training(steps: int, n_agents: int = 25, n_active: int | None = None,
+             cores: int | None = None, env_runners: int = 0) -> dict[str, Any]:
     """End-to-end env-steps/s with 1 update of batch 128 per 10 env steps, pursuit N agents of
-    which `n_active` (default all) are trained."""
+    which `n_active` (default all) are trained.
+
+    `cores`: this process, its Ray and its workers are pinned to that many CPUs (default all).
+    `env_runners`: 0, sampling in this process, taking turns with the learner, which uses every
+    core; else that many remote EnvRunners sample alongside the learner (`sample_ahead`), one
+    core each, and the learner keeps the rest."""
     import ray
 
     spec = _spec(n_agents, n_active, batch_size=128, updates_per_env_step=0.1,
                  learning_starts=200, rollout_length=100, replay_capacity=20_000)
+    every = os.sched_getaffinity(0)
+    pinned = set(sorted(every)[:cores]) if cores else every
+    os.sched_setaffinity(0, pinned)  # before Ray starts: its processes inherit it
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=len(pinned), include_dashboard=False, log_to_driver=False)
         register_envs()  # Tune's registry lives in the Ray session
-    # One process on this machine: the Algorithm reserves (and torch uses) every core.
-    config = spec.algorithm_config().resources(num_cpus_for_main_process=os.cpu_count() or 1)
+    config = spec.algorithm_config().resources(
+        num_cpus_for_main_process=max(1, len(pinned) - env_runners))
+    config.env_runners(num_env_runners=env_runners)
     algo = config.build_algo()
     try:
         while algo.counters[keys.UPDATES] == 0:  # fill past learning_starts
@@ -97,6 +110,7 @@ def training(steps: int, n_agents: int = 25, n_active: int | None = None) -> dic
         algo.stop()
         if started:
             ray.shutdown()
+        os.sched_setaffinity(0, every)
     map_size = spec.algorithm_config().team_env_config.resolved_map_size
     raw_agent_steps, raw_elapsed = _raw_pettingzoo("adversarial_pursuit", map_size, steps, 0)
     raw_env_steps_per_s = steps / raw_elapsed
@@ -104,7 +118,9 @@ def training(steps: int, n_agents: int = 25, n_active: int | None = None) -> dic
     active = n_agents if n_active is None else n_active
     return {
         "game": "adversarial_pursuit", "n_agents": n_agents, "n_active": active,
-        "map_size": map_size, "batch_size": 128,
+        "map_size": map_size, "batch_size": 128, "cores": len(pinned),
+        "sampling": "alongside learning" if env_runners else "taking turns with learning",
+        "env_runners": env_runners,
         "updates_per_env_step": round(updates / env_steps, 3),
         "env_steps_per_s": {"training": round(ours, 1), "raw_pettingzoo_random":
                             round(raw_env_steps_per_s, 1)},
@@ -136,6 +152,19 @@ def scale(steps: int, n_agents: int, n_active: int) -> dict[str, Any]:
     }
 
 
+def alongside(steps: int, sizes: tuple[int, ...] = (25, 100)) -> list[dict[str, Any]]:
+    """End-to-end training at each N: on one core, on two taking turns (the learner's torch on
+    both), and on two with a remote EnvRunner sampling alongside the learner."""
+    rows = []
+    for n in sizes:
+        for cores, runners in ((1, 0), (2, 0), (2, 1)):
+            row = training(steps, n, cores=cores, env_runners=runners)
+            rows.append({key: row[key] for key in (
+                "n_agents", "cores", "sampling", "env_runners", "updates_per_env_step",
+                "env_steps_per_s", "learner_updates_per_s")})
+    return rows
+
+
 def check(n_agents: int | None, n_active: int | None) -> None:
     """A ValueError naming the flag when the case cannot run (active > N, a map the game
     refuses, a replay that does not fit), before anything starts."""
@@ -148,12 +177,15 @@ def check(n_agents: int | None, n_active: int | None) -> None:
         raise ValueError(f"--n-agents {n} --active {n_active}: {error}") from None
 
 
-def run(steps: int = 1000, n_agents: int | None = None,
-        n_active: int | None = None) -> dict[str, Any]:
+def run(steps: int = 1000, n_agents: int | None = None, n_active: int | None = None,
+        cores: bool = False) -> dict[str, Any]:
     """The default measurements, or with `n_agents` (and `n_active`) the training case at that
-    size (and its scale ratios against n_active agents all trained)."""
+    size (and its scale ratios against n_active agents all trained), or with `cores` the
+    one- and two-core training at N=25 and N=100 (`alongside`)."""
     report: dict[str, Any] = {"benchmark": "train", "machine": machine()}
-    if n_agents is None and n_active is None:
+    if cores:
+        report["cores"] = alongside(steps)
+    elif n_agents is None and n_active is None:
         report["sampling"] = [sampling(25, steps), sampling(100, steps)]
         report["training"] = training(steps)
     elif n_active is None or n_active == (n_agents or 25):
