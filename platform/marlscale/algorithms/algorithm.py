@@ -45,6 +45,9 @@ SAMPLING_ENV_STEPS_PER_S = "sampling_env_steps_per_s"
 no learning)."""
 WALL_S = "wall_s_lifetime"
 """Wall time since training began, summed over resumes (what end-to-end rates divide by)."""
+POLICY_LAG = "sample_policy_lag"
+"""Gradient steps the learner had taken that the iteration's samples did not see: 0 when
+sampling and learning take turns, one iteration's updates with `sample_ahead`."""
 REPLAY_BYTES = "replay_bytes"
 REPLAY_BYTES_PER_AGENT_STEP = "replay_bytes_per_agent_step"
 REPLAY_SIZE = "replay_transitions"
@@ -133,9 +136,10 @@ class TeamQ(Algorithm):
     @override(Algorithm)
     def training_step(self) -> None:
         config = self.config
-        env_steps, sample_time = 0, 0.0
+        env_steps, sample_time, lag = 0, 0.0, 0
         for sample in self._collect():
             env_steps += sample["env_steps"]
+            lag = max(lag, self.counters[UPDATES] - sample["updates"])
             sample_time = max(sample_time, sample["sample_s"])  # the runners sample in parallel
             for team, chunks in sample["chunks"].items():
                 for chunk in chunks:
@@ -153,8 +157,12 @@ class TeamQ(Algorithm):
         ahead = config.num_env_runners > 0 and config.sample_ahead
         if ahead:  # the runners sample with the weights so far while the learner trains
             self._set_epsilon(epsilon_at(config, self.counters[ENV_STEPS]))
+            # timeout None: first collect the previous sync's acknowledgement (done by now: it
+            # ran before the sample just fetched), or RLlib drops this sync as one too many in
+            # flight; the new sync itself is not waited for.
             self.env_runner_group.sync_weights(
-                from_worker_or_learner_group=self.learner_group, inference_only=True)
+                from_worker_or_learner_group=self.learner_group, inference_only=True,
+                timeout_seconds=None)
             self._launch_sampling()
         if updates and stored >= max(config.learning_starts, 1):
             self.learn(updates)
@@ -164,6 +172,7 @@ class TeamQ(Algorithm):
                 from_worker_or_learner_group=self.learner_group, inference_only=True
             )
         self._log_iteration(env_steps, sample_time)
+        self.metrics.log_value(POLICY_LAG, lag, window=1)
         if config.eval_interval and (self.iteration + 1) % config.eval_interval == 0:
             self.metrics.log_dict(self.evaluate_greedy(config.eval_episodes), key=EVALUATION,
                                   window=1)

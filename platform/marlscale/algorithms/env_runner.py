@@ -140,7 +140,9 @@ class TeamEnvRunner(MultiAgentEnvRunner):
         env_steps = num_steps * len(envs)
         self.num_env_steps_sampled_lifetime += env_steps
         return {"chunks": chunks, "episodes": episodes, "env_steps": env_steps,
-                "sample_s": time.perf_counter() - started}
+                "sample_s": time.perf_counter() - started,
+                # The gradient steps behind the weights this sample was taken with.
+                "updates": min(int(self.module[t].num_updates) for t in chunks)}
 
     def evaluate(self, num_episodes: int, random: bool = False) -> list[dict[str, Any]]:
         """Play `num_episodes` greedy episodes in a separate env; their metrics per team.
