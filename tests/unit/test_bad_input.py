@@ -134,3 +134,26 @@ def test_the_memory_estimate_is_the_replay_actually_allocated():
     config = TeamEnvConfig(n_agents=100, n_active=12)
     assert estimate(config, ["predator"], 300, 1, peak_active=12).replay \
         == allocated(config, ["predator"], 12) < estimate(config, ["predator"], 300, 1).replay
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--n-agents", "10", "--active", "11"], "--active 11 is invalid; allowed: 1..10 (--n-agents)"),
+    (["--active", "26"], "--active 26 is invalid; allowed: 1..25 (--n-agents)"),
+    (["--n-agents", "100", "--active", "10", "--cores"], "--cores is invalid with"),
+    (["--n-agents", "3000000", "--active", "10"], "needs about"),
+])
+def test_bench_train_refuses_a_case_it_cannot_run_before_ray_starts(args, expected, capsys):
+    import ray
+
+    assert main(["bench", "train", *args]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.startswith("marlscale: error: ") and "Traceback" not in err
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_bench_train_active_must_be_positive(value, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["bench", "train", "--n-agents", "100", "--active", value])
+    assert exit.value.code == 2
+    assert f"--active: {value} is invalid; allowed: an integer >= 1" in capsys.readouterr().err
