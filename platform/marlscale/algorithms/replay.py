@@ -182,7 +182,9 @@ class TeamReplay:
             column.grow(self.stored_width(chunk_width))
         if self.cursor + rows > self.capacity:  # wrap: the tail rows stop being starts
             self.remaining[self.cursor:] = 0
-            self._holes = np.union1d(self._holes, np.arange(self.cursor, self.rows_written))
+            holes = self._holes
+            self._holes = np.concatenate([holes[holes < self.cursor],
+                                          np.arange(self.cursor, self.rows_written)])
             self.cursor = 0
         start = self.cursor
         block = slice(start, start + rows)
@@ -198,9 +200,10 @@ class TeamReplay:
         self.terminated[block][:steps] = chunk["terminated"]
         self.terminated[block][steps] = False
         self.remaining[block] = np.arange(steps, -1, -1)
+        # The block's old holes go; its bootstrap row is its one hole (O(chunks), no sort).
         holes = self._holes
-        self._holes = np.union1d(holes[(holes < start) | (holes >= start + rows)],
-                                 [start + steps])
+        low, high = np.searchsorted(holes, [start, start + rows])
+        self._holes = np.concatenate([holes[:low], [start + steps], holes[high:]])
         self.cursor += rows
         self.rows_written = min(self.capacity, max(self.rows_written, self.cursor))
         self.transitions_added += steps

@@ -152,6 +152,38 @@ def scale(steps: int, n_agents: int, n_active: int) -> dict[str, Any]:
     }
 
 
+def replay_sampling(capacities: tuple[int, ...] = (10_000, 1_000_000),
+                    repeats: int = 200) -> dict[str, Any]:
+    """Milliseconds per `TeamReplay.sample(128)` from full buffers of each capacity (pursuit,
+    one predator per row, 100-step chunks): flat in the capacity, as nothing scans the buffer."""
+    import numpy as np
+
+    from marlscale.algorithms.replay import TeamReplay
+    from marlscale.envs.team_env import MagentTeamEnv
+
+    env = MagentTeamEnv({"game": "adversarial_pursuit", "n_agents": 1, "seed": 0})
+    obs, _ = env.reset()
+    steps = 100
+    chunk = {"obs": {k: np.repeat(v[None], steps + 1, axis=0) for k, v in obs["predator"].items()},
+             "actions": np.zeros((steps, 1), np.int64), "reward": np.ones(steps, np.float32),
+             "terminated": np.zeros(steps, bool)}
+    out, scan = {}, {}
+    for capacity in capacities:
+        replay = TeamReplay(env.observation_spaces["predator"], 13, capacity, seed=0)
+        for _ in range(capacity // (steps + 1) + 1):
+            replay.add_chunk(chunk)
+        replay.sample(128, 0.99)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            replay.sample(128, 0.99)
+        out[f"capacity_{capacity}"] = round((time.perf_counter() - start) / repeats * 1000, 4)
+        start = time.perf_counter()  # what finding the start rows by a scan would add
+        for _ in range(repeats):
+            np.flatnonzero(replay.remaining[:replay.rows_written])
+        scan[f"capacity_{capacity}"] = round((time.perf_counter() - start) / repeats * 1000, 4)
+    return {"batch_size": 128, "ms_per_sample": out, "ms_per_scan_of_the_start_rows": scan}
+
+
 def alongside(steps: int, sizes: tuple[int, ...] = (25, 100)) -> list[dict[str, Any]]:
     """End-to-end training at each N: on one core, on two taking turns (the learner's torch on
     both), and on two with a remote EnvRunner sampling alongside the learner."""
@@ -188,6 +220,7 @@ def run(steps: int = 1000, n_agents: int | None = None, n_active: int | None = N
     elif n_agents is None and n_active is None:
         report["sampling"] = [sampling(25, steps), sampling(100, steps)]
         report["training"] = training(steps)
+        report["replay_sampling"] = replay_sampling()
     elif n_active is None or n_active == (n_agents or 25):
         report["training"] = training(steps, n_agents or 25)
     else:
