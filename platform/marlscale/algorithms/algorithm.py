@@ -8,8 +8,8 @@ are synced back to the EnvRunners. With remote EnvRunners and `sample_ahead` (th
 sampling overlaps learning: the iteration takes the sample launched in the previous one, syncs
 the weights, launches the next sample (RLlib's async EnvRunner calls) and then learns, so the
 runners act with weights one iteration older. Each actor runs its calls in order, so which
-weights a sample used is fixed: runs stay deterministic per seed. Checkpoints add what RLlib's `get_state` leaves out:
-counters, epsilon, RNG states and, optionally, the replay.
+weights a sample used is fixed: runs stay deterministic per seed. Checkpoints add what RLlib's
+`get_state` leaves out: counters, epsilon, RNG states and, optionally, the replay.
 """
 
 from __future__ import annotations
@@ -127,6 +127,16 @@ class TeamQ(Algorithm):
         self._sampling = False
         return [sample for _, sample in ready]
 
+    def _sync_runners(self) -> None:
+        """Epsilon for the env steps so far, then the weights (with it) to the EnvRunners."""
+        self._set_epsilon(epsilon_at(self.config, self.counters[ENV_STEPS]))
+        # timeout None: first collect the previous sync's acknowledgement (long done: the actor
+        # ran it before the sample just fetched), or RLlib may drop this sync as one too many
+        # in flight; the new sync itself is not waited for.
+        self.env_runner_group.sync_weights(
+            from_worker_or_learner_group=self.learner_group, inference_only=True,
+            timeout_seconds=None)
+
     def _launch_sampling(self) -> None:
         """Start every healthy remote EnvRunner's next `collect` (results: `_collect`)."""
         steps = self.config.rollout_length
@@ -156,21 +166,12 @@ class TeamQ(Algorithm):
         stored = min(len(replay) for replay in self.replays.values())
         ahead = config.num_env_runners > 0 and config.sample_ahead
         if ahead:  # the runners sample with the weights so far while the learner trains
-            self._set_epsilon(epsilon_at(config, self.counters[ENV_STEPS]))
-            # timeout None: first collect the previous sync's acknowledgement (done by now: it
-            # ran before the sample just fetched), or RLlib drops this sync as one too many in
-            # flight; the new sync itself is not waited for.
-            self.env_runner_group.sync_weights(
-                from_worker_or_learner_group=self.learner_group, inference_only=True,
-                timeout_seconds=None)
+            self._sync_runners()
             self._launch_sampling()
         if updates and stored >= max(config.learning_starts, 1):
             self.learn(updates)
         if not ahead:
-            self._set_epsilon(epsilon_at(config, self.counters[ENV_STEPS]))
-            self.env_runner_group.sync_weights(
-                from_worker_or_learner_group=self.learner_group, inference_only=True
-            )
+            self._sync_runners()
         self._log_iteration(env_steps, sample_time)
         self.metrics.log_value(POLICY_LAG, lag, window=1)
         if config.eval_interval and (self.iteration + 1) % config.eval_interval == 0:
