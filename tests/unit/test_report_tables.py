@@ -119,6 +119,7 @@ def synthetic_runs() -> Runs:
                          "opponent_algorithm": (opponent or ["random"])[0],
                          "env_steps": step, "iteration": step // 100, "train_return": gain,
                          "greedy_return": gain + 1, "random_return": -1.0,
+                         "active_greedy_return": gain + 2 if schedule != "none" else math.nan,
                          "reward_difference": gain - 2,
                          "n_active": min(n, step // 100) if schedule != "none" else n,
                          "env_steps_per_s": 100.0, "agent_steps_per_s": 100.0 * n,
@@ -133,8 +134,8 @@ def test_the_report_draws_each_figure_its_runs_allow_and_skips_the_rest(tmp_path
 
     drawn, skipped = sections(synthetic_runs(), "std", tmp_path, 3)
     names = [section.name for section in drawn]
-    assert names == ["learning_curves", "greedy_curves", "scaling", "reward_modes",
-                     "incremental", "head_to_head", "throughput"]
+    assert names == ["learning_curves", "greedy_curves", "trained_agent_curves", "scaling",
+                     "reward_modes", "incremental", "head_to_head", "throughput"]
     assert [reason.split(":")[0] for reason in skipped] == ["league"]
     for name in names:
         pixels = np.asarray(__import__("PIL.Image").Image.open(tmp_path / f"{name}.png")

@@ -20,6 +20,7 @@ FINAL_EVALUATIONS = 3
 RETURN_KINDS = {
     "greedy_return": "greedy evaluation return per agent",
     "train_return": "\u03b5-greedy training return per agent",
+    "active_greedy_return": "greedy return per trained agent",
 }
 
 

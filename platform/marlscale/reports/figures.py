@@ -113,8 +113,10 @@ def _styles(variants) -> dict[str, str]:
     return {v: LINE_STYLES[i % len(LINE_STYLES)] for i, v in enumerate(sorted(set(variants)))}
 
 
-def learning_curves(curves: pd.DataFrame, ci_label: str, path: Path, title: str) -> Path:
-    """One panel per N, one line per algorithm (and variant): mean +- spread over seeds."""
+def learning_curves(curves: pd.DataFrame, ci_label: str, path: Path, title: str,
+                    random: dict[int, float] | None = None) -> Path:
+    """One panel per N, one line per algorithm (and variant): mean +- spread over seeds;
+    `random`: the random policy's return per agent by N, drawn as a dotted line."""
     sizes = sorted(curves["n_agents"].unique())
     figure, axes = _grid(len(sizes))
     styles = _styles(curves["variant"])
@@ -123,6 +125,9 @@ def learning_curves(curves: pd.DataFrame, ci_label: str, path: Path, title: str)
                 ["algorithm", "variant"], sort=True):
             _band(axis, frame, "env_steps", colour(algorithm), styles[variant],
                   label(algorithm, variant))
+        if random and n in random:
+            axis.axhline(random[n], color=RANDOM_COLOUR, linestyle=":", lw=1.4,
+                         label="random policy")
         axis.set_title(f"N = {n}")
         axis.set_xlabel(ENV_STEPS_LABEL)
     _ylabels(axes, RETURN_LABEL)

@@ -4,6 +4,7 @@ It draws what the runs hold and says what it skipped and why:
 
     learning_curves.png   epsilon-greedy training return   any trial vs random (Figs 3, 7 top)
     greedy_curves.png     greedy evaluation return         greedy evaluations (eval_interval > 0)
+    trained_agent_curves.png  greedy return of the agents the policy controls  incremental runs
     scaling.png           final return against N           two or more N
     reward_modes.png      team against individual reward   both, for one algorithm (Fig 4)
     incremental.png       with and without, trained agents both, for one algorithm and N (Fig 6)
@@ -92,15 +93,26 @@ def _markdown(table: pd.DataFrame) -> str:
 
 
 # ---- the sections ---------------------------------------------------------------------------
+CURVE_SECTIONS = {
+    "train_return": ("learning_curves", "Learning curves"),
+    "greedy_return": ("greedy_curves", "Greedy evaluation curves"),
+    "active_greedy_return": ("trained_agent_curves", "Greedy return of the trained agents"),
+}
+
+
 def _curve_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out: Path,
                    last: int) -> Section:
     curves = aggregate.curves_of(runs, trials)
     by = ["algorithm", "variant", "n_agents"]
     what = aggregate.RETURN_KINDS[kind]
-    name = "learning_curves" if kind == "train_return" else "greedy_curves"
+    name, title = CURVE_SECTIONS[kind]
+    random = None
+    if kind == "active_greedy_return":  # the level the trained agents start from
+        random = curves.dropna(subset=["random_return"]).groupby("n_agents")[
+            "random_return"].mean().to_dict()
     figures.learning_curves(aggregate.seed_curves(curves, kind, by, ci),
                             aggregate.spread_label(ci), out / f"{name}.png",
-                            title=f"The {what} over training")
+                            title=f"The {what} over training", random=random)
     table = aggregate.with_final(trials, curves, kind, last)
     summary = aggregate.summarize(table, by, "final", ci)
     shown = pd.DataFrame({
@@ -108,11 +120,14 @@ def _curve_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out: Pa
         "N": summary["n_agents"],
         f"final {what}": _cells(summary),
         "seeds": summary["n"], "budget (env steps)": _budgets(table, summary, by)})
-    kind_text = ("epsilon-greedy training episodes (the latest 20 finished episodes per "
-                 "iteration, exploration on)" if kind == "train_return" else
-                 "greedy evaluation episodes (exploration off, a separate env)")
-    return Section(name, "Learning curves" if kind == "train_return"
-                   else "Greedy evaluation curves",
+    kind_text = {
+        "train_return": "epsilon-greedy training episodes (the latest 20 finished episodes "
+                        "per iteration, exploration on)",
+        "greedy_return": "greedy evaluation episodes (exploration off, a separate env)",
+        "active_greedy_return": "the agents the policy controls (incremental learning: the "
+                                "others act at random) in greedy evaluation episodes",
+    }[kind]
+    return Section(name, title,
                    f"Return per agent of {kind_text}, against env steps; one panel per N, "
                    f"one line per algorithm. Final: the mean of each trial's last {last} "
                    "values, then over seeds.", {name: shown})
@@ -303,6 +318,14 @@ def sections(runs: Runs, ci: str, out: Path, last: int) -> tuple[list[Section], 
     else:
         skipped.append("greedy evaluation curves: the trials hold fewer than two greedy "
                        "evaluations each (set training.eval_interval)")
+    staged = fixed[fixed["incremental"] != "none"]
+    active = curves.merge(staged[["run", "trial"]], on=["run", "trial"]).dropna(
+        subset=["active_greedy_return"]).groupby(["run", "trial"]).size()
+    if len(active) and active.max() >= 2:
+        drawn.append(_curve_section(runs, staged, "active_greedy_return", ci, out, last))
+    else:
+        skipped.append("greedy return of the trained agents: no incremental-learning trial "
+                       "holds two greedy evaluations of it")
     sizes = sorted(fixed["n_agents"].unique())
     if len(sizes) >= 2:
         kind = aggregate.return_kind(curves)

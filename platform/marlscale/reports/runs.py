@@ -48,6 +48,7 @@ CONFIG = ["game", "algorithm", "opponent_algorithm", "n_agents", "reward_mode", 
 CURVE_METRICS = {
     "train_return": f"{EPISODES}/{{team}}/{keys.RETURN_PER_AGENT}",
     "greedy_return": f"{EVALUATION}/{{team}}/{keys.RETURN_PER_AGENT}",
+    "active_greedy_return": f"{EVALUATION}/{{team}}/{keys.ACTIVE_RETURN_PER_AGENT}",
     "random_return": f"{RANDOM}/{{team}}/{keys.RETURN_PER_AGENT}",
     "opponent_train_return": f"{EPISODES}/{{other}}/{keys.RETURN_PER_AGENT}",
     "reward_difference": f"{EPISODES}/{{team}}/{keys.REWARD_DIFFERENCE}",
