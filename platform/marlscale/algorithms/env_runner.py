@@ -90,20 +90,22 @@ class TeamEnvRunner(MultiAgentEnvRunner):
         """The unwrapped team envs this runner steps (incremental learning drives these)."""
         return [env.unwrapped for env in self.env.envs]
 
-    def _actions(self, obs_per_env: list[dict], explore: bool) -> list[dict[str, np.ndarray]]:
+    def _actions(self, obs_per_env: list[dict], explore: bool,
+                 envs: list[MagentTeamEnv]) -> list[dict[str, np.ndarray]]:
         """One forward per team over all envs, for the active agents only: {team: actions [N]}
-        per env (inactive slots 0; the env gives them random actions)."""
+        per env (inactive slots 0; the env gives them random actions). Active means the envs'
+        count now: a stage that began since the observation already applies to this step."""
         out: list[dict[str, np.ndarray]] = [{} for _ in obs_per_env]
         with torch.no_grad():
             for team in obs_per_env[0]:
-                width = max(int(o[team][keys.ACTIVE].sum()) for o in obs_per_env)
+                width = max(env.get_active(team) for env in envs)
                 batch = {
                     key: torch.from_numpy(np.stack([
                         o[team][key][:width] if key in keys.PER_AGENT_KEYS else o[team][key]
                         for o in obs_per_env]))
                     for key in obs_per_env[0][team]
                 }
-                actions = self.module[team].act(batch, explore, self._generator)
+                actions = self.module[team].act(batch, explore, self._generator, width)
                 for i, a in enumerate(actions.numpy()):
                     out[i][team] = a
         return out
@@ -119,7 +121,7 @@ class TeamEnvRunner(MultiAgentEnvRunner):
         chunks: dict[str, list] = {team: [] for team in self._obs[0]}
         episodes: list[dict[str, Any]] = []
         for _ in range(num_steps):
-            actions = self._actions(self._obs, explore)
+            actions = self._actions(self._obs, explore, envs)
             for i, env in enumerate(envs):
                 obs, reward, terminated, truncated, infos = env.step(actions[i])
                 done = terminated["__all__"] or truncated["__all__"]
@@ -159,7 +161,8 @@ class TeamEnvRunner(MultiAgentEnvRunner):
         for _ in range(num_episodes):
             obs, _ = env.reset()
             while True:
-                obs, _, terminated, truncated, infos = env.step(self._actions([obs], False)[0])
+                obs, _, terminated, truncated, infos = env.step(
+                    self._actions([obs], False, [env])[0])
                 if terminated["__all__"] or truncated["__all__"]:
                     results += [{"team": t, **infos[t][keys.EPISODE]} for t in infos]
                     break

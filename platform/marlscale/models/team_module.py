@@ -137,11 +137,12 @@ class TeamQModule(TorchRLModule, InferenceOnlyAPI):
         return self.q_values(obs).argmax(-1)
 
     def act(self, obs: dict[str, torch.Tensor], explore: bool,
-            generator: torch.Generator | None = None) -> torch.Tensor:
+            generator: torch.Generator | None = None, width: int | None = None) -> torch.Tensor:
         """Actions [B, N] for a team observation: the network runs for the active slots only
-        (the prefix 0..K-1, K the most active in the batch); the others get 0, which the env
+        (the prefix 0..K-1, K the most active in the batch, or `width`: the env's count now,
+        when a new stage began after the observation); the others get 0, which the env
         replaces with a uniformly random action."""
-        width = active_width(obs)
+        width = active_width(obs) if width is None else width
         views = obs[keys.VIEWS]
         actions = torch.zeros((views.shape[0], self.n_agents), dtype=torch.int64,
                               device=views.device)
