@@ -183,11 +183,13 @@ def _train_run(path: Path):
     if result_file.is_file():
         final = json.loads(result_file.read_text())
         team = row["team"]
-        greedy = final.get("greedy_evaluation", {}).get(team, {}).get(keys.RETURN_PER_AGENT)
+        evaluation = final.get("greedy_evaluation", {}).get(team, {})
         random = final.get("random_evaluation", {}).get(team, {}).get(keys.RETURN_PER_AGENT)
         last = curves.index[-1]
-        if greedy is not None and pd.isna(curves.at[last, "greedy_return"]):
-            curves.at[last, "greedy_return"] = greedy  # the final greedy evaluation
+        for column, key in (("greedy_return", keys.RETURN_PER_AGENT),
+                            ("active_greedy_return", keys.ACTIVE_RETURN_PER_AGENT)):
+            if evaluation.get(key) is not None and pd.isna(curves.at[last, column]):
+                curves.at[last, column] = evaluation[key]  # the final greedy evaluation
         if random is not None:
             curves.loc[curves["random_return"].isna(), "random_return"] = random
         row["status"] = "complete"
