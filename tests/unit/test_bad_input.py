@@ -142,13 +142,16 @@ def test_the_memory_estimate_is_the_replay_actually_allocated():
     (["--n-agents", "100", "--active", "10", "--cores"], "--cores is invalid with"),
     (["--n-agents", "3000000", "--active", "10"], "needs about"),
 ])
-def test_bench_train_refuses_a_case_it_cannot_run_before_ray_starts(args, expected, capsys):
+def test_bench_train_refuses_a_case_it_cannot_run_before_ray_starts(args, expected, capsys,
+                                                                    monkeypatch):
     import ray
 
+    started = []
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: started.append(kwargs))
     assert main(["bench", "train", *args]) == 2
     err = capsys.readouterr().err
     assert expected in err and err.startswith("marlscale: error: ") and "Traceback" not in err
-    assert not ray.is_initialized()
+    assert not started
 
 
 @pytest.mark.parametrize("value", ["0", "-3"])
