@@ -528,8 +528,8 @@ def check_warm_start(spec: TrainSpec, text: str | os.PathLike,
     for team, source in teams.items():
         policy = checkpoint.policies[source]
         module = policy.load_module()
-        have = _shapes(module.observation_space, module.action_space, policy.n_agents)
-        want = _shapes(probe.observation_spaces[team], probe.action_spaces[team], counts[team])
+        have = _shapes(module.observation_space, module.action_space)
+        want = _shapes(probe.observation_spaces[team], probe.action_spaces[team])
         for key in sorted(set(have) & set(want)):
             if have[key] != want[key]:
                 raise ValueError(
@@ -544,7 +544,7 @@ def check_warm_start(spec: TrainSpec, text: str | os.PathLike,
     return WarmStart(checkpoint=checkpoint.path, teams=teams, states=states)
 
 
-def _shapes(observation_space, action_space, n_agents: int) -> dict[str, tuple[Any, ...]]:
+def _shapes(observation_space, action_space) -> dict[str, tuple[Any, ...]]:
     """Observation and action shapes, the per-agent columns' team size written "N"."""
     per_agent = (*keys.PER_AGENT_KEYS, keys.ALIVE, keys.ACTIVE)
     shapes = {key: ("N", *space.shape[1:]) if key in per_agent else tuple(space.shape)
