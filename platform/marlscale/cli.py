@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -425,6 +426,11 @@ def _train(args: argparse.Namespace) -> int:
         train.check_new_run_dir(run_dir)
         warm = train.check_warm_start(spec, args.from_checkpoint) \
             if args.from_checkpoint else None
+    resources = (state.spec if args.resume else spec).resources
+    # The train learner runs in this process: its GPUs must be this machine's.
+    _check_gpus(resources.get("num_gpus", 0),
+                "--num-gpus" if args.num_gpus is not None else "resources.num_gpus",
+                "the learner runs in this process")
     _init_ray(args)
     try:
         final = train.resume(state, log=log) if args.resume else \
@@ -470,6 +476,9 @@ def _sweep(args: argparse.Namespace) -> int:
 
     spec, run_dir = _spec_and_run_dir(args, "sweep", runner.SPEC_FILE, SweepSpec.load,
                                       runner.check_resumable, "sweeps")
+    if not (args.address or os.environ.get("RAY_ADDRESS")):  # a local Ray: this machine's GPUs
+        _check_gpus(spec.resources.get("num_gpus", 0), "resources.num_gpus",
+                    "or a cluster (--address) whose nodes have them")
     _init_ray(args)
     try:
         summary = runner.run(spec, run_dir, resume=bool(args.resume),
@@ -479,6 +488,19 @@ def _sweep(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2))
     _report_at_end(args, run_dir)
     return 1 if summary["errored"] else 0
+
+
+def _check_gpus(asked, what: str, where: str) -> None:
+    """Refuse, before Ray starts, GPUs this machine does not have (a trial asking for them
+    would otherwise wait forever on a local Ray)."""
+    if not asked:
+        return
+    import torch
+
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found < asked:
+        raise ValueError(f"{what}={asked:g} is invalid: this machine has {found} CUDA GPU(s) "
+                         f"(torch.cuda.device_count()); allowed: at most {found} ({where})")
 
 
 def _report_at_end(args: argparse.Namespace, run_dir) -> None:

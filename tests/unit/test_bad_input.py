@@ -160,3 +160,29 @@ def test_bench_train_active_must_be_positive(value, capsys):
         main(["bench", "train", "--n-agents", "100", "--active", value])
     assert exit.value.code == 2
     assert f"--active: {value} is invalid; allowed: an integer >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("command, expected", [
+    (["train", "{spec}", "--num-gpus", "1"], "--num-gpus=1 is invalid: this machine has 0 CUDA "
+                                             "GPU(s)"),
+    (["train", "{spec}", "--set", "batch_size=8", "--num-gpus", "0.5"], "--num-gpus=0.5"),
+    (["sweep", "{sweep}"], "resources.num_gpus=1 is invalid: this machine has 0 CUDA GPU(s)"),
+])
+def test_gpus_this_machine_lacks_are_refused_before_ray_starts(command, expected, tmp_path,
+                                                               capsys, monkeypatch):
+    import ray
+
+    started = []
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: started.append(kwargs))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("experiment: gpu\ngame: adversarial_pursuit\nenv_config: {n_agents: 4}\n"
+                     "grid: {algorithm: [qmix], seed: [0]}\nstop: {iterations: 1}\n"
+                     "resources: {num_gpus: 1}\n")
+    names = {"spec": spec_file(tmp_path), "sweep": sweep}
+    args = [arg.format(**names) for arg in command]
+    assert main([*args, "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and not started
+    assert not (tmp_path / "run").exists()
