@@ -251,10 +251,9 @@ class TeamReplay:
         width = max(1, int(max(self.width[idx].max(), self.width[nxt].max())))
         batch = {}
         for prefix, rows in (("", idx), (NEXT, nxt)):
-            for key, array in self.obs.items():
-                batch[prefix + key] = array[rows]
-                if key in (keys.ALIVE, keys.ACTIVE):
-                    batch[prefix + key] = batch[prefix + key][:, :width]
+            for key, array in self.obs.items():  # the N-slot masks: only the K columns
+                masks = key in (keys.ALIVE, keys.ACTIVE)
+                batch[prefix + key] = array[rows, :width] if masks else array[rows]
             for key, column in self.agent_obs.items():
                 if key != keys.AGENT_REWARD:
                     batch[prefix + key] = column.gather(rows, width)
