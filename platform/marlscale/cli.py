@@ -24,6 +24,8 @@ from marlscale.algorithms.registry import ALGORITHMS
 from marlscale.envs import GAMES, TeamEnvConfig
 from marlscale.wandb_logging import WANDB_MODES
 
+INTERRUPTED = 130  # the shell's exit status after Ctrl-C (128 + SIGINT)
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -240,6 +242,12 @@ def _add_ray_flags(parser: argparse.ArgumentParser, default_cpus: int | None) ->
     parser.add_argument("--num-cpus", type=_positive_int, default=default_cpus,
                         help="CPUs of the local Ray, when one is started (default: "
                              f"{default_cpus or 'all'})")
+    parser.add_argument("--dashboard", action="store_true", default=None,
+                        help="start the local Ray's dashboard (default: off), at "
+                             "http://DASHBOARD_HOST:8265")
+    parser.add_argument("--dashboard-host", default=None,
+                        help="the address the local Ray's dashboard binds to (default "
+                             "127.0.0.1: this machine only; 0.0.0.0: every interface)")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -254,14 +262,11 @@ def _evaluate(args: argparse.Namespace) -> int:
                          "integer >= 0")
     evaluation = Evaluation.prepare(args.checkpoint, args.opponent, args.side, args.episodes,
                                     args.seed, args.epsilon, n_agents=args.n_agents)
-    _init_ray(args)
-    try:
+    with _ray(args):
         runners = args.num_env_runners
         if runners is None:
             runners = min(args.episodes, max(1, int(ray.cluster_resources().get("CPU", 1))))
         report = evaluation.run(runners)
-    finally:
-        ray.shutdown()
     print(table(report))
     if out is not None:
         write_json(out, report)
@@ -271,18 +276,19 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _league(args: argparse.Namespace) -> int:
     import pandas as pd
-    import ray
 
     from marlscale.evaluation import league
 
     spec, run_dir = _spec_and_run_dir(args, "league", league.LEAGUE_FILE,
                                       league.LeagueSpec.load, league.check_resumable, "leagues")
-    _init_ray(args)
-    try:
+    with _ray(args):
         summary = league.run(spec, run_dir, resume=bool(args.resume),
                              log=lambda line: print(line, flush=True))
-    finally:
-        ray.shutdown()
+    if summary["interrupted"]:
+        print(json.dumps(summary, indent=2))
+        print(f"marlscale: interrupted with {summary['interrupted']} trial(s) unfinished; "
+              f"continue with: marlscale league --resume {run_dir}", file=sys.stderr)
+        return INTERRUPTED
     print(league.format_league(pd.read_csv(summary["files"]["league"]),
                                pd.read_csv(summary["files"]["ratings"])))
     print(json.dumps({k: v for k, v in summary.items() if k != "ratings"}, indent=2))
@@ -300,22 +306,29 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _init_ray(args: argparse.Namespace) -> None:
-    """--address, else RAY_ADDRESS (set inside `ray job submit`), else a local Ray."""
-    import os
+def _ray(args: argparse.Namespace):
+    """Ray for a command: --address, else RAY_ADDRESS (set inside `ray job submit`), else a
+    local Ray owned by this process (marlscale/cluster.py)."""
+    from marlscale import cluster
 
-    import ray
+    return cluster.connect(args.address, args.num_cpus, dashboard=bool(args.dashboard),
+                           dashboard_host=args.dashboard_host or cluster.LOOPBACK,
+                           log=lambda line: print(line, file=sys.stderr, flush=True))
 
+
+def _check_ray_flags(args: argparse.Namespace) -> None:
+    """The local-Ray flags make sense only without a cluster address."""
     address = args.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+    if args.dashboard_host is not None and not args.dashboard:
+        raise ValueError(f"--dashboard-host {args.dashboard_host!r} is invalid without "
+                         "--dashboard; allowed: --dashboard --dashboard-host HOST")
+    if address and args.dashboard:
+        raise ValueError(f"--dashboard is invalid with a cluster address ({address!r}): the "
+                         "cluster's dashboard is its head's; allowed: --dashboard for a local "
+                         "Ray (no --address, no RAY_ADDRESS)")
 
 
 def _rollout(args: argparse.Namespace) -> int:
-    import ray
-
     from marlscale import rollout
 
     # Validate every config before Ray starts: a bad value fails fast and starts nothing.
@@ -327,12 +340,9 @@ def _rollout(args: argparse.Namespace) -> int:
         for game in args.games
         for seed in range(args.seeds)
     ]
-    _init_ray(args)
-    start = time.perf_counter()
-    try:
+    with _ray(args):
+        start = time.perf_counter()
         results = rollout.run(configs, args.episodes)
-    finally:
-        ray.shutdown()
     summaries = [rollout.summarize(result) for result in results]
     for summary in summaries:
         print(json.dumps(summary))
@@ -393,8 +403,6 @@ def _wandb_settings(wandb: dict, args: argparse.Namespace) -> dict:
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import ray
-
     from marlscale import train
 
     def log(line: str) -> None:
@@ -402,8 +410,8 @@ def _train(args: argparse.Namespace) -> int:
 
     # Everything is checked before Ray starts or anything is written.
     if args.resume:
-        allowed = {"command", "resume", "address", "num_cpus", "wandb_mode", "wandb_project",
-                   "no_report", *train.STOP_KEYS}
+        allowed = {"command", "resume", "address", "num_cpus", "dashboard", "dashboard_host",
+                   "wandb_mode", "wandb_project", "no_report", *train.STOP_KEYS}
         given = [f"--{key.replace('_', '-')}" if key != "spec" else f"spec {args.spec!r}"
                  for key, value in vars(args).items() if key not in allowed
                  and value not in (None, [])]
@@ -411,8 +419,8 @@ def _train(args: argparse.Namespace) -> int:
             raise ValueError(f"--resume {args.resume!r} is invalid with {', '.join(given)}; "
                              "allowed: --resume RUN_DIR with a stop flag (--iterations, "
                              "--env-steps, --time-s: the new total), --wandb-mode, "
-                             "--wandb-project, --no-report, --address, --num-cpus (the spec is "
-                             "RUN_DIR/spec.json)")
+                             "--wandb-project, --no-report, --address, --num-cpus, --dashboard "
+                             "(the spec is RUN_DIR/spec.json)")
         stop = {key: getattr(args, key) for key in train.STOP_KEYS
                 if getattr(args, key) is not None}
         state = train.check_resumable(args.resume, stop or None)
@@ -431,15 +439,17 @@ def _train(args: argparse.Namespace) -> int:
     _check_gpus(resources.get("num_gpus", 0),
                 "--num-gpus" if args.num_gpus is not None else "resources.num_gpus",
                 "the learner runs in this process")
-    _init_ray(args)
-    try:
+    with _ray(args):
         final = train.resume(state, log=log) if args.resume else \
             train.run(spec, run_dir, log=log, from_checkpoint=warm)
-    finally:
-        ray.shutdown()
     print(json.dumps({"run_dir": str(run_dir.resolve()),
                       "greedy_evaluation": final["greedy_evaluation"],
                       "wall_s": round(final["wall_s"], 1)}, indent=2))
+    if final["interrupted"]:
+        print(f"marlscale: interrupted at iteration {final['last']['training_iteration']}, "
+              f"checkpoint saved; continue with: marlscale train --resume {run_dir}",
+              file=sys.stderr)
+        return INTERRUPTED
     _report_at_end(args, run_dir)
     return 0
 
@@ -470,8 +480,6 @@ def _spec_and_run_dir(args: argparse.Namespace, kind: str, spec_file: str, load,
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    import ray
-
     from marlscale.sweeps import SweepSpec, runner
 
     spec, run_dir = _spec_and_run_dir(args, "sweep", runner.SPEC_FILE, SweepSpec.load,
@@ -479,13 +487,15 @@ def _sweep(args: argparse.Namespace) -> int:
     if not (args.address or os.environ.get("RAY_ADDRESS")):  # a local Ray: this machine's GPUs
         _check_gpus(spec.resources.get("num_gpus", 0), "resources.num_gpus",
                     "or a cluster (--address) whose nodes have them")
-    _init_ray(args)
-    try:
+    with _ray(args):
         summary = runner.run(spec, run_dir, resume=bool(args.resume),
                              log=lambda line: print(line, flush=True))
-    finally:
-        ray.shutdown()
     print(json.dumps(summary, indent=2))
+    if summary["interrupted"]:
+        print(f"marlscale: interrupted with {summary['interrupted']} trial(s) unfinished; each "
+              f"continues from its last checkpoint with: marlscale sweep --resume {run_dir}",
+              file=sys.stderr)
+        return INTERRUPTED
     _report_at_end(args, run_dir)
     return 1 if summary["errored"] else 0
 
@@ -548,6 +558,8 @@ def _bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if hasattr(args, "dashboard"):
+            _check_ray_flags(args)
         if args.command == "rollout":
             return _rollout(args)
         if args.command == "train":

@@ -46,11 +46,15 @@ Two ways to go on from earlier training, both checked before Ray starts:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,7 +313,7 @@ def _train(algo, spec: TrainSpec, run_dir: Path, rows: list[dict[str, Any]], log
     wandb_run = None
     try:
         wandb_run = _start_wandb(spec, run_dir, extra)
-        with (run_dir / METRICS_FILE).open("a") as jsonl:
+        with (run_dir / METRICS_FILE).open("a") as jsonl, _stop_on_interrupt(log) as interrupted:
             while True:
                 result = algo.train()
                 # Resumed: the rows' time_total_s goes on from the checkpoint's (as Tune does).
@@ -322,14 +326,16 @@ def _train(algo, spec: TrainSpec, run_dir: Path, rows: list[dict[str, Any]], log
                     wandb_run.log(row)
                 log(progress_line(result))
                 iteration = result["training_iteration"]
-                last = should_stop(spec, result, time_before + time.perf_counter() - start)
+                last = should_stop(spec, result, time_before + time.perf_counter() - start) \
+                    or interrupted.is_set()
                 if last or (spec.checkpoint_every and iteration % spec.checkpoint_every == 0):
                     algo.save_to_path(str(run_dir / "checkpoints" / f"iter_{iteration:06d}"))
                 if last:
                     break
-        evaluation = algo.evaluate_greedy(spec.eval_episodes) if spec.eval_episodes else {}
-        random = (algo.evaluate_greedy(spec.eval_episodes, random=True)
-                  if spec.eval_episodes else {})
+        # An interrupted run is not at its stop: its final evaluation waits for --resume.
+        episodes = 0 if interrupted.is_set() else spec.eval_episodes
+        evaluation = algo.evaluate_greedy(episodes) if episodes else {}
+        random = algo.evaluate_greedy(episodes, random=True) if episodes else {}
         if wandb_run is not None:
             wandb_run.summary.update(flatten({"greedy_evaluation": evaluation,
                                               "random_evaluation": random}))
@@ -347,9 +353,33 @@ def _train(algo, spec: TrainSpec, run_dir: Path, rows: list[dict[str, Any]], log
         writer.writeheader()
         writer.writerows(rows)
     final = {"last": rows[-1], "greedy_evaluation": evaluation, "random_evaluation": random,
-             "wall_s": time.perf_counter() - start}
+             "wall_s": time.perf_counter() - start, "interrupted": interrupted.is_set()}
     (run_dir / "result.json").write_text(json.dumps(final, indent=2))
     return final
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(log) -> Iterator[threading.Event]:
+    """Within: the first SIGINT (Ctrl-C) sets the event, so the loop stops at the end of its
+    iteration with a checkpoint and the result files; a second one raises KeyboardInterrupt.
+    (Signals reach only the main thread; elsewhere nothing is caught.)"""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_interrupt(signum, frame):
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        log("interrupted: stopping at the end of this iteration with a checkpoint, "
+            "metrics.csv and result.json (Ctrl-C again to abort without them)")
+
+    before = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 # ---- --resume ---------------------------------------------------------------------------------

@@ -384,6 +384,8 @@ def run(spec: LeagueSpec, run_dir: str | Path, *, resume: bool = False, log=prin
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / LEAGUE_FILE).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     summary = runner.run(spec.sweep_spec(), run_dir, resume=resume, log=log)
+    if summary["interrupted"]:  # cross-play waits for every policy: `--resume` goes on
+        return summary
     runners = spec.eval_settings["num_env_runners"]
     if runners is None:
         runners = max(1, int(ray.cluster_resources().get("CPU", 1)))

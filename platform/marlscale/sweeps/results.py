@@ -99,8 +99,10 @@ def _last_greedy(rows, team: str) -> float | None:
     return float(values.iloc[-1]) if len(values) else None
 
 
-def write_tables(run_dir: str | Path, axes: list[str], result_grid=None) -> tuple[Path, Path]:
-    """Write results.csv and trials.csv from the trial directories (and Tune's ResultGrid)."""
+def write_tables(run_dir: str | Path, axes: list[str], result_grid=None,
+                 statuses: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """Write results.csv and trials.csv from the trial directories (and Tune's ResultGrid,
+    and each trial's status as Tune saved it: trial directory name -> status)."""
     import pandas as pd
 
     run_dir = Path(run_dir)
@@ -121,8 +123,8 @@ def write_tables(run_dir: str | Path, axes: list[str], result_grid=None) -> tupl
             "trial_id": last.get("trial_id") if len(mine) else None,
             "trial": trial_dir.name,
             **{axis: params.get(axis) for axis in axes},
-            "status": "ERROR" if error else ("TERMINATED" if result_grid is not None
-                                              else "UNKNOWN"),
+            "status": "ERROR" if error else (statuses or {}).get(
+                trial_dir.name, "TERMINATED" if result_grid is not None else "UNKNOWN"),
             "iterations": int(last["training_iteration"]) if len(mine) else 0,
             "env_steps": int(last[keys.ENV_STEPS]) if len(mine) else 0,
             **columns,

@@ -168,8 +168,30 @@ def run(spec: SweepSpec, run_dir: str | Path, *, resume: bool = False,
         )
     provenance.record(run_dir)
     log(f"# sweep {spec.experiment}: {len(spec.points())} trials -> {run_dir}")
-    grid = tuner.fit()
-    results_csv, trials_csv = results.write_tables(run_dir, spec.axes, grid)
+    grid = tuner.fit()  # a first Ctrl-C ends it early, Tune's experiment state saved
+    statuses = trial_statuses(run_dir)
+    results_csv, trials_csv = results.write_tables(run_dir, spec.axes, grid, statuses)
     errors = sum(1 for r in grid if r.error)
+    unfinished = sum(1 for status in statuses.values() if status not in FINISHED)
     return {"run_dir": str(run_dir), "experiment": spec.experiment, "trials": len(grid),
-            "errored": errors, "results_csv": str(results_csv), "trials_csv": str(trials_csv)}
+            "errored": errors, "interrupted": unfinished, "results_csv": str(results_csv),
+            "trials_csv": str(trials_csv)}
+
+
+FINISHED = ("TERMINATED", "ERROR")
+
+
+def trial_statuses(run_dir) -> dict[str, str]:
+    """Trial directory name -> its status in the experiment state Tune saved last (Tune's
+    public reader): TERMINATED, ERROR, or PENDING/RUNNING/PAUSED in an interrupted sweep."""
+    from ray.tune import ExperimentAnalysis
+
+    tune_logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = tune_logger.level
+    tune_logger.setLevel(logging.ERROR)  # it warns about trials that never reported
+    try:
+        analysis = ExperimentAnalysis(str(run_dir))
+    finally:
+        tune_logger.setLevel(level)
+    return {posixpath.basename(trial.path.rstrip("/")): trial.status
+            for trial in analysis.trials}
