@@ -16,6 +16,34 @@ def random_actions(env: MagentTeamEnv, rng: np.random.Generator) -> dict[str, np
     return {name: rng.integers(0, env.action_spaces[name].nvec) for name in env.possible_agents}
 
 
+def record_ray_starts(monkeypatch) -> list[dict]:
+    """Record, instead of making, the calls that would start or join a Ray (the CLI's
+    `cluster.connect`, and `ray.init` itself): in-process CLI calls then run on the session's
+    Ray, and a test can tell whether a failing call got as far as starting Ray."""
+    import contextlib
+
+    import ray
+    from marlscale import cluster
+
+    started: list[dict] = []
+
+    @contextlib.contextmanager
+    def connect(address=None, num_cpus=None, **kwargs):
+        started.append({"address": address, "num_cpus": num_cpus, **kwargs})
+        yield address
+
+    monkeypatch.setattr(cluster, "connect", connect)
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: started.append(kwargs))
+    return started
+
+
+def ray_sessions() -> list[str]:
+    """Ray's session folders on this machine (its logs live there)."""
+    import glob
+
+    return sorted(glob.glob("/tmp/ray/session_2*"))
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A local 2-CPU Ray, started the way a test machine can: once per session."""
@@ -32,6 +60,8 @@ def smoke_sweep(tmp_path_factory):
     Ray with a (fake) W&B key set, as a user runs it: its run dir and the finished process.
     The CLI also writes RUN_DIR/report/ at the end."""
     run_dir = tmp_path_factory.mktemp("smoke") / "smoke"
+    # Ray's session folders that exist before: the test then greps only the sweep's own.
+    (run_dir.parent / "sessions_before.txt").write_text("\n".join(ray_sessions()))
     done = subprocess.run(
         [sys.executable, "-m", "marlscale.cli", "sweep", str(ROOT / "tune_specs" / "smoke.yaml"),
          "--run-dir", str(run_dir), "--num-cpus", "2"],

@@ -244,10 +244,12 @@ def _add_ray_flags(parser: argparse.ArgumentParser, default_cpus: int | None) ->
                              f"{default_cpus or 'all'})")
     parser.add_argument("--dashboard", action="store_true", default=None,
                         help="start the local Ray's dashboard (default: off), at "
-                             "http://DASHBOARD_HOST:8265")
+                             "http://DASHBOARD_HOST:DASHBOARD_PORT")
     parser.add_argument("--dashboard-host", default=None,
                         help="the address the local Ray's dashboard binds to (default "
                              "127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    parser.add_argument("--dashboard-port", type=_positive_int, default=None,
+                        help="the local Ray's dashboard port (default 8265)")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -313,15 +315,18 @@ def _ray(args: argparse.Namespace):
 
     return cluster.connect(args.address, args.num_cpus, dashboard=bool(args.dashboard),
                            dashboard_host=args.dashboard_host or cluster.LOOPBACK,
+                           dashboard_port=args.dashboard_port or cluster.DASHBOARD_PORT,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def _check_ray_flags(args: argparse.Namespace) -> None:
     """The local-Ray flags make sense only without a cluster address."""
     address = args.address or os.environ.get("RAY_ADDRESS")
-    if args.dashboard_host is not None and not args.dashboard:
-        raise ValueError(f"--dashboard-host {args.dashboard_host!r} is invalid without "
-                         "--dashboard; allowed: --dashboard --dashboard-host HOST")
+    for flag in ("dashboard_host", "dashboard_port"):
+        if getattr(args, flag) is not None and not args.dashboard:
+            name = "--" + flag.replace("_", "-")
+            raise ValueError(f"{name} {getattr(args, flag)!r} is invalid without --dashboard; "
+                             f"allowed: --dashboard {name} VALUE")
     if address and args.dashboard:
         raise ValueError(f"--dashboard is invalid with a cluster address ({address!r}): the "
                          "cluster's dashboard is its head's; allowed: --dashboard for a local "
@@ -411,7 +416,7 @@ def _train(args: argparse.Namespace) -> int:
     # Everything is checked before Ray starts or anything is written.
     if args.resume:
         allowed = {"command", "resume", "address", "num_cpus", "dashboard", "dashboard_host",
-                   "wandb_mode", "wandb_project", "no_report", *train.STOP_KEYS}
+                   "dashboard_port", "wandb_mode", "wandb_project", "no_report", *train.STOP_KEYS}
         given = [f"--{key.replace('_', '-')}" if key != "spec" else f"spec {args.spec!r}"
                  for key, value in vars(args).items() if key not in allowed
                  and value not in (None, [])]

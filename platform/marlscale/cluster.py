@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 CONNECT_TIMEOUT_S = 10.0
+DASHBOARD_PORT = 8265  # Ray's
 LOOPBACK = "127.0.0.1"
 LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray's switch for a one-machine Ray
 START_TIMEOUT_S = 120.0
@@ -82,7 +83,7 @@ class LocalRay:
 
     @classmethod
     def start(cls, num_cpus: int | None = None, dashboard: bool = False,
-              dashboard_host: str = LOOPBACK, dashboard_port: int = 8265) -> LocalRay:
+              dashboard_host: str = LOOPBACK, dashboard_port: int = DASHBOARD_PORT) -> LocalRay:
         from ray._private import ray_process_reaper
         from ray._private.authentication import authentication_token_setup as auth
         from ray._raylet import AuthenticationTokenLoader
@@ -151,7 +152,7 @@ def _as_local_node() -> Iterator[None]:
 @contextlib.contextmanager
 def connect(address: str | None = None, num_cpus: int | None = None, *,
             dashboard: bool = False, dashboard_host: str = LOOPBACK,
-            dashboard_port: int = 8265, log=None) -> Iterator[str | None]:
+            dashboard_port: int = DASHBOARD_PORT, log=None) -> Iterator[str | None]:
     """Ray for the block: the cluster at `address` (else RAY_ADDRESS), else a local Ray.
 
     Yields the cluster address, or None for a local Ray; shuts Ray down after the block (and

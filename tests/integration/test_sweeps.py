@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 from cli_helpers import FAKE_KEY, ROOT, cli_env
+from conftest import ray_sessions
 from marlscale.sweeps.results import read_results
 
 pytestmark = pytest.mark.integration
@@ -79,6 +80,15 @@ def test_smoke_sweep_on_a_local_ray_writes_results_and_offline_wandb(smoke_sweep
     run_dir, done = smoke_sweep
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert FAKE_KEY not in done.stdout + done.stderr
+    # Nor in Ray's own logs of the sweep's session (Ray's W&B callback used to put the key
+    # into a runtime_env, which the runtime-env agent logs in plain text).
+    before = set((run_dir.parent / "sessions_before.txt").read_text().split())
+    sessions = [Path(s) for s in ray_sessions() if s not in before]
+    assert sessions, "the sweep's Ray session folder was not found"
+    logs = [p for s in sessions for p in s.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert any(p.name.startswith("runtime_env_agent") for p in logs)
+    leaks = [p for p in logs if FAKE_KEY.encode() in p.read_bytes()]
+    assert not leaks, leaks
     summary = json.loads(done.stdout[done.stdout.rindex("{\n"):done.stdout.rindex("}") + 1])
     assert summary["trials"] == 8 and summary["errored"] == 0
     check_smoke_results(run_dir)

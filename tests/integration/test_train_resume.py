@@ -1,8 +1,9 @@
 """`marlscale train --resume RUN_DIR` and `marlscale train --from-checkpoint CKPT[:team]`.
 
 Tiny pursuit runs, through `marlscale.cli.main` in this process on the session's local Ray:
-the CLI's own `ray.init`/`ray.shutdown` are recorded instead of run (test_cli.py runs them for
-real in a subprocess), which also tells whether a failing call got as far as starting Ray.
+the CLI's own start of a Ray (`cluster.connect`) is recorded instead of made (test_cli.py
+starts one for real in a subprocess), which also tells whether a failing call got as far as
+starting Ray.
 """
 
 import json
@@ -11,6 +12,7 @@ import types
 
 import numpy as np
 import pytest
+from conftest import record_ray_starts
 from marlscale import train
 from marlscale.algorithms import checkpoints
 from marlscale.cli import main
@@ -48,11 +50,7 @@ def rows(run_dir):
 def cli(ray_local, monkeypatch, capsys):
     """`cli(*args)`: run `marlscale` in-process; returns code, out, err and whether it called
     ray.init."""
-    import ray
-
-    started = []
-    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: started.append(kwargs))
-    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    started = record_ray_starts(monkeypatch)
 
     def call(*args):
         started.clear()

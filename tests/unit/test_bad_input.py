@@ -4,6 +4,8 @@ or file, the value and what is allowed, before Ray starts, with no traceback."""
 from __future__ import annotations
 
 import pytest
+from cli_helpers import ROOT
+from conftest import record_ray_starts
 from marlscale.cli import main
 from marlscale.specfile import loads
 from marlscale.train import TrainSpec
@@ -144,10 +146,7 @@ def test_the_memory_estimate_is_the_replay_actually_allocated():
 ])
 def test_bench_train_refuses_a_case_it_cannot_run_before_ray_starts(args, expected, capsys,
                                                                     monkeypatch):
-    import ray
-
-    started = []
-    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: started.append(kwargs))
+    started = record_ray_starts(monkeypatch)
     assert main(["bench", "train", *args]) == 2
     err = capsys.readouterr().err
     assert expected in err and err.startswith("marlscale: error: ") and "Traceback" not in err
@@ -171,10 +170,7 @@ def test_bench_train_active_must_be_positive(value, capsys):
 ])
 def test_gpus_this_machine_lacks_are_refused_before_ray_starts(command, expected, tmp_path,
                                                                capsys, monkeypatch):
-    import ray
-
-    started = []
-    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: started.append(kwargs))
+    started = record_ray_starts(monkeypatch)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text("experiment: gpu\ngame: adversarial_pursuit\nenv_config: {n_agents: 4}\n"
@@ -186,3 +182,86 @@ def test_gpus_this_machine_lacks_are_refused_before_ray_starts(command, expected
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err and not started
     assert not (tmp_path / "run").exists()
+
+
+# ---- cluster addresses, local-Ray flags, resuming a sweep (#14) ------------------------------
+SMOKE = ROOT / "tune_specs" / "smoke.yaml"
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("127.0.0.1:1", "--address '127.0.0.1:1' is unreachable (Connection refused within 10 s)"),
+    ("nohost", "--address 'nohost' is invalid"),
+])
+def test_an_unreachable_or_malformed_address_fails_fast_and_names_it(address, expected, tmp_path,
+                                                                     capsys):
+    import time
+
+    start = time.perf_counter()
+    code = main(["sweep", str(SMOKE), "--address", address, "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and "ray start --head" in err, err
+    assert "Traceback" not in err and time.perf_counter() - start < 20
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--dashboard-host", "0.0.0.0"], "--dashboard-host '0.0.0.0' is invalid without "
+                                      "--dashboard"),
+    (["--dashboard-port", "9000"], "--dashboard-port 9000 is invalid without --dashboard"),
+    (["--dashboard", "--address", "127.0.0.1:6379"], "--dashboard is invalid with a cluster "
+                                                     "address ('127.0.0.1:6379')"),
+])
+def test_local_ray_flags_are_refused_where_they_mean_nothing(args, expected, tmp_path, capsys,
+                                                             monkeypatch):
+    started = record_ray_starts(monkeypatch)
+    assert main(["sweep", str(SMOKE), *args, "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and not started
+
+
+def interrupted_sweep(tmp_path):
+    """A sweep run directory as `marlscale sweep` leaves it when stopped early (no Tune run:
+    the checks below come before Ray)."""
+    import pickle
+
+    from marlscale.sweeps import SweepSpec, runner
+
+    run_dir = tmp_path / "sweep"
+    run_dir.mkdir()
+    spec = SweepSpec.load(SMOKE)
+    (run_dir / runner.SPEC_FILE).write_text(SMOKE.read_text())
+    runner.record_fingerprint(run_dir, spec.to_dict())
+    (run_dir / runner.TUNER_FILE).write_bytes(pickle.dumps({"_tune_config": None}))
+    return run_dir
+
+
+def test_a_corrupt_tuner_pkl_is_named_before_ray_starts(tmp_path, capsys, monkeypatch):
+    started = record_ray_starts(monkeypatch)
+    run_dir = interrupted_sweep(tmp_path)
+    (run_dir / "tuner.pkl").write_bytes(b"")
+    assert main(["sweep", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"{str(run_dir / 'tuner.pkl')!r} is unreadable (it is empty)" in err
+    assert "Traceback" not in err and not started
+    (run_dir / "tuner.pkl").write_bytes(b"\x80\x04garbage")
+    assert main(["sweep", "--resume", str(run_dir)]) == 2
+    assert "is unreadable (UnpicklingError" in capsys.readouterr().err and not started
+
+
+def test_a_swapped_sweep_yaml_is_refused_naming_both_specs(tmp_path, capsys, monkeypatch):
+    import yaml
+    from marlscale.sweeps import runner
+
+    started = record_ray_starts(monkeypatch)
+    run_dir = interrupted_sweep(tmp_path)
+    values = yaml.safe_load(SMOKE.read_text())
+    values["grid"]["n_agents"] = [4]
+    values["experiment"] = "other"
+    (run_dir / "sweep.yaml").write_text(yaml.safe_dump(values))  # another valid spec
+    assert main(["sweep", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "sweep.yaml has changed since the sweep started (started with sha256 " in err
+    assert "experiment: 'smoke' -> 'other'" in err and "[4]" in err
+    assert "Traceback" not in err and not started
+    (run_dir / "sweep.yaml").write_text(SMOKE.read_text())  # the original passes
+    assert runner.check_resumable(run_dir).experiment == "smoke"

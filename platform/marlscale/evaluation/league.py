@@ -369,7 +369,13 @@ def check_resumable(run_dir: Path) -> LeagueSpec:
     if not (run_dir / LEAGUE_FILE).is_file():
         raise ValueError(f"--resume {str(run_dir)!r} is invalid; allowed: the run directory of "
                          f"a league started by `marlscale league` ({LEAGUE_FILE} inside)")
-    return LeagueSpec.load(run_dir / LEAGUE_FILE)
+    from marlscale.sweeps import runner
+
+    if (run_dir / runner.TUNER_FILE).is_file():
+        runner.check_tuner_state(run_dir)
+    spec = LeagueSpec.load(run_dir / LEAGUE_FILE)
+    runner.check_unchanged(run_dir, spec.sweep_spec().to_dict(), LEAGUE_FILE)
+    return spec
 
 
 def run(spec: LeagueSpec, run_dir: str | Path, *, resume: bool = False, log=print) -> dict:

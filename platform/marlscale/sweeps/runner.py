@@ -10,6 +10,8 @@ finished trial and restarts unfinished ones from their last checkpoints.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import posixpath
 import re
@@ -126,11 +128,68 @@ def callbacks(spec: SweepSpec) -> list:
 
 
 def check_resumable(run_dir: Path) -> SweepSpec:
-    """The spec of an interrupted sweep, or a clear error when RUN_DIR is not one."""
-    if not (run_dir / SPEC_FILE).is_file() or not (run_dir / "tuner.pkl").is_file():
+    """The spec of an interrupted sweep, or a clear error when RUN_DIR is not one, when Tune's
+    state in it is unreadable, or when its sweep.yaml is not the spec it started with."""
+    if not (run_dir / SPEC_FILE).is_file() or not (run_dir / TUNER_FILE).is_file():
         raise ValueError(f"--resume {str(run_dir)!r} is invalid; allowed: the run directory "
                          f"of a sweep started by `marlscale sweep` ({SPEC_FILE} and tuner.pkl)")
-    return SweepSpec.load(run_dir / SPEC_FILE)
+    check_tuner_state(run_dir)
+    spec = SweepSpec.load(run_dir / SPEC_FILE)
+    check_unchanged(run_dir, spec.to_dict(), SPEC_FILE)
+    return spec
+
+
+TUNER_FILE = "tuner.pkl"
+FINGERPRINT_FILE = "spec.fingerprint.json"
+
+
+def check_tuner_state(run_dir: Path) -> None:
+    """A clear error when Tune's tuner.pkl cannot be read (empty, cut short, not Tune's)."""
+    import pickle
+
+    path = run_dir / TUNER_FILE
+    try:
+        state = pickle.loads(path.read_bytes())
+        if not isinstance(state, dict):
+            raise TypeError(f"a {type(state).__name__}, not Tune's dict")
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same answer
+        reason = "it is empty" if path.stat().st_size == 0 else \
+            f"{type(error).__name__}: {error}"
+        raise ValueError(f"--resume {str(run_dir)!r}: {str(path)!r} is unreadable ({reason}); "
+                         "allowed: a run directory whose tuner.pkl Tune wrote (restore it "
+                         "from a copy, or start the sweep again in a new --run-dir)") from None
+
+
+def fingerprint(values: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def record_fingerprint(run_dir: Path, values: dict[str, Any]) -> None:
+    """RUN_DIR/spec.fingerprint.json: the spec a sweep started with, and its SHA-256."""
+    (run_dir / FINGERPRINT_FILE).write_text(json.dumps(
+        {"sha256": fingerprint(values), "spec": values}, indent=2, default=str))
+
+
+def check_unchanged(run_dir: Path, values: dict[str, Any], spec_file: str) -> None:
+    """Refuse to resume a sweep whose spec file differs from the one it started with (Tune
+    would resume the old trials while the driver reads the new grid). A run directory from
+    before fingerprints were kept has nothing to compare with and passes."""
+    path = run_dir / FINGERPRINT_FILE
+    if not path.is_file():
+        return
+    started = json.loads(path.read_text())
+    now = fingerprint(values)
+    if now == started["sha256"]:
+        return
+    before = json.loads(json.dumps(started["spec"], default=str))
+    after = json.loads(json.dumps(values, default=str))
+    changed = [f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
+               for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+    raise ValueError(
+        f"--resume {str(run_dir)!r}: {spec_file} has changed since the sweep started "
+        f"(started with sha256 {started['sha256'][:12]}, now {now[:12]}; "
+        f"{'; '.join(changed)[:600]}); allowed: the spec the sweep started with (its copy is "
+        f"in {FINGERPRINT_FILE}), or start the new spec in a new --run-dir")
 
 
 def run(spec: SweepSpec, run_dir: str | Path, *, resume: bool = False,
@@ -145,6 +204,7 @@ def run(spec: SweepSpec, run_dir: str | Path, *, resume: bool = False,
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+        record_fingerprint(run_dir, spec.to_dict())
         tuner = tune.Tuner(
             SweepTrial,
             param_space=param_space(spec),

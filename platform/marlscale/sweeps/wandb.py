@@ -4,16 +4,24 @@ Each trial is its own W&B run; its group is experiment/algorithm/game/N (plus an
 axis but the seed), so the seeds of one configuration aggregate on the dashboard; env steps are
 the x-axis of every metric, as in `marlscale train`'s runs (marlscale/wandb_logging.py).
 Offline mode needs no account: the runs land in each trial's directory under `wandb/` and can
-be uploaded later with `wandb sync`. The API key is only ever read from WANDB_API_KEY by W&B
-itself (Ray forwards that variable to its logging actors); marlscale never prints, logs or
-writes it.
+be uploaded later with `wandb sync`.
+
+The API key never reaches a runtime_env. Ray's callback puts WANDB_API_KEY into its logging
+actors' `runtime_env={"env_vars": ...}`, which Ray's runtime-env agent writes in plain text to
+its log (`runtime_env_agent.log`, world-readable under /tmp/ray). Here the logging actors,
+which run on the driver's node, read the key from their own environment instead: the local
+Ray that `marlscale sweep` starts inherits the driver's, and on a cluster the head node's
+(`WANDB_API_KEY` set where `ray start` runs, or `wandb login` there). marlscale never prints,
+logs or writes the key.
 """
 
 from __future__ import annotations
 
 import os
 
+import ray
 from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+from ray.air.util.node import _force_on_current_node
 
 from marlscale.wandb_logging import define_x_axis
 
@@ -46,6 +54,13 @@ class SweepWandbLogger(WandbLoggerCallback):
         if self.kwargs.get("mode") == "offline":
             return  # Ray's setup insists on an API key, which offline runs do not need
         super().setup(*args, **kwargs)
+
+    def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
+        if not self._remote_logger_class:  # Ray's, less the runtime_env that carries the key
+            self._remote_logger_class = ray.remote(
+                num_cpus=0, **_force_on_current_node(), max_restarts=-1, max_task_retries=-1,
+            )(self._logger_actor_cls)
+        super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
 
     def log_trial_start(self, trial):
         self.group = self._group_of(trial.config)

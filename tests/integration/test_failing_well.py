@@ -1,0 +1,213 @@
+"""Failing well, run the way users run the CLI (a subprocess on a local Ray it starts):
+
+* Ctrl-C (SIGINT) stops `train` at the end of its iteration with a checkpoint and the result
+  files, exit 130 and the resume command; `--resume` then continues. A sweep stops too, exit
+  130, and `--resume` finishes every trial.
+* SIGKILL of the driver leaves no Ray process of its local Ray behind, and every one of those
+  processes listens on 127.0.0.1 only (the dashboard included, when asked for).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from cli_helpers import ROOT, cli_env
+from test_sweeps import small_spec, stop_group, sweep_cmd, trials
+
+pytestmark = pytest.mark.integration
+
+TRAIN = {
+    "env": "adversarial_pursuit",
+    "env_config": {"n_agents": 4, "map_size": 14, "max_cycles": 30},
+    "training": {"algorithm": "qmix", "rollout_length": 50, "learning_starts": 50,
+                 "batch_size": 16, "hidden": 32, "replay_capacity": 2000,
+                 "epsilon_decay_steps": 1000},
+    "resources": {"num_cpus": 1},
+    "stop": {"iterations": 100_000},
+    "eval_episodes": 1,
+    "seed": 1,
+    "wandb": {"mode": "disabled"},
+}
+
+
+def train_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "marlscale.cli", "train", *map(str, args)]
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().split("\n")[:-1] if path.is_file() else []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def wait_for(condition, process: subprocess.Popen, timeout_s: float = 240, what: str = ""):
+    deadline = time.time() + timeout_s
+    while not condition():
+        assert process.poll() is None, f"the command ended before {what}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_sigint_stops_train_with_a_checkpoint_and_resume_continues(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(TRAIN))
+    run_dir = tmp_path / "run"
+    driver = subprocess.Popen(train_cmd(spec, "--run-dir", run_dir, "--num-cpus", "1"),
+                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True, cwd=ROOT)
+    try:
+        wait_for(lambda: len(metric_rows(run_dir)) >= 2, driver, what="two iterations")
+        driver.send_signal(signal.SIGINT)  # what Ctrl-C sends the foreground process
+        out, err = driver.communicate(timeout=120)
+    finally:
+        stop_group(driver)
+    assert driver.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert f"continue with: marlscale train --resume {run_dir}" in err
+    rows = metric_rows(run_dir)
+    last = rows[-1]["training_iteration"]
+    assert [path.name for path in (run_dir / "checkpoints").iterdir()] == [f"iter_{last:06d}"]
+    assert len(pd.read_csv(run_dir / "metrics.csv")) == len(rows) == last
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["interrupted"] and result["last"]["training_iteration"] == last
+
+    done = subprocess.run(train_cmd("--resume", run_dir, "--iterations", last + 2, "--num-cpus",
+                                    "1", "--no-report"),
+                          env=cli_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r["training_iteration"] for r in metric_rows(run_dir)] == list(range(1, last + 3))
+    assert not json.loads((run_dir / "result.json").read_text())["interrupted"]
+
+
+def test_sigint_stops_a_sweep_and_resume_finishes_every_trial(tmp_path):
+    stop = 10
+    spec = small_spec(tmp_path, "sigint", grid={"algorithm": ["qmix"], "n_agents": [3],
+                                                "seed": [0, 1, 2]},
+                      stop={"iterations": stop}, checkpoint_every=2, max_concurrent_trials=1,
+                      wandb={"mode": "disabled"})
+    run_dir = tmp_path / "sigint"
+    driver = subprocess.Popen(sweep_cmd(str(spec), "--run-dir", str(run_dir), "--num-cpus", "2"),
+                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True, cwd=ROOT)
+    try:
+        wait_for(lambda: any(len(rows) >= 3 for rows in trials(run_dir).values()), driver,
+                 what="a trial past its first checkpoint")
+        driver.send_signal(signal.SIGINT)
+        out, err = driver.communicate(timeout=180)
+    finally:
+        stop_group(driver)
+    assert driver.returncode == 130, err[-3000:]
+    assert f"marlscale sweep --resume {run_dir}" in err and "Traceback" not in err
+    status = pd.read_csv(run_dir / "trials.csv")["status"].tolist()
+    assert len(status) >= 1 and "TERMINATED" not in status, status  # none reached its stop
+
+    done = subprocess.run(sweep_cmd("--resume", str(run_dir), "--num-cpus", "2", "--no-report"),
+                          env=cli_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = pd.read_csv(run_dir / "trials.csv")
+    assert summary["status"].tolist() == ["TERMINATED"] * 3
+    assert summary["iterations"].tolist() == [stop] * 3
+
+
+# ---- SIGKILL and listeners --------------------------------------------------------------------
+def processes() -> dict[int, tuple[int, int, str, str]]:
+    """pid -> (ppid, pgid, state, command line) of every process, from `ps`."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,pgid=,stat=,args="],
+                         capture_output=True, text=True, check=True).stdout
+    table = {}
+    for line in out.splitlines():
+        pid, ppid, pgid, stat, *args = line.split(None, 4)
+        table[int(pid)] = (int(ppid), int(pgid), stat, args[0] if args else "")
+    return table
+
+
+def local_ray_of(driver_pid: int) -> set[int]:
+    """The driver's local Ray: the process group of Ray's reaper (the driver's child), and
+    every descendant of those processes (workers lead process groups of their own)."""
+    table = processes()
+    (reaper,) = [pid for pid, (ppid, _, _, args) in table.items()
+                 if ppid == driver_pid and "ray_process_reaper" in args]
+    members = {pid for pid, (_, pgid, _, _) in table.items() if pgid == reaper}
+    while True:
+        more = {pid for pid, (ppid, _, _, _) in table.items() if ppid in members} - members
+        if not more:
+            return members
+        members |= more
+
+
+def alive(pids: set[int]) -> dict[int, str]:
+    """Those of `pids` still running (zombies, already dead, are left out)."""
+    table = processes()
+    return {pid: table[pid][3][:80] for pid in pids if pid in table
+            and not table[pid][2].startswith("Z")}
+
+
+def listening(pids: set[int]) -> dict[str, int]:
+    """'address:port' -> pid of every TCP socket in LISTEN state the processes hold (from
+    /proc: their socket inodes, looked up in /proc/net/tcp and tcp6)."""
+    inodes = {}
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes[link[8:-1]] = pid
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+    found = {}
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A: LISTEN
+                continue
+            hexip, hexport = local.split(":")
+            raw = bytes.fromhex(hexip)
+            # /proc prints the address as 32-bit words in host (little-endian) order
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            found[f"{socket.inet_ntop(family, raw)}:{int(hexport, 16)}"] = inodes[inode]
+    return found
+
+
+def test_sigkill_of_the_driver_leaves_no_ray_process_and_ray_listens_on_loopback_only(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(TRAIN))
+    run_dir = tmp_path / "run"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dashboard_port = probe.getsockname()[1]
+    driver = subprocess.Popen(
+        train_cmd(spec, "--run-dir", run_dir, "--num-cpus", "1", "--dashboard",
+                  "--dashboard-port", dashboard_port),
+        env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, cwd=ROOT)
+    try:
+        wait_for(lambda: len(metric_rows(run_dir)) >= 1, driver, what="a first iteration")
+        ray_pids = local_ray_of(driver.pid)
+        names = " ".join(alive(ray_pids).values())
+        for expected in ("gcs_server", "raylet", "DashboardAgent", "RuntimeEnv", "dashboard"):
+            assert expected in names, (expected, names)
+        sockets = listening(ray_pids)
+        assert f"127.0.0.1:{dashboard_port}" in sockets, sockets
+        elsewhere = [address for address in sockets
+                     if not address.startswith(("127.0.0.1:", "::ffff:127.0.0.1:"))]
+        assert not elsewhere, elsewhere
+        driver.kill()  # SIGKILL: no handler, no atexit
+        driver.wait()
+        deadline = time.time() + 30
+        while alive(ray_pids) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not alive(ray_pids), alive(ray_pids)
+    finally:
+        stop_group(driver)
+        for pid in alive(locals().get("ray_pids", set())):
+            os.kill(pid, signal.SIGKILL)
