@@ -38,10 +38,11 @@ def record_ray_starts(monkeypatch) -> list[dict]:
 
 
 def ray_sessions() -> list[str]:
-    """Ray's session folders on this machine (its logs live there)."""
+    """Ray's session folders on this machine (its logs live there), marlscale's local Rays'
+    included (marlscale/cluster.py)."""
     import glob
 
-    return sorted(glob.glob("/tmp/ray/session_2*"))
+    return sorted(glob.glob("/tmp/ray/session_2*") + glob.glob("/tmp/ray/marlscale-*/session_2*"))
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +50,8 @@ def ray_local():
     """A local 2-CPU Ray, started the way a test machine can: once per session."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    # address="local": a new Ray, never another one running on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     yield ray
     ray.shutdown()
 

@@ -408,12 +408,17 @@ def _wandb_settings(wandb: dict, args: argparse.Namespace) -> dict:
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from marlscale import train
+    from marlscale import storage, train
 
     def log(line: str) -> None:
         print(line, flush=True)
 
     # Everything is checked before Ray starts or anything is written.
+    for flag in ("resume", "run_dir"):
+        if storage.is_uri(getattr(args, flag)):
+            raise ValueError(f"--{flag.replace('_', '-')} {getattr(args, flag)!r} is invalid "
+                             "for `marlscale train`; allowed: a local or shared folder "
+                             "(object-store URIs are for `marlscale sweep`)")
     if args.resume:
         allowed = {"command", "resume", "address", "num_cpus", "dashboard", "dashboard_host",
                    "dashboard_port", "wandb_mode", "wandb_project", "no_report", *train.STOP_KEYS}
@@ -466,21 +471,33 @@ def _spec_and_run_dir(args: argparse.Namespace, kind: str, spec_file: str, load,
     import os
     from pathlib import Path
 
-    from marlscale import train
+    from marlscale import storage, train
 
+    remote = kind == "sweep"  # sweeps may live on object storage (marlscale/storage.py)
+    for flag in ("resume", "run_dir"):
+        value = getattr(args, flag)
+        if storage.is_uri(value) and not remote:
+            raise ValueError(f"--{flag.replace('_', '-')} {value!r} is invalid for a {kind}; "
+                             "allowed: a local or shared folder (object-store URIs are for "
+                             "`marlscale sweep`)")
     if args.resume:
         if args.spec or args.run_dir:
             raise ValueError(f"--resume {args.resume!r} is invalid with a spec or --run-dir; "
                              f"allowed: --resume RUN_DIR alone (the spec is RUN_DIR/{spec_file})")
+        if storage.is_uri(args.resume):
+            return check_resumable(args.resume), args.resume.rstrip("/")
         return check_resumable(Path(args.resume)), Path(args.resume)
     if not args.spec:
         raise ValueError(f"spec=None is invalid; allowed: a {kind} spec file or --resume RUN_DIR")
     spec = load(args.spec)
+    hint = f" (continue an interrupted {kind} with --resume RUN_DIR)"
+    if storage.is_uri(args.run_dir):
+        storage.check_new(args.run_dir, hint=hint)
+        return spec, args.run_dir.rstrip("/")
     root = Path(os.environ.get("MARLSCALE_RUNS", "~/marlscale_runs")).expanduser()
     run_dir = Path(args.run_dir) if args.run_dir else \
         root / folder / f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
-    train.check_new_run_dir(run_dir, hint=f" (continue an interrupted {kind} with --resume "
-                            "RUN_DIR)")
+    train.check_new_run_dir(run_dir, hint=hint)
     return spec, run_dir
 
 

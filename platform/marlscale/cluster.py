@@ -17,6 +17,9 @@
     process ends in any way (SIGKILL included) the pipe closes and the reaper terminates the
     whole group: no `ray::DashboardAgent` or `RuntimeEnvAgent` outlives the command. The
     group is not the terminal's, so Ctrl-C reaches only this process, which stops cleanly.
+  - Its files (logs, sockets, the session folder) go to a temp dir of its own,
+    `/tmp/ray/marlscale-XXXXXXXX/session_*`, so that a plain `ray.init()` elsewhere on the
+    machine does not find this Ray and join it.
   - The dashboard is off unless asked for (`dashboard=True`), and then binds to
     `dashboard_host`, 127.0.0.1 by default.
   - Token authentication follows Ray's default for a local `ray.init()`: on, with the
@@ -30,6 +33,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -108,6 +112,13 @@ class LocalRay:
             command.append(f"--num-cpus={num_cpus}")
         if dashboard:
             command += [f"--dashboard-host={dashboard_host}", f"--dashboard-port={dashboard_port}"]
+        # A temp dir of its own: `ray start` records its address in the temp dir, where a
+        # later plain `ray.init()` on this machine would find it and join this private Ray.
+        from ray._common.utils import get_default_ray_temp_dir
+
+        os.makedirs(get_default_ray_temp_dir(), exist_ok=True)
+        temp_dir = tempfile.mkdtemp(prefix="marlscale-", dir=get_default_ray_temp_dir())
+        command.append(f"--temp-dir={temp_dir}")
         local = cls(address=f"{LOOPBACK}:{port}", reaper=reaper,
                     dashboard_url=f"http://{dashboard_host}:{dashboard_port}" if dashboard
                     else None)

@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from marlscale import provenance, specfile
+from marlscale import provenance, specfile, storage
 from marlscale.reports import aggregate, figures
 from marlscale.reports.runs import Runs, load
 
@@ -449,6 +449,8 @@ def build(paths: list[str | os.PathLike], out: str | os.PathLike | None = None, 
     {report, figures, skipped, missing} (and the W&B run's folder with `wandb`)."""
     if ci not in aggregate.CI_CHOICES:
         raise ValueError(f"--ci {ci!r} is invalid; allowed: {', '.join(aggregate.CI_CHOICES)}")
+    if any(storage.is_uri(path) for path in [*paths, out]):
+        return _build_from_storage(paths, out, ci=ci, last=last, wandb=wandb, log=log)
     out = check_out(out if out is not None else default_out(paths))
     runs = load(*paths)
     try:
@@ -476,6 +478,31 @@ def build(paths: list[str | os.PathLike], out: str | os.PathLike | None = None, 
         summary["wandb"] = log_to_wandb(out, runs, drawn)
     log(f"report: {out / REPORT_FILE} ({len(summary['figures'])} figures)")
     return summary
+
+
+def _build_from_storage(paths, out, **kwargs) -> dict[str, Any]:
+    """`build` for runs on object storage: from local copies of their small files (see
+    marlscale/storage.py); a report whose --out (default: the first run's report/) is a URI is
+    drawn locally, then uploaded there."""
+    with tempfile.TemporaryDirectory(prefix="marlscale-report-") as mirror:
+        local = []
+        for number, path in enumerate(paths):
+            if storage.is_uri(path):
+                name = str(path).rstrip("/").rsplit("/", 1)[-1]
+                path = storage.fetch(str(path), Path(mirror, f"{number}", name), "RUN_DIR")
+            local.append(path)
+        target = out if out is not None else (
+            f"{str(paths[0]).rstrip('/')}/report" if storage.is_uri(paths[0]) else None)
+        if not storage.is_uri(target):
+            return build(local, target, **kwargs)
+        target = str(target).rstrip("/")
+        storage.filesystem(target, "--out")
+        drawn = Path(mirror, "out")
+        summary = build(local, drawn, **kwargs)
+        storage.push(drawn, target, [p.name for p in drawn.iterdir()])
+        summary["report"] = f"{target}/{REPORT_FILE}"
+        summary["figures"] = [f"{target}/{Path(p).name}" for p in summary["figures"]]
+        return summary
 
 
 def log_to_wandb(out: Path, runs: Runs, drawn: list[Section]) -> str:

@@ -15,12 +15,14 @@ import json
 import logging
 import posixpath
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from marlscale import keys, provenance
+from marlscale import keys, provenance, storage
 from marlscale.algorithms.algorithm import TeamQ
 from marlscale.sweeps import results
 from marlscale.sweeps.spec import SPEC_KEY, SweepSpec
@@ -127,9 +129,17 @@ def callbacks(spec: SweepSpec) -> list:
                              group_of=wandb_group, entity=spec.wandb.get("entity"))]
 
 
-def check_resumable(run_dir: Path) -> SweepSpec:
+def check_resumable(run_dir: str | Path) -> SweepSpec:
     """The spec of an interrupted sweep, or a clear error when RUN_DIR is not one, when Tune's
-    state in it is unreadable, or when its sweep.yaml is not the spec it started with."""
+    state in it is unreadable, or when its sweep.yaml is not the spec it started with. A URI
+    is checked on a local copy of its small files."""
+    if storage.is_uri(run_dir):
+        with tempfile.TemporaryDirectory(prefix="marlscale-resume-") as mirror:
+            try:
+                return check_resumable(storage.fetch(str(run_dir), mirror, "--resume"))
+            except ValueError as error:
+                raise ValueError(str(error).replace(mirror, str(run_dir).rstrip("/"))) from None
+    run_dir = Path(run_dir)
     if not (run_dir / SPEC_FILE).is_file() or not (run_dir / TUNER_FILE).is_file():
         raise ValueError(f"--resume {str(run_dir)!r} is invalid; allowed: the run directory "
                          f"of a sweep started by `marlscale sweep` ({SPEC_FILE} and tuner.pkl)")
@@ -197,9 +207,21 @@ def run(spec: SweepSpec, run_dir: str | Path, *, resume: bool = False,
     """Run (or resume) the sweep into `run_dir`; Ray must be initialised. Returns a summary."""
     from ray import tune
 
-    run_dir = Path(run_dir).resolve()
+    # On object storage, Tune writes the trials to the URI; marlscale's own files are written
+    # in a local mirror and uploaded (marlscale/storage.py).
+    remote = storage.is_uri(run_dir)
+    if remote:
+        target = str(run_dir).rstrip("/")
+        storage_path, name = storage.split(target)
+        run_dir = Path(tempfile.mkdtemp(prefix="marlscale-sweep-"))
+        if resume:
+            storage.fetch(target, run_dir)
+    else:
+        run_dir = Path(run_dir).resolve()
+        target, storage_path, name = str(run_dir), str(run_dir.parent), run_dir.name
+    own_files = [SPEC_FILE, FINGERPRINT_FILE, provenance.PROVENANCE_FILE]
     if resume:
-        tuner = tune.Tuner.restore(str(run_dir), trainable=SweepTrial, resume_unfinished=True,
+        tuner = tune.Tuner.restore(target, trainable=SweepTrial, resume_unfinished=True,
                                    resume_errored=True)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -214,30 +236,42 @@ def run(spec: SweepSpec, run_dir: str | Path, *, resume: bool = False,
                 trial_dirname_creator=trial_name,
             ),
             run_config=tune.RunConfig(
-                name=run_dir.name,
-                storage_path=str(run_dir.parent),
+                name=name,
+                storage_path=storage_path,
                 stop={TUNE_STOP_KEYS[k]: v for k, v in spec.stop.items()},
                 checkpoint_config=tune.CheckpointConfig(
                     checkpoint_frequency=spec.checkpoint_every, checkpoint_at_end=True,
                     num_to_keep=2,
                 ),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                # how often results reach object storage while the sweep runs
+                sync_config=tune.SyncConfig(sync_period=SYNC_PERIOD_S),
                 callbacks=callbacks(spec),
                 verbose=1,
             ),
         )
     provenance.record(run_dir)
-    log(f"# sweep {spec.experiment}: {len(spec.points())} trials -> {run_dir}")
+    if remote:
+        storage.push(run_dir, target, own_files)
+    log(f"# sweep {spec.experiment}: {len(spec.points())} trials -> {target}")
     grid = tuner.fit()  # a first Ctrl-C ends it early, Tune's experiment state saved
-    statuses = trial_statuses(run_dir)
+    statuses = trial_statuses(target)
+    if remote:
+        storage.fetch(target, run_dir)
     results_csv, trials_csv = results.write_tables(run_dir, spec.axes, grid, statuses)
+    if remote:
+        storage.push(run_dir, target, [results.RESULTS_CSV, results.TRIALS_CSV])
+        results_csv, trials_csv = (f"{target}/{results.RESULTS_CSV}",
+                                   f"{target}/{results.TRIALS_CSV}")
+        shutil.rmtree(run_dir, ignore_errors=True)
     errors = sum(1 for r in grid if r.error)
     unfinished = sum(1 for status in statuses.values() if status not in FINISHED)
-    return {"run_dir": str(run_dir), "experiment": spec.experiment, "trials": len(grid),
+    return {"run_dir": target, "experiment": spec.experiment, "trials": len(grid),
             "errored": errors, "interrupted": unfinished, "results_csv": str(results_csv),
             "trials_csv": str(trials_csv)}
 
 
+SYNC_PERIOD_S = 60
 FINISHED = ("TERMINATED", "ERROR")
 
 
