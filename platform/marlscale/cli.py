@@ -41,6 +41,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):  # NaN fails the first test
+        raise argparse.ArgumentTypeError(f"{text} is invalid; allowed: a number >= 0 (seconds)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="marlscale", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +122,9 @@ def _add_sweep(commands) -> None:
     sweep = commands.add_parser(
         "sweep", help="run a sweep spec (tune_specs/*.yaml) on Ray Tune, or resume one")
     _add_spec_run_flags(sweep, "sweep", "tune_specs/*.yaml", "sweeps")
+    sweep.add_argument("--resource-wait-s", type=_non_negative_float, default=600.0,
+                       help="on a cluster: how long to wait for a node that can hold a trial's "
+                            "resources (e.g. its GPUs) before failing (default 600)")
 
 
 def _add_evaluate(commands) -> None:
@@ -509,9 +519,11 @@ def _sweep(args: argparse.Namespace) -> int:
     if not (args.address or os.environ.get("RAY_ADDRESS")):  # a local Ray: this machine's GPUs
         _check_gpus(spec.resources.get("num_gpus", 0), "resources.num_gpus",
                     "or a cluster (--address) whose nodes have them")
+    cluster = args.address or os.environ.get("RAY_ADDRESS")
     with _ray(args):
         summary = runner.run(spec, run_dir, resume=bool(args.resume),
-                             log=lambda line: print(line, flush=True))
+                             log=lambda line: print(line, flush=True),
+                             resource_wait_s=args.resource_wait_s if cluster else None)
     print(json.dumps(summary, indent=2))
     if summary["interrupted"]:
         print(f"marlscale: interrupted with {summary['interrupted']} trial(s) unfinished; each "

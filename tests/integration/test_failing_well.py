@@ -211,3 +211,26 @@ def test_sigkill_of_the_driver_leaves_no_ray_process_and_ray_listens_on_loopback
         stop_group(driver)
         for pid in alive(locals().get("ray_pids", set())):
             os.kill(pid, signal.SIGKILL)
+
+
+# ---- resources no node can hold, on a cluster --------------------------------------------------
+def test_a_cluster_without_a_node_for_a_trials_gpus_warns_then_fails_clearly(ray_local,
+                                                                             tmp_path):
+    """The session's Ray stands for a cluster (2 CPUs, no GPU): a sweep asking 1 GPU per trial
+    is warned about at once and refused after the wait, instead of PENDING forever."""
+    from marlscale.sweeps import SweepSpec, runner
+
+    spec = SweepSpec.load(small_spec(tmp_path, "gpu", resources={"num_gpus": 1},
+                                     wandb={"mode": "disabled"}))
+    lines = []
+    start = time.monotonic()
+    with pytest.raises(ValueError) as error:
+        runner.run(spec, tmp_path / "run", log=lines.append, resource_wait_s=2)
+    assert time.monotonic() - start < 30
+    assert lines[0].startswith("marlscale: warning: no node of the cluster can hold a trial's "
+                               "CPU=1, GPU=1 (nodes: CPU=2") and "waiting up to 2 s" in lines[0]
+    assert "resources=CPU=1, GPU=1 per trial is invalid on this cluster: no node can hold it " \
+           "after 2 s" in str(error.value)
+    assert not (tmp_path / "run").exists()  # nothing written
+    runner.wait_until_fits(SweepSpec.load(small_spec(tmp_path, "cpu")), 0, lines.append)
+    assert len(lines) == 1  # a sweep that fits goes on without a word

@@ -265,3 +265,11 @@ def test_a_swapped_sweep_yaml_is_refused_naming_both_specs(tmp_path, capsys, mon
     assert "Traceback" not in err and not started
     (run_dir / "sweep.yaml").write_text(SMOKE.read_text())  # the original passes
     assert runner.check_resumable(run_dir).experiment == "smoke"
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "inf", "soon"])
+def test_resource_wait_must_be_a_finite_number_of_seconds(value, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["sweep", str(SMOKE), "--resource-wait-s", value])
+    assert exit.value.code == 2
+    assert "--resource-wait-s" in capsys.readouterr().err
