@@ -226,7 +226,8 @@ def test_readme_documents_the_convention_and_the_builds():
         assert _image(kind) in text
         assert f"rayproject/ray:{_ray_pin()}-py{_python_version().replace('.', '')}-" \
                f"{_variant(kind)}" in text
-        build = rf"docker build -f docker/{path.name}\s+-t {re.escape(_image(kind))} \."
+        build = (rf"docker build -f docker/{path.name}\s+--build-arg MARLSCALE_COMMIT=[^\n]*"
+                 rf"\\\n\s+-t {re.escape(_image(kind))} \.")
         assert re.search(build, text), f"no build command for {path.name}"
         assert f"docker push {_image(kind)}" in text
 

@@ -16,11 +16,12 @@ With `--active K` < N, the same measurement at N=K with every agent active runs 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Any
 
-from marlscale import keys
+from marlscale import cluster, keys
 from marlscale.bench.env import _raw_pettingzoo, machine
 from marlscale.envs import register_envs
 from marlscale.train import TrainSpec
@@ -79,9 +80,9 @@ def training(steps: int, n_agents: int = 25, n_active: int | None = None,
     every = os.sched_getaffinity(0)
     pinned = set(sorted(every)[:cores]) if cores else every
     os.sched_setaffinity(0, pinned)  # before Ray starts: its processes inherit it
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=len(pinned), include_dashboard=False, log_to_driver=False)
+    local = contextlib.ExitStack()
+    if not ray.is_initialized():  # a local Ray of its own (marlscale/cluster.py), pinned too
+        local.enter_context(cluster.connect(None, len(pinned)))
         register_envs()  # Tune's registry lives in the Ray session
     config = spec.algorithm_config().resources(
         num_cpus_for_main_process=max(1, len(pinned) - env_runners))
@@ -108,8 +109,7 @@ def training(steps: int, n_agents: int = 25, n_active: int | None = None,
                      + sum(c.nbytes for c in replay.agent_obs.values())) / replay.capacity
     finally:
         algo.stop()
-        if started:
-            ray.shutdown()
+        local.close()
         os.sched_setaffinity(0, every)
     map_size = spec.algorithm_config().team_env_config.resolved_map_size
     raw_agent_steps, raw_elapsed = _raw_pettingzoo("adversarial_pursuit", map_size, steps, 0)
