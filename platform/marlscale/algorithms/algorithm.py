@@ -19,6 +19,7 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
@@ -58,6 +59,9 @@ RANDOM = "random"
 """The same evaluation with every agent acting uniformly at random (logged once, at the first
 evaluation): the random policy's level."""
 TEAMS = "teams"
+NODE_ID = "node_id"
+"""The Ray node (its id, hex) the iteration ran on: where a sweep's trial ran, and where it
+moved to when retried on another node."""
 SAMPLE_TAG = "sample"
 MAX_MINIBATCHES_PER_CALL = 16
 
@@ -233,7 +237,7 @@ class TeamQ(Algorithm):
         """RLlib's iteration result, plus which algorithm plays each side (`teams/<team>/
         algorithm`) and the learning team's reward difference (`reward_difference`: its return
         per agent minus the other team's, over the latest episodes), so that every result row
-        of a head-to-head run says who played whom."""
+        of a head-to-head run says who played whom, and the Ray node it ran on (`node_id`)."""
         result = super().step()
         now = time.perf_counter()
         elapsed, self._step_ended = now - self._step_ended, now
@@ -241,6 +245,7 @@ class TeamQ(Algorithm):
         result[ENV_STEPS_PER_S] = self._iteration_env_steps / max(elapsed, 1e-9)
         result[AGENT_STEPS_PER_S] = result[ENV_STEPS_PER_S] * sum(self.team_sizes.values())
         result[WALL_S] = self.counters[WALL_S]
+        result[NODE_ID] = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
         if self._random_level is not None:
             result[RANDOM] = self._random_level
         teams = self.config.team_algorithms()

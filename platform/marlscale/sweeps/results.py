@@ -11,7 +11,10 @@
                               agent (epsilon-greedy) and reward difference, each learning side's
                               algorithm and return per agent (<side>_algorithm,
                               <side>_return_per_agent), its last greedy evaluation return per
-                              agent (greedy_return_per_agent; empty without eval_interval), error
+                              agent (greedy_return_per_agent; empty without eval_interval),
+                              the Ray nodes it ran on (node_ids: the distinct node ids of its
+                              result rows in order of first appearance, space-separated; a
+                              trial retried on another node has two), error
       <trial>/                Tune's trial directory: params.json, result.json (JSON lines),
                               progress.csv, checkpoint_NNNNNN/, wandb/ (offline W&B runs)
       tuner.pkl, experiment_state-*.json   Tune's own state, for `marlscale sweep --resume`
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from marlscale import keys
+from marlscale.algorithms.algorithm import NODE_ID
 from marlscale.sweeps.spec import SweepSpec
 from marlscale.train import flatten
 
@@ -99,6 +103,13 @@ def _last_greedy(rows, team: str) -> float | None:
     return float(values.iloc[-1]) if len(values) else None
 
 
+def node_ids(trial_dir: str | Path) -> str:
+    """The Ray nodes a trial ran on: the distinct node ids of all its result rows (those a
+    retry repeated included), in order of first appearance, joined with spaces."""
+    ids = (row.get(NODE_ID) for row in read_results(trial_dir))
+    return " ".join(dict.fromkeys(i for i in ids if i))
+
+
 def write_tables(run_dir: str | Path, axes: list[str], result_grid=None,
                  statuses: dict[str, str] | None = None) -> tuple[Path, Path]:
     """Write results.csv and trials.csv from the trial directories (and Tune's ResultGrid,
@@ -129,6 +140,7 @@ def write_tables(run_dir: str | Path, axes: list[str], result_grid=None,
             "env_steps": int(last[keys.ENV_STEPS]) if len(mine) else 0,
             **columns,
             "greedy_return_per_agent": _last_greedy(mine, columns["team"]),
+            "node_ids": node_ids(trial_dir),
             "error": error,
         })
     pd.DataFrame(trials).to_csv(run_dir / TRIALS_CSV, index=False)
