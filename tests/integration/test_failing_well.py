@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from cli_helpers import ROOT, cli_env
-from test_sweeps import small_spec, stop_group, sweep_cmd, trials
+from marlscale.sweeps.results import read_results
+from test_sweeps import saved_state, small_spec, stop_group, sweep_cmd, trials
 
 pytestmark = pytest.mark.integration
 
@@ -88,11 +89,13 @@ def test_sigint_stops_train_with_a_checkpoint_and_resume_continues(tmp_path):
     assert not json.loads((run_dir / "result.json").read_text())["interrupted"]
 
 
-def test_sigint_stops_a_sweep_and_resume_finishes_every_trial(tmp_path):
-    stop = 10
+def test_sigint_checkpoints_a_sweeps_running_trials_and_resume_finishes_every_trial(tmp_path):
+    """No periodic checkpoints (checkpoint_every is past the stop): what a trial has trained
+    when Ctrl-C comes is kept only by the checkpoint the interrupt asks for."""
+    stop = 60
     spec = small_spec(tmp_path, "sigint", grid={"algorithm": ["qmix"], "n_agents": [3],
                                                 "seed": [0, 1, 2]},
-                      stop={"iterations": stop}, checkpoint_every=2, max_concurrent_trials=1,
+                      stop={"iterations": stop}, checkpoint_every=1000, max_concurrent_trials=2,
                       wandb={"mode": "disabled"})
     run_dir = tmp_path / "sigint"
     driver = subprocess.Popen(sweep_cmd(str(spec), "--run-dir", str(run_dir), "--num-cpus", "2"),
@@ -100,15 +103,20 @@ def test_sigint_stops_a_sweep_and_resume_finishes_every_trial(tmp_path):
                               text=True, start_new_session=True, cwd=ROOT)
     try:
         wait_for(lambda: any(len(rows) >= 3 for rows in trials(run_dir).values()), driver,
-                 what="a trial past its first checkpoint")
+                 what="a trial three iterations in")
+        at_signal = {name: rows[-1]["training_iteration"]
+                     for name, rows in trials(run_dir).items() if rows}
         driver.send_signal(signal.SIGINT)
         out, err = driver.communicate(timeout=180)
     finally:
         stop_group(driver)
     assert driver.returncode == 130, err[-3000:]
     assert f"marlscale sweep --resume {run_dir}" in err and "Traceback" not in err
-    status = pd.read_csv(run_dir / "trials.csv")["status"].tolist()
-    assert len(status) >= 1 and "TERMINATED" not in status, status  # none reached its stop
+    assert "running trial(s) checkpointed; stopping the sweep" in out + err
+    state = saved_state(run_dir)  # what --resume reads: status and last checkpoint per trial
+    assert all(status != "TERMINATED" for status, _ in state.values()), state
+    assert all(state[name][1] is not None for name in at_signal), state  # the interrupt's
+    assert "TERMINATED" not in pd.read_csv(run_dir / "trials.csv")["status"].tolist()
 
     done = subprocess.run(sweep_cmd("--resume", str(run_dir), "--num-cpus", "2", "--no-report"),
                           env=cli_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -116,6 +124,14 @@ def test_sigint_stops_a_sweep_and_resume_finishes_every_trial(tmp_path):
     summary = pd.read_csv(run_dir / "trials.csv")
     assert summary["status"].tolist() == ["TERMINATED"] * 3
     assert summary["iterations"].tolist() == [stop] * 3
+    results = pd.read_csv(run_dir / "results.csv")  # one row per iteration, none lost
+    for _, rows in results.groupby("trial"):
+        assert rows["training_iteration"].tolist() == list(range(1, stop + 1))
+    for name, iteration in at_signal.items():  # resumed where Ctrl-C found it, or later
+        (row,) = [r for r in read_results(run_dir / name) if r["iterations_since_restore"] == 1
+                  and r["training_iteration"] > 1]
+        assert row["training_iteration"] > iteration, (name, row["training_iteration"],
+                                                       iteration)
 
 
 # ---- SIGKILL and listeners --------------------------------------------------------------------

@@ -10,13 +10,17 @@ finished trial and restarts unfinished ones from their last checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import posixpath
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -316,7 +320,8 @@ def run(spec: SweepSpec, run_dir: str | Path, *, resume: bool = False,
     if remote:
         storage.push(run_dir, target, own_files)
     log(f"# sweep {spec.experiment}: {len(spec.points())} trials -> {target}")
-    grid = tuner.fit()  # a first Ctrl-C ends it early, Tune's experiment state saved
+    with _checkpoint_on_interrupt(tuner, log):
+        grid = tuner.fit()
     statuses = trial_statuses(target)
     if remote:
         storage.fetch(target, run_dir)
@@ -334,6 +339,93 @@ def run(spec: SweepSpec, run_dir: str | Path, *, resume: bool = False,
 
 
 SYNC_PERIOD_S = 60
+INTERRUPT_TIMEOUT_S = 120.0
+
+
+class CheckpointOnInterrupt:
+    """A Tune callback for a clean Ctrl-C: once `request()`ed, every running trial's next
+    result asks Tune for a checkpoint (`should_checkpoint`, which Tune reads after its
+    callbacks); when each has one (or after `timeout_s`), Tune is stopped the way its own
+    Ctrl-C stops it (SIGUSR1): experiment state saved, unfinished trials resumable from the
+    checkpoints just written."""
+
+    def __init__(self, log=print, timeout_s: float = INTERRUPT_TIMEOUT_S):
+        from ray import tune
+
+        class _Callback(tune.Callback):
+            def on_trial_result(inner, iteration, trials, trial, result, **info):
+                if self.requested_at is not None and trial.trial_id not in self.saved:
+                    result[SHOULD_CHECKPOINT] = True
+
+            def on_checkpoint(inner, iteration, trials, trial, checkpoint, **info):
+                if self.requested_at is not None:
+                    self.saved.add(trial.trial_id)
+
+            def on_step_end(inner, iteration, trials, **info):
+                if self.requested_at is None or self.stopping:
+                    return
+                running = {t.trial_id for t in trials if t.status == "RUNNING"}
+                late = time.monotonic() - self.requested_at > self.timeout_s
+                if running <= self.saved or late:
+                    self.log(f"interrupted: {len(self.saved)} running trial(s) checkpointed"
+                             + ("" if not late else f", others not within {self.timeout_s:g} s")
+                             + "; stopping the sweep")
+                    self.stop()
+
+        self.callback = _Callback()
+        self.log = log
+        self.timeout_s = timeout_s
+        self.requested_at: float | None = None
+        self.saved: set[str] = set()
+        self.stopping = False
+
+    def request(self) -> None:
+        self.requested_at = time.monotonic()
+        self.log("interrupted: each running trial checkpoints at the end of its iteration, "
+                 "then the sweep stops (Ctrl-C again to stop now, from the last checkpoints)")
+
+    def stop(self) -> None:
+        self.stopping = True
+        os.kill(os.getpid(), signal.SIGUSR1)  # Tune's own graceful stop
+
+
+@contextlib.contextmanager
+def _checkpoint_on_interrupt(tuner, log):
+    """Within (the main thread only): Ctrl-C as `CheckpointOnInterrupt` says; a second one
+    stops Tune at once, a third raises KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    interrupt = CheckpointOnInterrupt(log)
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.callbacks = [*(run_config.callbacks or []), interrupt.callback]
+    count = 0
+
+    def on_interrupt(signum, frame):
+        nonlocal count
+        count += 1
+        if count == 1:
+            interrupt.request()
+        elif count == 2 and not interrupt.stopping:
+            interrupt.stop()
+        else:
+            raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGINT, on_interrupt)
+    disabled = os.environ.get(TUNE_SIGINT)
+    os.environ[TUNE_SIGINT] = "1"  # Tune leaves SIGINT to us (and keeps SIGUSR1)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+        if disabled is None:
+            os.environ.pop(TUNE_SIGINT, None)
+        else:
+            os.environ[TUNE_SIGINT] = disabled
+
+
+TUNE_SIGINT = "TUNE_DISABLE_SIGINT_HANDLER"
+SHOULD_CHECKPOINT = "should_checkpoint"  # ray.tune.result.SHOULD_CHECKPOINT
 FINISHED = ("TERMINATED", "ERROR")
 
 
