@@ -23,21 +23,11 @@ import pytest
 from cli_helpers import ROOT, cli_env
 from marlscale.sweeps.results import read_results
 from test_sweeps import saved_state, small_spec, stop_group, sweep_cmd, trials
+from test_train_resume import TINY
 
 pytestmark = pytest.mark.integration
 
-TRAIN = {
-    "env": "adversarial_pursuit",
-    "env_config": {"n_agents": 4, "map_size": 14, "max_cycles": 30},
-    "training": {"algorithm": "qmix", "rollout_length": 50, "learning_starts": 50,
-                 "batch_size": 16, "hidden": 32, "replay_capacity": 2000,
-                 "epsilon_decay_steps": 1000},
-    "resources": {"num_cpus": 1},
-    "stop": {"iterations": 100_000},
-    "eval_episodes": 1,
-    "seed": 1,
-    "wandb": {"mode": "disabled"},
-}
+TRAIN = {**TINY, "stop": {"iterations": 100_000}, "wandb": {"mode": "disabled"}}  # until stopped
 
 
 def train_cmd(*args) -> list[str]:
