@@ -82,9 +82,9 @@ def test_sigint_stops_train_with_a_checkpoint_and_resume_continues(tmp_path):
 def test_sigint_checkpoints_a_sweeps_running_trials_and_resume_finishes_every_trial(tmp_path):
     """No periodic checkpoints (checkpoint_every is past the stop): what a trial has trained
     when Ctrl-C comes is kept only by the checkpoint the interrupt asks for."""
-    stop = 60
+    stop = 40
     spec = small_spec(tmp_path, "sigint", grid={"algorithm": ["qmix"], "n_agents": [3],
-                                                "seed": [0, 1, 2]},
+                                                "seed": [0, 1]},
                       stop={"iterations": stop}, checkpoint_every=1000, max_concurrent_trials=2,
                       wandb={"mode": "disabled"})
     run_dir = tmp_path / "sigint"
@@ -112,8 +112,8 @@ def test_sigint_checkpoints_a_sweeps_running_trials_and_resume_finishes_every_tr
                           env=cli_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = pd.read_csv(run_dir / "trials.csv")
-    assert summary["status"].tolist() == ["TERMINATED"] * 3
-    assert summary["iterations"].tolist() == [stop] * 3
+    assert summary["status"].tolist() == ["TERMINATED"] * 2
+    assert summary["iterations"].tolist() == [stop] * 2
     results = pd.read_csv(run_dir / "results.csv")  # one row per iteration, none lost
     for _, rows in results.groupby("trial"):
         assert rows["training_iteration"].tolist() == list(range(1, stop + 1))
