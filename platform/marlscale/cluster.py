@@ -170,9 +170,10 @@ def connect(address: str | None = None, num_cpus: int | None = None, *,
     ends the local Ray's processes)."""
     import ray
 
+    name = "--address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        check_reachable(address)
+        check_reachable(address, name)
         ray.init(address=address)
         try:
             yield address
