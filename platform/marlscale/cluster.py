@@ -18,7 +18,7 @@
     whole group: no `ray::DashboardAgent` or `RuntimeEnvAgent` outlives the command. The
     group is not the terminal's, so Ctrl-C reaches only this process, which stops cleanly.
   - Its files (logs, sockets, the session folder) go to a temp dir of its own,
-    `/tmp/ray/marlscale-XXXXXXXX/session_*`, so that a plain `ray.init()` elsewhere on the
+    `/tmp/ray/marlscale-<random suffix>/session_*`, so that a plain `ray.init()` elsewhere on the
     machine does not find this Ray and join it.
   - The dashboard is off unless asked for (`dashboard=True`), and then binds to
     `dashboard_host`, 127.0.0.1 by default.

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ray import tune
 
 from marlscale import keys, provenance, storage
 from marlscale.algorithms.algorithm import TeamQ
@@ -342,7 +343,7 @@ SYNC_PERIOD_S = 60
 INTERRUPT_TIMEOUT_S = 120.0
 
 
-class CheckpointOnInterrupt:
+class CheckpointOnInterrupt(tune.Callback):
     """A Tune callback for a clean Ctrl-C: once `request()`ed, every running trial's next
     result asks Tune for a checkpoint (`should_checkpoint`, which Tune reads after its
     callbacks); when each has one (or after `timeout_s`), Tune is stopped the way its own
@@ -350,29 +351,6 @@ class CheckpointOnInterrupt:
     checkpoints just written."""
 
     def __init__(self, log=print, timeout_s: float = INTERRUPT_TIMEOUT_S):
-        from ray import tune
-
-        class _Callback(tune.Callback):
-            def on_trial_result(inner, iteration, trials, trial, result, **info):
-                if self.requested_at is not None and trial.trial_id not in self.saved:
-                    result[SHOULD_CHECKPOINT] = True
-
-            def on_checkpoint(inner, iteration, trials, trial, checkpoint, **info):
-                if self.requested_at is not None:
-                    self.saved.add(trial.trial_id)
-
-            def on_step_end(inner, iteration, trials, **info):
-                if self.requested_at is None or self.stopping:
-                    return
-                running = {t.trial_id for t in trials if t.status == "RUNNING"}
-                late = time.monotonic() - self.requested_at > self.timeout_s
-                if running <= self.saved or late:
-                    self.log(f"interrupted: {len(self.saved)} running trial(s) checkpointed"
-                             + ("" if not late else f", others not within {self.timeout_s:g} s")
-                             + "; stopping the sweep")
-                    self.stop()
-
-        self.callback = _Callback()
         self.log = log
         self.timeout_s = timeout_s
         self.requested_at: float | None = None
@@ -388,6 +366,25 @@ class CheckpointOnInterrupt:
         self.stopping = True
         os.kill(os.getpid(), signal.SIGUSR1)  # Tune's own graceful stop
 
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.requested_at is not None and trial.trial_id not in self.saved:
+            result[SHOULD_CHECKPOINT] = True
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        if self.requested_at is not None:
+            self.saved.add(trial.trial_id)
+
+    def on_step_end(self, iteration, trials, **info):
+        if self.requested_at is None or self.stopping:
+            return
+        running = {t.trial_id for t in trials if t.status == "RUNNING"}
+        late = time.monotonic() - self.requested_at > self.timeout_s
+        if running <= self.saved or late:
+            self.log(f"interrupted: {len(self.saved)} running trial(s) checkpointed"
+                     + ("" if not late else f", others not within {self.timeout_s:g} s")
+                     + "; stopping the sweep")
+            self.stop()
+
 
 @contextlib.contextmanager
 def _checkpoint_on_interrupt(tuner, log):
@@ -398,7 +395,7 @@ def _checkpoint_on_interrupt(tuner, log):
         return
     interrupt = CheckpointOnInterrupt(log)
     run_config = tuner._local_tuner.get_run_config()
-    run_config.callbacks = [*(run_config.callbacks or []), interrupt.callback]
+    run_config.callbacks = [*(run_config.callbacks or []), interrupt]
     count = 0
 
     def on_interrupt(signum, frame):
