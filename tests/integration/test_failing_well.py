@@ -151,10 +151,17 @@ def local_ray_of(driver_pid: int) -> set[int]:
 
 
 def alive(pids: set[int]) -> dict[int, str]:
-    """Those of `pids` still running (zombies, already dead, are left out)."""
+    """Those of `pids` still running (zombies, already dead, are left out), with their whole
+    command lines: a checkout's path can be long, so no prefix of them is enough to match."""
     table = processes()
-    return {pid: table[pid][3][:80] for pid in pids if pid in table
+    return {pid: table[pid][3] for pid in pids if pid in table
             and not table[pid][2].startswith("Z")}
+
+
+def short(commands: dict[int, str]) -> list[str]:
+    """Each command line's program (its path's last part) and a little of its arguments."""
+    return [" ".join([Path(args.split(" ", 1)[0]).name, *args.split(" ", 1)[1:]])[:100]
+            for args in commands.values()]
 
 
 def listening(pids: set[int]) -> dict[str, int]:
@@ -199,9 +206,10 @@ def test_sigkill_of_the_driver_leaves_no_ray_process_and_ray_listens_on_loopback
     try:
         wait_for(lambda: len(metric_rows(run_dir)) >= 1, driver, what="a first iteration")
         ray_pids = local_ray_of(driver.pid)
-        names = " ".join(alive(ray_pids).values())
+        running = alive(ray_pids)
+        names = " ".join(running.values())
         for expected in ("gcs_server", "raylet", "DashboardAgent", "RuntimeEnv", "dashboard"):
-            assert expected in names, (expected, names)
+            assert expected in names, (expected, short(running))
         sockets = listening(ray_pids)
         assert f"127.0.0.1:{dashboard_port}" in sockets, sockets
         elsewhere = [address for address in sockets
@@ -212,7 +220,7 @@ def test_sigkill_of_the_driver_leaves_no_ray_process_and_ray_listens_on_loopback
         deadline = time.time() + 30
         while alive(ray_pids) and time.time() < deadline:
             time.sleep(0.5)
-        assert not alive(ray_pids), alive(ray_pids)
+        assert not alive(ray_pids), short(alive(ray_pids))
     finally:
         stop_group(driver)
         for pid in alive(locals().get("ray_pids", set())):
