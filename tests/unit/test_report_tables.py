@@ -57,6 +57,26 @@ def test_frontier_is_the_largest_n_above_random_and_zero():
     assert row["frontier"] == 10  # N=25 is below random, N=50 below 0
 
 
+def test_a_collapsed_line_is_not_above_zero_and_the_frontier_must_hold_at_every_smaller_n():
+    """Final returns per seed: N=5 and N=10 clearly above 0; N=25 a collapsed +0.05 (its 95%
+    interval over 3 seeds reaches below 0); N=50 clearly above 0 again, but past a gap."""
+    finals = {5: [40.0, 42.0, 41.0], 10: [20.0, 25.0, 22.0], 25: [0.0, 0.0, 0.15],
+              50: [5.0, 6.0, 7.0]}
+    table = pd.DataFrame([
+        {"algorithm": "mfq", "variant": "", "n_agents": n, "final": value, "seed": seed,
+         "budget_env_steps": 100, "env_steps": 100, "random_level": -10.0}
+        for n, values in finals.items() for seed, value in enumerate(values)])
+    summary = aggregate.scaling(table, "std")
+    low = summary.set_index("n_agents")["low"]
+    assert low[25] == pytest.approx(0.05 - 4.30265273 * np.std([0, 0, 0.15], ddof=1)
+                                    / math.sqrt(3), rel=1e-6)
+    assert low[25] < 0 < summary.set_index("n_agents")["mean"][25]
+    (row,) = aggregate.frontiers(summary).to_dict("records")
+    assert row["largest_n_above_zero"] == 50
+    assert row["largest_n_above_random"] == 50
+    assert row["frontier"] == 10
+
+
 def runs_of(trials: list[dict]) -> Runs:
     defaults = {"opponent_algorithm": "random", "reward_mode": "team", "incremental": "none"}
     table = pd.DataFrame([{**defaults, **trial} for trial in trials])
@@ -148,4 +168,9 @@ def test_the_report_draws_each_figure_its_runs_allow_and_skips_the_rest(tmp_path
     # last 3 of 2, 4, ..., 10 (+ seed): 8 and 9 over the two seeds
     assert row["final, individual reward"] == "+8.50 \u00b1 0.71"
     scaling = next(s for s in drawn if s.name == "scaling").tables["frontier"]
-    assert set(scaling["frontier N (above random and 0)"]) == {"30"}
+    frontier = dict(zip(scaling["variant"],
+                        scaling["frontier N (above random and clearly above 0)"]))
+    # team reward: finals 5 and 6 over 2 seeds, a 95% interval of 5.5 +- 6.4 reaches below 0
+    assert frontier == {
+        "individual reward, no incremental": "30", "individual reward, incremental (linear)": "30",
+        "team reward, no incremental": "none", "team reward, incremental (linear)": "none"}

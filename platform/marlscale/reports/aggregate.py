@@ -130,33 +130,46 @@ def per_trial(runs: Runs, trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def scaling(table: pd.DataFrame, ci: str) -> pd.DataFrame:
-    """Final return per (algorithm, variant, N) over seeds, beside the random level at N."""
-    summary = summarize(table, ["algorithm", "variant", "n_agents"], "final", ci)
-    budget = table.groupby(["algorithm", "variant", "n_agents"])["budget_env_steps"].max()
-    reached = table.groupby(["algorithm", "variant", "n_agents"])["env_steps"].mean()
+    """Final return per (algorithm, variant, N) over seeds, beside the random level at N, with
+    `low`: the lower end of the mean's 95% t-interval (the mean itself with one seed), which
+    the frontier uses whatever spread the report shows."""
+    keys = ["algorithm", "variant", "n_agents"]
+    summary = summarize(table, keys, "final", ci)
+    low = summarize(table, keys, "final", "95").set_index(keys)
+    low = (low["mean"] - low["spread"].fillna(0.0)).rename("low")
+    budget = table.groupby(keys)["budget_env_steps"].max()
+    reached = table.groupby(keys)["env_steps"].mean()
     random = table.groupby("n_agents")["random_level"].mean()
-    summary = summary.join(budget, on=["algorithm", "variant", "n_agents"])
-    summary = summary.join(reached.rename("mean_env_steps"), on=["algorithm", "variant",
-                                                                 "n_agents"])
+    summary = summary.join(budget, on=keys).join(reached.rename("mean_env_steps"), on=keys)
+    summary = summary.join(low, on=keys)
     summary["random_level"] = summary["n_agents"].map(random)
     return summary
 
 
 def frontiers(summary: pd.DataFrame) -> pd.DataFrame:
     """Per (algorithm, variant): the largest N whose mean final return is above the random
-    level (where recorded), above 0, and above both (the frontier)."""
+    level (where recorded), the largest N whose return is clearly above 0 (the lower end of
+    its 95% interval over seeds, `low`, is; the mean where no `low` is given), and the
+    frontier: the largest N up to which the return stays above both at every N run. A line
+    that has collapsed to a mean of +0.05 +- 0.1 is at 0, not above it."""
     rows = []
     for (algorithm, variant), group in summary.groupby(["algorithm", "variant"], sort=True):
-        above_random = group[group["mean"] > group["random_level"]]["n_agents"]
-        above_zero = group[group["mean"] > 0]["n_agents"]
-        random_known = group["random_level"].notna()
-        both = group[(group["mean"] > 0) & (~random_known | (group["mean"]
-                                                               > group["random_level"]))]
+        group = group.sort_values("n_agents")
+        low = group["low"] if "low" in group else group["mean"]
+        above_random = group["random_level"].isna() | (group["mean"] > group["random_level"])
+        above_zero = low > 0
+        holds = (above_random & above_zero).cummin()  # stays: no N below it fails
         rows.append({"algorithm": algorithm, "variant": variant,
-                     "largest_n_above_random": above_random.max() if len(above_random) else None,
-                     "largest_n_above_zero": above_zero.max() if len(above_zero) else None,
-                     "frontier": both["n_agents"].max() if len(both) else None})
+                     "largest_n_above_random": _largest(group, group["mean"]
+                                                        > group["random_level"]),
+                     "largest_n_above_zero": _largest(group, above_zero),
+                     "frontier": _largest(group, holds)})
     return pd.DataFrame(rows)
+
+
+def _largest(group: pd.DataFrame, mask: pd.Series):
+    chosen = group.loc[mask.to_numpy(), "n_agents"]
+    return chosen.max() if len(chosen) else None
 
 
 def throughput(table: pd.DataFrame, ci: str) -> pd.DataFrame:

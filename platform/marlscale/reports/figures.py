@@ -140,7 +140,7 @@ def scaling(summary: pd.DataFrame, frontier: pd.DataFrame, what: str, ci_label: 
             path: Path, title: str) -> Path:
     """Final return against N, per algorithm (and variant), the random level, frontiers."""
     figure, (axis,) = _grid(1, height_scale=1.25)
-    figure.set_size_inches(PANEL[0] * 1.6, PANEL[1] * 1.3)
+    figure.set_size_inches(PANEL[0] * 1.9, PANEL[1] * 1.3)
     styles = _styles(summary["variant"])
     for i, ((algorithm, variant), frame) in enumerate(
             summary.groupby(["algorithm", "variant"], sort=True)):
@@ -160,12 +160,14 @@ def scaling(summary: pd.DataFrame, frontier: pd.DataFrame, what: str, ci_label: 
                   marker="x", label="random policy")
     axis.axhline(0.0, color="black", lw=0.8)
     axis.scatter([], [], s=120, facecolors="none", edgecolors="black", linewidths=2,
-                 label="frontier: largest N above random and 0")
+                 label="frontier: largest N\nabove random and\nclearly above 0")
     log_n(axis, summary["n_agents"])
     axis.set_xlabel("N (learning agents)")
     axis.set_ylabel(what)
     axis.set_title(f"{title} (mean \u00b1 {ci_label})")
-    axis.legend(loc="best", fontsize=9)
+    # beside the axes: with several lines the best corner inside still hides points
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, borderaxespad=0)
+    figure.tight_layout()
     return _save(figure, path)
 
 
