@@ -12,6 +12,9 @@ import pytest
 from marlscale.reports import aggregate
 from marlscale.reports.report import check_out, mean_spread
 from marlscale.reports.runs import Runs, check_consistent
+from scipy import stats as scipy_stats
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def curves(*trials) -> pd.DataFrame:
@@ -156,7 +159,7 @@ def test_the_report_draws_each_figure_its_runs_allow_and_skips_the_rest(tmp_path
     names = [section.name for section in drawn]
     assert names == ["learning_curves", "greedy_curves", "trained_agent_curves", "scaling",
                      "reward_modes", "incremental", "head_to_head", "throughput"]
-    assert [reason.split(":")[0] for reason in skipped] == ["league"]
+    assert [reason.split(":")[0] for reason in skipped] == ["ablations", "league"]
     for name in names:
         pixels = np.asarray(__import__("PIL.Image").Image.open(tmp_path / f"{name}.png")
                             .convert("L"), dtype=float)
@@ -174,3 +177,47 @@ def test_the_report_draws_each_figure_its_runs_allow_and_skips_the_rest(tmp_path
     assert frontier == {
         "individual reward, no incremental": "30", "individual reward, incremental (linear)": "30",
         "team reward, no incremental": "none", "team reward, incremental (linear)": "none"}
+
+
+def test_an_ablation_effect_is_the_difference_from_baseline_with_its_welch_interval():
+    finals = {"baseline": [10.0, 12.0, 14.0], "lr": [20.0, 21.0, 22.0], "same": [9.0, 12.0, 15.0],
+              "one": [30.0]}
+    table = pd.DataFrame([{"algorithm": "mfq", "variant": "", "n_agents": 25, "ablation": a,
+                           "final": v} for a, values in finals.items() for v in values])
+    effects = aggregate.effects(table, "baseline").set_index("ablation")
+    lr = effects.loc["lr"]
+    assert lr["effect"] == pytest.approx(21.0 - 12.0)
+    se = math.sqrt(4.0 / 3 + 1.0 / 3)  # variances 4 and 1 over 3 seeds each
+    df = (4.0 / 3 + 1.0 / 3) ** 2 / ((4.0 / 3) ** 2 / 2 + (1.0 / 3) ** 2 / 2)
+    half = scipy_stats.t.ppf(0.975, df) * se
+    assert (lr["ci95_low"], lr["ci95_high"]) == pytest.approx((9.0 - half, 9.0 + half))
+    assert lr["ci95_low"] > 0  # a real effect
+    same = effects.loc["same"]
+    assert same["ci95_low"] < 0 < same["ci95_high"]  # no effect: the interval holds 0
+    assert math.isnan(effects.loc["one"]["ci95_low"])  # one seed: no interval
+    assert math.isnan(effects.loc["baseline"]["effect"])
+
+
+def test_the_report_of_a_committed_ablation_sweep_names_each_variant_its_setting_and_effect(
+        tmp_path):
+    """docs/results/ablations/qmix_n25: QMIX at N = 25, variants of one factor each."""
+    from marlscale.reports.report import sections
+    from marlscale.reports.runs import load
+
+    runs = load(ROOT / "docs" / "results" / "ablations" / "qmix_n25")
+    drawn, skipped = sections(runs, "std", tmp_path, 3)
+    (section,) = [s for s in drawn if s.name == "ablations"]
+    table = section.tables["ablations"].set_index("ablation")
+    assert table.loc["baseline", "effect vs baseline [95% CI]"] == "reference"
+    assert table.loc["mixer_lr_1e-4", "settings"] == "training.mixer_lr=0.0001"
+    effect, interval = table.loc["mixer_lr_1e-4", "effect vs baseline [95% CI]"].split(" ", 1)
+    low, high = (float(v) for v in interval.strip("[]").split(", "))
+    assert low < float(effect) < high and table.loc["mixer_lr_1e-4", "CI excludes 0"] == (
+        "yes" if low > 0 or high < 0 else "no")
+    assert "one seed" in table.loc["grad_clip_100", "effect vs baseline [95% CI]"]
+    # every other figure groups by the variant's name too (no merge of two 'variant's)
+    curves = next(s for s in drawn if s.name == "greedy_curves").tables["greedy_curves"]
+    assert set(curves["variant"]) == set(table.index)
+    pixels = np.asarray(__import__("PIL.Image").Image.open(tmp_path / "ablations.png")
+                        .convert("L"), dtype=float)
+    assert pixels.var() > 100

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from marlscale.reports.runs import Runs
+from marlscale.reports.runs import ABLATION, Runs
 
 CI_CHOICES = ("std", "95")
 FINAL_EVALUATIONS = 3
@@ -56,7 +56,8 @@ def with_variants(runs: Runs, exclude: tuple[str, ...] = ()) -> pd.DataFrame:
     columns = [c for c in ("reward_mode", "incremental", *runs.extra_axes) if c not in exclude]
     varying = [c for c in columns if trials[c].astype(str).nunique() > 1]
     names = {"reward_mode": lambda v: f"{v} reward",
-             "incremental": lambda v: "no incremental" if v == "none" else f"incremental ({v})"}
+             "incremental": lambda v: "no incremental" if v == "none" else f"incremental ({v})",
+             ABLATION: str}
 
     def label(row) -> str:
         return ", ".join(names.get(c, lambda v, c=c: f"{c.split('.')[-1]}={v}")(row[c])
@@ -170,6 +171,41 @@ def frontiers(summary: pd.DataFrame) -> pd.DataFrame:
 def _largest(group: pd.DataFrame, mask: pd.Series):
     chosen = group.loc[mask.to_numpy(), "n_agents"]
     return chosen.max() if len(chosen) else None
+
+
+def effects(table: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """One-factor-at-a-time ablations: per (algorithm, variant, N) and ablation, the final
+    return (mean, std, n over seeds) and its effect, the difference from the `reference`
+    ablation's mean, with the 95% Welch t-interval of that difference (unequal variances;
+    a difference of two constant groups has a zero-width interval)."""
+    keys = ["algorithm", "variant", "n_agents"]
+    stats_ = (table.dropna(subset=["final"]).groupby([*keys, ABLATION], sort=True)["final"]
+              .agg(mean="mean", std="std", n="count").reset_index())
+    base = stats_[stats_[ABLATION] == reference].set_index(keys)
+    rows = []
+    for record in stats_.to_dict("records"):
+        key = tuple(record[k] for k in keys)
+        row = {**record, "effect": np.nan, "ci95_low": np.nan, "ci95_high": np.nan}
+        if key in base.index and record[ABLATION] != reference:
+            b = base.loc[key]
+            row["effect"] = record["mean"] - b["mean"]
+            row["ci95_low"], row["ci95_high"] = _welch(
+                record["mean"], record["std"], record["n"], b["mean"], b["std"], b["n"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _welch(m1: float, s1: float, n1: int, m0: float, s0: float, n0: int) -> tuple[float, float]:
+    """The 95% interval of m1 - m0 (NaN where a group has one seed)."""
+    if n1 < 2 or n0 < 2:
+        return np.nan, np.nan
+    v1, v0 = s1 ** 2 / n1, s0 ** 2 / n0
+    se = np.sqrt(v1 + v0)
+    if se == 0:
+        return m1 - m0, m1 - m0
+    df = (v1 + v0) ** 2 / (v1 ** 2 / (n1 - 1) + v0 ** 2 / (n0 - 1))
+    half = stats.t.ppf(0.975, df) * se
+    return m1 - m0 - half, m1 - m0 + half
 
 
 def throughput(table: pd.DataFrame, ci: str) -> pd.DataFrame:

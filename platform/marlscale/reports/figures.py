@@ -167,7 +167,6 @@ def scaling(summary: pd.DataFrame, frontier: pd.DataFrame, what: str, ci_label: 
     axis.set_title(f"{title} (mean \u00b1 {ci_label})")
     # beside the axes: with several lines the best corner inside still hides points
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, borderaxespad=0)
-    figure.tight_layout()
     return _save(figure, path)
 
 
@@ -225,6 +224,46 @@ def incremental(curves: pd.DataFrame, active: pd.DataFrame, what: str, ci_label:
     _ylabels(axes, RETURN_LABEL)
     _suptitle(figure, axes, f"Incremental learning: {what}", ci_label)
     _legend(figure, axes)
+    return _save(figure, path)
+
+
+def ablations(frame: pd.DataFrame, reference: str, what: str, ci_label: str,
+              path: Path) -> Path:
+    """Left: each ablation's final return (mean +- the report's spread); right: its effect
+    against the reference with the 95% interval of the difference, one row per ablation (and
+    algorithm, variant, N where the runs hold several)."""
+    groups = frame.groupby(["algorithm", "variant", "n_agents"], sort=True).ngroups
+    frame = frame.sort_values(["algorithm", "variant", "n_agents", "ablation"],
+                              key=lambda c: c.map(lambda v: (v != reference, v))
+                              if c.name == "ablation" else c).reset_index(drop=True)
+    names = [row["ablation"] if groups == 1 else
+             f"{row['ablation']} \u00b7 {label(row['algorithm'], row['variant'])} "
+             f"N={row['n_agents']}" for row in frame.to_dict("records")]
+    height = max(PANEL[1], 0.45 * len(frame) + 1.2)
+    figure, (left, right) = plt.subplots(1, 2, sharey=True, layout="constrained",
+                                         figsize=(PANEL[0] * 2.2, height))
+    y = np.arange(len(frame))[::-1]
+    colours = [colour(a) for a in frame["algorithm"]]
+    spread = frame["spread"].fillna(0.0)
+    for axis, x, low, high, title in (
+            (left, frame["mean"], frame["mean"] - spread, frame["mean"] + spread,
+             f"final {what}\n(mean \u00b1 {ci_label})"),
+            (right, frame["effect"], frame["ci95_low"], frame["ci95_high"],
+             f"effect: minus {reference}\n(95% interval of the difference)")):
+        shown = x.notna().to_numpy()
+        axis.errorbar(x[shown], y[shown], xerr=[(x - low)[shown], (high - x)[shown]],
+                      fmt="none", ecolor="black", capsize=4, lw=1.2)
+        axis.scatter(x[shown], y[shown], c=[c for c, s in zip(colours, shown) if s], s=50,
+                     zorder=3)
+        axis.axvline(0.0, color="black", lw=0.8)
+        axis.set_title(title)
+    for row, reference_row in zip(y, frame["ablation"] == reference):
+        if reference_row:
+            right.text(0.0, row, f"  {reference} (reference)", va="center", fontsize=9)
+    left.set_yticks(y)
+    left.set_yticklabels(names)
+    left.set_xlabel(RETURN_LABEL)
+    right.set_xlabel(f"difference in {RETURN_LABEL}")
     return _save(figure, path)
 
 

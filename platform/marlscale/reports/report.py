@@ -8,6 +8,7 @@ It draws what the runs hold and says what it skipped and why:
     scaling.png           final return against N           two or more N
     reward_modes.png      team against individual reward   both, for one algorithm (Fig 4)
     incremental.png       with and without, trained agents both, for one algorithm and N (Fig 6)
+    ablations.png         each variant's effect, 95% CI   a sweep with `variants`, one `baseline`
     league.png            cross-play reward differences    a `marlscale league` run (Fig 7 bottom)
     head_to_head.png      reward difference over training  head-to-head trials (Fig 7 bottom)
     throughput.png        end-to-end env-, agent-steps/s   any trial
@@ -31,9 +32,11 @@ import pandas as pd
 
 from marlscale import provenance, specfile, storage
 from marlscale.reports import aggregate, figures
-from marlscale.reports.runs import Runs, load
+from marlscale.reports.runs import ABLATION, Runs, load
 
 REPORT_FILE = "report.md"
+REFERENCE_ABLATION = "baseline"
+"""The variant every other one of a sweep's `variants` is compared with."""
 
 
 @dataclass
@@ -227,6 +230,46 @@ def _incremental_section(runs: Runs, trials: pd.DataFrame, pairs: pd.DataFrame, 
                    f"trial's last {last} values.", {"incremental": shown})
 
 
+def _ablation_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out: Path,
+                      last: int) -> Section:
+    others = aggregate.with_variants(runs, exclude=(ABLATION,)).loc[trials.index]
+    table = aggregate.with_final(others, runs.curves, kind, last)
+    effects = aggregate.effects(table, REFERENCE_ABLATION)
+    effects["spread"] = aggregate.half_width(effects["std"], effects["n"], ci)
+    what = aggregate.RETURN_KINDS[kind]
+    figures.ablations(effects, REFERENCE_ABLATION, what, aggregate.spread_label(ci),
+                      out / "ablations.png")
+    effects = effects.sort_values(
+        ["algorithm", "variant", "n_agents", ABLATION],
+        key=lambda c: c.map(lambda v: (v != REFERENCE_ABLATION, v)) if c.name == ABLATION
+        else c)
+    settings = {name: ", ".join(f"{k}={v}" for k, v in changes.items()) or "the spec's own"
+                for name, changes in runs.variants.items()}
+    excluded = [("" if pd.isna(lo) else "yes" if lo > 0 or hi < 0 else "no")
+                for lo, hi in zip(effects["ci95_low"], effects["ci95_high"])]
+    shown = pd.DataFrame({
+        "algorithm": effects["algorithm"], "variant": effects["variant"],
+        "N": effects["n_agents"], "ablation": effects[ABLATION],
+        "settings": effects[ABLATION].map(lambda a: settings.get(a, "")),
+        f"final {what}": [mean_spread(m, s) for m, s in zip(effects["mean"],
+                                                             effects["spread"])],
+        "seeds": effects["n"],
+        f"effect vs {REFERENCE_ABLATION} [95% CI]": [
+            "reference" if a == REFERENCE_ABLATION else "n/a" if pd.isna(d) else
+            f"{d:+.2f} (no interval: one seed)" if pd.isna(lo) else
+            f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" for a, d, lo, hi in zip(
+                effects[ABLATION], effects["effect"], effects["ci95_low"],
+                effects["ci95_high"])],
+        "CI excludes 0": excluded})
+    return Section("ablations", "Ablations: one factor at a time",
+                   f"Each variant of the sweep changes one setting from the "
+                   f"'{REFERENCE_ABLATION}' (the settings column). Final: the mean of each "
+                   f"trial's last {last} values of the {what}, then over seeds. **Effect**: "
+                   f"the variant's mean minus the {REFERENCE_ABLATION}'s, with the 95% Welch "
+                   "t-interval of that difference over seeds; where it excludes 0 the "
+                   "factor changed the result at this budget.", {"ablations": shown})
+
+
 def _league_section(runs: Runs, out: Path) -> Section:
     league = runs.league["league"]
     figures.league_matrix(league, out / "league.png")
@@ -352,6 +395,16 @@ def sections(runs: Runs, ci: str, out: Path, last: int) -> tuple[list[Section], 
     else:
         skipped.append("incremental learning: no algorithm and N was run both with and "
                        "without incremental learning")
+    ablations = fixed[ABLATION].astype(str) if ABLATION in fixed else pd.Series(dtype=str)
+    if ablations.nunique() > 1 and (ablations == REFERENCE_ABLATION).any():
+        kind = aggregate.return_kind(curves)
+        drawn.append(_ablation_section(runs, fixed, kind, ci, out, last))
+    else:
+        skipped.append("ablations: no sweep with `variants` and one named "
+                       f"'{REFERENCE_ABLATION}' to compare the others with" if not len(
+                           ablations) or ablations.nunique() < 2 else
+                       f"ablations: the variants ({', '.join(sorted(ablations.unique()))}) "
+                       f"hold none named '{REFERENCE_ABLATION}' to compare the others with")
     if "league" in runs.league:
         drawn.append(_league_section(runs, out))
     else:

@@ -37,7 +37,7 @@ from marlscale.algorithms.algorithm import (
 from marlscale.provenance import PROVENANCE_FILE
 from marlscale.sweeps import results as sweep_results
 from marlscale.sweeps.runner import SPEC_FILE as SWEEP_FILE
-from marlscale.sweeps.spec import PAIR_AXIS, SHORTHAND_AXES, SweepSpec
+from marlscale.sweeps.spec import PAIR_AXIS, SHORTHAND_AXES, VARIANT_AXIS, SweepSpec
 from marlscale.train import METRICS_FILE, SPEC_FILE, SPEC_KEYS, TrainSpec
 
 LEAGUE_FILE = "league.yaml"
@@ -45,6 +45,9 @@ REWARD_MODE_AXIS = "env_config.reward_mode"
 CURRICULUM_AXIS = "training.curriculum.schedule"
 CONFIG = ["game", "algorithm", "opponent_algorithm", "n_agents", "reward_mode", "incremental"]
 """What a trial is, seed aside (plus any further grid axis of its sweep)."""
+ABLATION = "ablation"
+"""The column of a sweep's `variant` axis (one-factor-at-a-time ablations): the variant's
+name. Figures group by their own `variant` label, which this column feeds."""
 CURVE_METRICS = {
     "train_return": f"{EPISODES}/{{team}}/{keys.RETURN_PER_AGENT}",
     "greedy_return": f"{EVALUATION}/{{team}}/{keys.RETURN_PER_AGENT}",
@@ -78,7 +81,9 @@ class Runs:
     league: dict[str, pd.DataFrame] = field(default_factory=dict)
     """league.csv (and ratings.csv) of league runs, with a `run` column."""
     extra_axes: list[str] = field(default_factory=list)
-    """Grid axes beyond CONFIG that tell trials apart (e.g. training.lr)."""
+    """Grid axes beyond CONFIG that tell trials apart (e.g. training.lr, ablation)."""
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The sweeps' `variants`: ablation name -> the settings it changes."""
     provenance: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -193,7 +198,7 @@ def _train_run(path: Path):
         if random is not None:
             curves.loc[curves["random_return"].isna(), "random_return"] = random
         row["status"] = "complete"
-    return [row], curves, []
+    return [row], curves, [], {}
 
 
 def _sweep_run(path: Path):
@@ -216,9 +221,9 @@ def _sweep_run(path: Path):
     trials, curves, missing = [], [], []
     for name, point in points.items():
         mine = rows[rows["trial"] == name] if len(rows) else rows
-        extra = {axis: _plain(value) for axis, value in point.items()
-                 if axis not in SHORTHAND_AXES and axis not in
-                 (PAIR_AXIS, REWARD_MODE_AXIS, CURRICULUM_AXIS)}
+        extra = {(ABLATION if axis == VARIANT_AXIS else axis): _plain(value)
+                 for axis, value in point.items() if axis not in SHORTHAND_AXES
+                 and axis not in (PAIR_AXIS, REWARD_MODE_AXIS, CURRICULUM_AXIS)}
         row, curve = _trial(path, name, spec.train_spec(point), mine, extra)
         listed = status.get(name)
         if listed is not None and listed.get("status") == "ERROR":
@@ -237,7 +242,7 @@ def _sweep_run(path: Path):
         if repr(sorted({k: _plain(v) for k, v in point.items()}.items())) not in present:
             missing.append({"run": str(path), "trial": spec.trial_name(point),
                             "reason": "missing: no trial directory or result rows"})
-    return trials, pd.concat(curves, ignore_index=True), missing
+    return trials, pd.concat(curves, ignore_index=True), missing, spec.variants
 
 
 def kind_of(path: Path) -> str:
@@ -255,6 +260,7 @@ def kind_of(path: Path) -> str:
 def load(*paths: str | Path) -> Runs:
     """Every trial of every run directory; checks that they belong in one report."""
     trials, curves, missing, kinds, names, league, provenance = [], [], [], {}, {}, {}, []
+    variants: dict[str, dict[str, Any]] = {}
     for given in paths:
         path = Path(given).expanduser()
         kind = kind_of(path)
@@ -269,6 +275,12 @@ def load(*paths: str | Path) -> Runs:
         trials += found[0]
         curves.append(found[1])
         missing += found[2]
+        for name, settings in found[3].items():
+            if variants.setdefault(name, settings) != settings:
+                raise ValueError(f"runs whose axes conflict: the variant {name!r} sets "
+                                 f"{variants[name]} in one run and {settings} in "
+                                 f"{str(path)!r}; expected: one meaning per variant name "
+                                 "(report them separately)")
         if kind == "league" and (path / "league.csv").is_file():
             for name in ("league", "ratings"):
                 if (path / f"{name}.csv").is_file():
@@ -279,14 +291,14 @@ def load(*paths: str | Path) -> Runs:
             provenance.append({"run": str(path),
                                **json.loads((path / PROVENANCE_FILE).read_text())})
     trial_table = pd.DataFrame(trials)
-    extra_axes = [c for c in trial_table.columns if "." in c]
+    extra_axes = [c for c in trial_table.columns if "." in c or c == ABLATION]
     for axis in extra_axes:
         trial_table[axis] = trial_table[axis].astype(object).where(trial_table[axis].notna(), "")
     runs = Runs(paths=[Path(p) for p in paths], kinds=kinds, names=names, trials=trial_table,
                 curves=pd.concat(curves, ignore_index=True), missing=missing,
                 league={name: pd.concat(tables, ignore_index=True)
                         for name, tables in league.items()},
-                extra_axes=extra_axes, provenance=provenance)
+                extra_axes=extra_axes, variants=variants, provenance=provenance)
     check_consistent(runs)
     return runs
 
