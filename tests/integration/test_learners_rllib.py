@@ -124,6 +124,18 @@ def test_remote_env_runner_samples_and_syncs_epsilon(ray_local):
         algo.stop()
 
 
+def test_eval_max_cycles_sets_the_greedy_and_random_evaluation_episode_length(ray_local):
+    """Ablations over episode length compare returns on evaluation episodes of one length."""
+    algo = spec("adversarial_pursuit", "vdn", eval_max_cycles=12).algorithm_config().build_algo()
+    try:
+        algo.train()
+        assert algo.evaluate_greedy(1)["predator"]["length"] == 12
+        assert algo.evaluate_greedy(1, random=True)["predator"]["length"] == 12
+        assert algo.env_runner.team_envs[0].max_cycles == 30  # training episodes: unchanged
+    finally:
+        algo.stop()
+
+
 def test_sampling_alongside_learning_is_one_iteration_behind_and_deterministic(ray_local):
     """sample_ahead: the remote EnvRunner samples iteration i+1 while the learner trains on
     iteration i, so its samples miss exactly one iteration's updates; the update ratio stays

@@ -10,6 +10,7 @@ sync, health checks, fault tolerance) is RLlib's.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -152,8 +153,12 @@ class TeamEnvRunner(MultiAgentEnvRunner):
         `random`: every agent of every team acts uniformly at random instead (the random
         policy's level, which the reports draw beside the learned one)."""
         if self._eval_env is None:
+            env_config = self.config.team_env_config
+            if self.config.eval_max_cycles is not None:
+                env_config = dataclasses.replace(env_config,
+                                                 max_cycles=self.config.eval_max_cycles)
             self._eval_env = MagentTeamEnv(
-                self.config.team_env_config, seed_offset=EVAL_SEED_OFFSET + (self.worker_index or 0)
+                env_config, seed_offset=EVAL_SEED_OFFSET + (self.worker_index or 0)
             )
         for team in self._eval_env.possible_agents:  # follow the training envs' active agents
             self._eval_env.set_active(0 if random else self.team_envs[0].get_active(team), team)

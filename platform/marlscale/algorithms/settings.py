@@ -144,6 +144,10 @@ class TeamQSettings:
     eval_interval: int = setting(0, "", kind="int", low=0,
                                  doc="iterations between greedy evaluations; 0 = never")
     eval_episodes: int = setting(3, "", kind="int", low=1)
+    eval_max_cycles: int | None = setting(
+        None, "", kind="int", low=1, optional=True,
+        doc="steps per greedy evaluation episode (and the random level's); None = the "
+            "training episodes' max_cycles. Makes returns comparable across episode lengths")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
