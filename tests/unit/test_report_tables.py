@@ -221,3 +221,35 @@ def test_the_report_of_a_committed_ablation_sweep_names_each_variant_its_setting
     pixels = np.asarray(__import__("PIL.Image").Image.open(tmp_path / "ablations.png")
                         .convert("L"), dtype=float)
     assert pixels.var() > 100
+
+
+def test_a_run_without_a_grid_axis_is_labelled_with_the_value_its_trials_ran_with(tmp_path):
+    """Two sweeps, the second with a one-value axis `training.team_reward: [mean]` (the
+    committed report_example run, copied and relabelled): the first run's trials get the
+    value they ran with (the default, sum), so the two are told apart, not in conflict."""
+    import shutil
+
+    import yaml
+    from marlscale.reports.runs import load
+
+    first = ROOT / "docs" / "results" / "report_example" / "run"
+    second = tmp_path / "mean_run"
+    shutil.copytree(first, second)
+    spec = yaml.safe_load((second / "sweep.yaml").read_text())
+    spec["experiment"] = "report_example_mean"
+    spec["grid"] = {"training.team_reward": ["mean"], **spec["grid"]}
+    (second / "sweep.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    for name in ("results.csv", "trials.csv"):
+        table = pd.read_csv(second / name)
+        table["trial"] = "mean_" + table["trial"]
+        if name == "results.csv":
+            table.insert(2, "training.team_reward", "mean")
+        table.to_csv(second / name, index=False)
+    runs = load(first, second)
+    assert "training.team_reward" in runs.extra_axes
+    by_run = runs.trials.groupby("run")["training.team_reward"].unique()
+    assert list(by_run[str(first)]) == ["sum"] and list(by_run[str(second)]) == ["mean"]
+    labels = aggregate.with_variants(runs).groupby("run")["variant"].unique()
+    assert list(labels[str(first)]) == ["team_reward=sum"]
+    assert list(labels[str(second)]) == ["team_reward=mean"]
+    assert set(runs.curves["training.team_reward"]) == {"sum", "mean"}

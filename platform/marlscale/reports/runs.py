@@ -14,6 +14,7 @@ was launched. Nothing here draws; `reports/figures.py` does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from marlscale.algorithms.algorithm import (
     SAMPLING_ENV_STEPS_PER_S,
     WALL_S,
 )
+from marlscale.algorithms.settings import TeamQSettings
 from marlscale.provenance import PROVENANCE_FILE
 from marlscale.sweeps import results as sweep_results
 from marlscale.sweeps.runner import SPEC_FILE as SWEEP_FILE
@@ -45,6 +47,8 @@ REWARD_MODE_AXIS = "env_config.reward_mode"
 CURRICULUM_AXIS = "training.curriculum.schedule"
 CONFIG = ["game", "algorithm", "opponent_algorithm", "n_agents", "reward_mode", "incremental"]
 """What a trial is, seed aside (plus any further grid axis of its sweep)."""
+RESOLVED = "_resolved"
+"""A trial row's resolved settings while loading (dropped once the axes are known)."""
 ABLATION = "ablation"
 """The column of a sweep's `variant` axis (one-factor-at-a-time ablations): the variant's
 name. Figures group by their own `variant` label, which this column feeds."""
@@ -135,6 +139,22 @@ def trial_config(spec: TrainSpec) -> dict[str, Any]:
     }
 
 
+def resolved_settings(spec: TrainSpec) -> dict[str, Any]:
+    """Every setting a grid axis can name (training.<setting>, training.curriculum.<field>,
+    env_config.<field>) with the value this trial ran with, defaults included: what a trial
+    of a run without that axis is labelled with when another run of the report has it."""
+    config = spec.algorithm_config()
+    values = {f"training.{name}": getattr(config, name) for name in TeamQSettings.names()
+              if hasattr(config, name) and name != "curriculum"}
+    curriculum = config.curriculum_config()
+    values.update({f"training.curriculum.{f.name}": getattr(curriculum, f.name)
+                   for f in dataclasses.fields(curriculum)})
+    env = config.team_env_config
+    values.update({f"env_config.{f.name}": getattr(env, f.name) for f in dataclasses.fields(env)})
+    return {path: _plain(value) for path, value in values.items()
+            if value is None or isinstance(value, (str, int, float, bool))}
+
+
 def curve_frame(rows: pd.DataFrame, team: str, other: str) -> pd.DataFrame:
     """A trial's result rows as curve columns (NaN where a row lacks the metric)."""
     if not len(rows):  # a trial that failed or has not reported yet
@@ -164,7 +184,8 @@ def _trial(run: Path, trial: str, spec: TrainSpec, rows: pd.DataFrame,
     complete = (reached >= stop.get("env_steps", math.inf)
                 or iterations >= stop.get("iterations", math.inf))
     row = {"run": str(run), "trial": trial, **config, **axes, "iterations": iterations,
-           "env_steps": reached, "status": "complete" if complete else "incomplete"}
+           "env_steps": reached, "status": "complete" if complete else "incomplete",
+           RESOLVED: resolved_settings(spec)}
     return row, curves
 
 
@@ -292,10 +313,16 @@ def load(*paths: str | Path) -> Runs:
                                **json.loads((path / PROVENANCE_FILE).read_text())})
     trial_table = pd.DataFrame(trials)
     extra_axes = [c for c in trial_table.columns if "." in c or c == ABLATION]
-    for axis in extra_axes:
-        trial_table[axis] = trial_table[axis].astype(object).where(trial_table[axis].notna(), "")
+    curves = pd.concat(curves, ignore_index=True)
+    for axis in extra_axes:  # a run without the axis: the value its trials ran with
+        resolved = trial_table[RESOLVED].map(lambda values, a=axis: values.get(a, ""))
+        trial_table[axis] = trial_table[axis].astype(object).where(trial_table[axis].notna(),
+                                                                   resolved)
+        curves = curves.drop(columns=axis, errors="ignore").merge(
+            trial_table[["run", "trial", axis]], on=["run", "trial"], how="left")
+    trial_table = trial_table.drop(columns=RESOLVED)
     runs = Runs(paths=[Path(p) for p in paths], kinds=kinds, names=names, trials=trial_table,
-                curves=pd.concat(curves, ignore_index=True), missing=missing,
+                curves=curves, missing=missing,
                 league={name: pd.concat(tables, ignore_index=True)
                         for name, tables in league.items()},
                 extra_axes=extra_axes, variants=variants, provenance=provenance)
