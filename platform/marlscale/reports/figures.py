@@ -26,7 +26,9 @@ OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "
 ALGORITHM_COLOURS = {"qmix": "#0072B2", "mfqmix": "#D55E00", "mfq": "#009E73",
                      "iql": "#CC79A7", "vdn": "#E69F00"}
 RANDOM_COLOUR = "#7f7f7f"
-LINE_STYLES = ["-", "--", ":", "-."]
+LINE_STYLES = ["-", "--", ":", "-.", (0, (10, 3)), (0, (1, 4)),
+               (0, (6, 1.5, 1, 1.5, 1, 1.5)), (0, (3, 1, 3, 4))]
+"""Variants of one algorithm: 8 dash patterns that stay apart (an ablation has 6 or more)."""
 MARKERS = ["o", "s", "^", "D"]
 PANEL = (4.6, 3.4)  # inches per panel
 MAX_COLUMNS = 3
@@ -91,9 +93,15 @@ def _legend(figure, axes) -> None:
     for axis in axes:
         for handle, text in zip(*axis.get_legend_handles_labels()):
             handles.setdefault(text, handle)
-    if handles:
+    if handles:  # as many columns as the figure's width holds labels of this length
+        longest = max(len(text) for text in handles)
+        fits = int(figure.get_figwidth() / (0.75 + 0.07 * longest))
+        columns = max(1, min(len(handles), 3, fits))
+        rows = math.ceil(len(handles) / columns)
+        if rows > 1:  # room for the legend's rows below, not taken from the panels
+            figure.set_figheight(figure.get_figheight() + 0.22 * (rows - 1))
         figure.legend(handles.values(), handles.keys(), loc="outside lower center",
-                      ncols=min(len(handles), 3), frameon=False)
+                      ncols=columns, frameon=False)
 
 
 def _ylabels(axes, text: str) -> None:
