@@ -239,11 +239,8 @@ def ablations(frame: pd.DataFrame, reference: str, what: str, ci_label: str,
               path: Path) -> Path:
     """Left: each ablation's final return (mean +- the report's spread); right: its effect
     against the reference with the 95% interval of the difference, one row per ablation (and
-    algorithm, variant, N where the runs hold several)."""
+    algorithm, variant, N where the runs hold several), top to bottom in `frame`'s order."""
     groups = frame.groupby(["algorithm", "variant", "n_agents"], sort=True).ngroups
-    frame = frame.sort_values(["algorithm", "variant", "n_agents", "ablation"],
-                              key=lambda c: c.map(lambda v: (v != reference, v))
-                              if c.name == "ablation" else c).reset_index(drop=True)
     names = [row["ablation"] if groups == 1 else
              f"{row['ablation']} \u00b7 {label(row['algorithm'], row['variant'])} "
              f"N={row['n_agents']}" for row in frame.to_dict("records")]

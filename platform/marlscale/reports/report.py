@@ -236,13 +236,13 @@ def _ablation_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out:
     table = aggregate.with_final(others, runs.curves, kind, last)
     effects = aggregate.effects(table, REFERENCE_ABLATION)
     effects["spread"] = aggregate.half_width(effects["std"], effects["n"], ci)
+    effects = effects.sort_values(  # the reference first in each group, then by name
+        ["algorithm", "variant", "n_agents", ABLATION],
+        key=lambda c: c.map(lambda v: (v != REFERENCE_ABLATION, v)) if c.name == ABLATION
+        else c).reset_index(drop=True)
     what = aggregate.RETURN_KINDS[kind]
     figures.ablations(effects, REFERENCE_ABLATION, what, aggregate.spread_label(ci),
                       out / "ablations.png")
-    effects = effects.sort_values(
-        ["algorithm", "variant", "n_agents", ABLATION],
-        key=lambda c: c.map(lambda v: (v != REFERENCE_ABLATION, v)) if c.name == ABLATION
-        else c)
     settings = {name: ", ".join(f"{k}={v}" for k, v in changes.items()) or "the spec's own"
                 for name, changes in runs.variants.items()}
     excluded = [("" if pd.isna(lo) else "yes" if lo > 0 or hi < 0 else "no")
@@ -400,11 +400,9 @@ def sections(runs: Runs, ci: str, out: Path, last: int) -> tuple[list[Section], 
         kind = aggregate.return_kind(curves)
         drawn.append(_ablation_section(runs, fixed, kind, ci, out, last))
     else:
-        skipped.append("ablations: no sweep with `variants` and one named "
-                       f"'{REFERENCE_ABLATION}' to compare the others with" if not len(
-                           ablations) or ablations.nunique() < 2 else
-                       f"ablations: the variants ({', '.join(sorted(ablations.unique()))}) "
-                       f"hold none named '{REFERENCE_ABLATION}' to compare the others with")
+        held = (f"the variants ({', '.join(sorted(ablations.unique()))}) hold none named"
+                if ablations.nunique() > 1 else "no sweep with `variants` and one named")
+        skipped.append(f"ablations: {held} '{REFERENCE_ABLATION}' to compare the others with")
     if "league" in runs.league:
         drawn.append(_league_section(runs, out))
     else:

@@ -35,6 +35,7 @@ from marlscale.algorithms.algorithm import (
     SAMPLING_ENV_STEPS_PER_S,
     WALL_S,
 )
+from marlscale.algorithms.config import TeamQConfig
 from marlscale.algorithms.settings import TeamQSettings
 from marlscale.provenance import PROVENANCE_FILE
 from marlscale.sweeps import results as sweep_results
@@ -111,9 +112,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def trial_config(spec: TrainSpec) -> dict[str, Any]:
-    """A trial's resolved configuration (defaults filled in) and its budget in env steps."""
-    config = spec.algorithm_config()
+def trial_config(spec: TrainSpec, config: TeamQConfig) -> dict[str, Any]:
+    """A trial's resolved configuration (defaults filled in: `config`, built from `spec`) and
+    its budget in env steps."""
     env = config.team_env_config
     teams = config.team_algorithms()
     team, *others = list(teams)
@@ -139,11 +140,10 @@ def trial_config(spec: TrainSpec) -> dict[str, Any]:
     }
 
 
-def resolved_settings(spec: TrainSpec) -> dict[str, Any]:
+def resolved_settings(config: TeamQConfig) -> dict[str, Any]:
     """Every setting a grid axis can name (training.<setting>, training.curriculum.<field>,
     env_config.<field>) with the value this trial ran with, defaults included: what a trial
     of a run without that axis is labelled with when another run of the report has it."""
-    config = spec.algorithm_config()
     values = {f"training.{name}": getattr(config, name) for name in TeamQSettings.names()
               if hasattr(config, name) and name != "curriculum"}
     curriculum = config.curriculum_config()
@@ -174,7 +174,8 @@ def curve_frame(rows: pd.DataFrame, team: str, other: str) -> pd.DataFrame:
 
 def _trial(run: Path, trial: str, spec: TrainSpec, rows: pd.DataFrame,
            axes: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
-    config = trial_config(spec)
+    built = spec.algorithm_config()  # once per trial: building validates the whole config
+    config = trial_config(spec, built)
     curves = curve_frame(rows, config["team"], config["other"])
     for column, value in {"run": str(run), "trial": trial, **config, **axes}.items():
         curves[column] = [value] * len(curves) if isinstance(value, list) else value
@@ -185,7 +186,7 @@ def _trial(run: Path, trial: str, spec: TrainSpec, rows: pd.DataFrame,
                 or iterations >= stop.get("iterations", math.inf))
     row = {"run": str(run), "trial": trial, **config, **axes, "iterations": iterations,
            "env_steps": reached, "status": "complete" if complete else "incomplete",
-           RESOLVED: resolved_settings(spec)}
+           RESOLVED: resolved_settings(built)}
     return row, curves
 
 
