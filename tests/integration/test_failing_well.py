@@ -82,7 +82,7 @@ def test_sigint_stops_train_with_a_checkpoint_and_resume_continues(tmp_path):
 def test_sigint_checkpoints_a_sweeps_running_trials_and_resume_finishes_every_trial(tmp_path):
     """No periodic checkpoints (checkpoint_every is past the stop): what a trial has trained
     when Ctrl-C comes is kept only by the checkpoint the interrupt asks for."""
-    stop = 40
+    stop = 120  # long enough that no trial can finish before the interrupt takes effect
     spec = small_spec(tmp_path, "sigint", grid={"algorithm": ["qmix"], "n_agents": [3],
                                                 "seed": [0, 1]},
                       stop={"iterations": stop}, checkpoint_every=1000, max_concurrent_trials=2,
