@@ -98,3 +98,41 @@ def test_cross_play_schedule_battle_both_sides_pursuit_roles_only():
                      random_opponent=False)
     assert {(g.sides["predator"], g.sides["prey"]) for g in games} == \
         {("t0:predator", "t0:prey"), ("t1:predator", "t1:prey")}
+
+
+def test_league_intervals_over_seeds_count_each_training_seed_once():
+    """Episodes of one policy are not independent runs: with 3 seeds whose policies differ a
+    lot, the interval over episodes is narrow and the one over seeds is wide and holds 0."""
+    import math
+
+    from marlscale.evaluation.league import ci_columns, tables
+    from scipy import stats
+
+    seed_means = {0: 3.0, 1: -2.0, 2: 0.5}
+    rows = []
+    for seed, mean in seed_means.items():
+        for opponent_seed in range(3):
+            for episode, noise in enumerate((-0.1, 0.0, 0.1)):
+                value = mean + noise
+                for algorithm, opponent, sign in (("qmix", "mfq", 1), ("mfq", "qmix", -1)):
+                    rows.append({
+                        "algorithm": algorithm, "side": "red", "seed": seed,
+                        "policy": f"{algorithm}{seed}",
+                        "opponent_algorithm": opponent,
+                        "opponent_policy": f"{opponent}{opponent_seed}", "episode": episode,
+                        "reward_difference": sign * value, "return_per_agent": 0.0,
+                        "outcome": 1.0 if sign * value > 0 else 0.0})
+    out = tables(rows, interchangeable=True)
+    cell = out["league"].set_index(["algorithm", "column_algorithm"]).loc[("qmix", "mfq")]
+    means = list(seed_means.values())
+    centre = sum(means) / 3
+    half = stats.t.ppf(0.975, 2) * stats.tstd(means) / math.sqrt(3)
+    assert cell["seeds"] == 3
+    assert (cell["seed_ci95_low"], cell["seed_ci95_high"]) == \
+        pytest.approx((centre - half, centre + half))
+    assert cell["seed_ci95_low"] < 0 < cell["seed_ci95_high"]  # no evidence either way
+    assert cell["ci95_high"] - cell["ci95_low"] < cell["seed_ci95_high"] - cell["seed_ci95_low"]
+    assert ci_columns(out["league"])[2] == "seeds" and ci_columns(out["ratings"])[2] == "seeds"
+    assert "seed_ci95_low" not in out["matchups"].columns  # one policy pair: one seed
+    one_seed = tables([r for r in rows if r["seed"] == 0], interchangeable=True)["league"]
+    assert ci_columns(one_seed) == ("ci95_low", "ci95_high", "episodes")

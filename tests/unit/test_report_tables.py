@@ -253,3 +253,31 @@ def test_a_run_without_a_grid_axis_is_labelled_with_the_value_its_trials_ran_wit
     assert list(labels[str(first)]) == ["team_reward=sum"]
     assert list(labels[str(second)]) == ["team_reward=mean"]
     assert set(runs.curves["training.team_reward"]) == {"sum", "mean"}
+
+
+def test_a_league_with_seeds_is_shown_with_its_interval_over_seeds(tmp_path):
+    """The league table shows both intervals; the heat map annotates the one over seeds."""
+    from marlscale.evaluation.league import tables
+    from marlscale.reports.report import _league_section
+
+    rows = [{"algorithm": a, "side": "red", "seed": seed, "policy": f"{a}{seed}",
+             "opponent_algorithm": b, "opponent_policy": f"{b}{seed}", "episode": e,
+             "reward_difference": sign * (seed - 0.5 + e / 10), "return_per_agent": 0.0,
+             "outcome": 1.0}
+            for seed in (0, 1, 2) for e in range(4)
+            for a, b, sign in (("qmix", "mfq", 1), ("mfq", "qmix", -1), ("qmix", "random", 1))]
+    out = tables(rows, interchangeable=True)
+    runs = Runs(paths=[Path("r")], kinds={"r": "league"}, names={"r": "l"},
+                trials=pd.DataFrame(), curves=pd.DataFrame(),
+                league={"league": out["league"], "ratings": out["ratings"]})
+    section = _league_section(runs, tmp_path)
+    league = section.tables["league"].set_index(["policy", "opponent"])
+    cell = out["league"].set_index(["algorithm", "column_algorithm"]).loc[("qmix", "mfq")]
+    assert league.loc[("qmix", "mfq"), "95% CI over 3 seeds"] == \
+        f"[{cell['seed_ci95_low']:+.2f}, {cell['seed_ci95_high']:+.2f}]"
+    assert league.loc[("qmix", "mfq"), "reward difference [95% CI over episodes]"].startswith(
+        f"{cell['reward_difference']:+.2f} [{cell['ci95_low']:+.2f}")
+    assert "95% CI over 3 seeds" in section.tables["ratings"].columns
+    pixels = np.asarray(__import__("PIL.Image").Image.open(tmp_path / "league.png")
+                        .convert("L"), dtype=float)
+    assert pixels.var() > 100

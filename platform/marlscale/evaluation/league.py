@@ -25,9 +25,13 @@ The paper's Fig 7 (bottom) and more, from one spec (tune_specs/fig7_league.yaml)
 3. Write to the run directory, beside the sweep's results.csv and trials.csv:
    - league.csv: row algorithm x column algorithm (and the row's side: `both` in battle,
      `predator`/`prey` in pursuit): mean reward difference (row minus column, per agent), its
-     95% CI over episodes, win rate, draw rate, episodes, matchups (policy pairs);
+     95% CI over episodes, its 95% CI over the row policies' training seeds (`seeds`,
+     `seed_ci95_low/high`: each seed's mean is one value; with 2+ seeds this is the interval
+     to read, since episodes of one policy are not independent replicates), win rate, draw
+     rate, episodes, matchups (policy pairs);
    - ratings.csv: per algorithm and side, its mean reward difference against all other
-     algorithms (random excluded) with a 95% CI, its win rate, and its result against random;
+     algorithms (random excluded) with both 95% CIs, its win rate, and its result against
+     random;
    - matchups.csv: every policy pair and side assignment on its own;
    - training_curves.csv: the reward difference over training, per pair x seed.
 """
@@ -74,6 +78,7 @@ SPEC_KEYS = ("experiment", "description", "game", "algorithms", "n_agents", "see
              "max_concurrent_trials", "wandb", "evaluation")
 EVALUATION_KEYS = ("episodes", "seed", "epsilon", "num_env_runners", "random_opponent")
 BOTH = "both"
+SEED_CI = ("seed_ci95_low", "seed_ci95_high")
 
 
 @dataclass
@@ -273,21 +278,36 @@ def perspectives(results: list[dict[str, Any]], members: dict[str, Member]) -> l
     return rows
 
 
-def _summary(frame, by: list[str]):
+def _summary(frame, by: list[str], over_seeds: bool = False):
+    """Per group: the mean reward difference with its 95% t-interval over episodes, and with
+    `over_seeds` also over training seeds (each seed's mean over its episodes is one value)."""
     import pandas as pd
 
     rows = []
     for group, part in frame.groupby(by, sort=True):
         stat = interval(part[keys.REWARD_DIFFERENCE].to_numpy())
-        ci = stat["ci95"] or [float("nan"), float("nan")]
-        rows.append({**dict(zip(by, group if isinstance(group, tuple) else (group,))),
-                     keys.REWARD_DIFFERENCE: stat["mean"], "ci95_low": ci[0],
-                     "ci95_high": ci[1], "std": stat["std"],
-                     "win_rate": float((part["outcome"] == 1.0).mean()),
+        ci = stat["ci95"] or [math.nan, math.nan]
+        row = {**dict(zip(by, group if isinstance(group, tuple) else (group,))),
+               keys.REWARD_DIFFERENCE: stat["mean"], "ci95_low": ci[0], "ci95_high": ci[1],
+               "std": stat["std"]}
+        if over_seeds:
+            per_seed = part.groupby("seed")[keys.REWARD_DIFFERENCE].mean()
+            seed_ci = interval(per_seed.to_numpy())["ci95"] or [math.nan, math.nan]
+            row.update({"seeds": len(per_seed), SEED_CI[0]: seed_ci[0], SEED_CI[1]: seed_ci[1]})
+        rows.append({**row, "win_rate": float((part["outcome"] == 1.0).mean()),
                      "draw_rate": float((part["outcome"] == 0.5).mean()),
                      "episodes": len(part),
                      "matchups": part[["policy", "opponent_policy"]].drop_duplicates().shape[0]})
     return pd.DataFrame(rows)
+
+
+def ci_columns(table) -> tuple[str, str, str]:
+    """The interval a league or ratings table is best read with: over training seeds where it
+    has one (policies trained with different seeds are the independent replicates), else over
+    episodes (one seed). Returns the low and high columns and what the interval is over."""
+    if SEED_CI[0] in table.columns and np.isfinite(table[SEED_CI[0]]).any():
+        return SEED_CI[0], SEED_CI[1], "seeds"
+    return "ci95_low", "ci95_high", "episodes"
 
 
 def tables(rows: list[dict[str, Any]], interchangeable: bool) -> dict[str, Any]:
@@ -299,10 +319,11 @@ def tables(rows: list[dict[str, Any]], interchangeable: bool) -> dict[str, Any]:
         frame["row_side"] = BOTH
     else:
         frame["row_side"] = frame["side"]
-    league = _summary(frame, ["algorithm", "row_side", "opponent_algorithm"]).rename(
+    league = _summary(frame, ["algorithm", "row_side", "opponent_algorithm"],
+                      over_seeds=True).rename(
         columns={"row_side": "side", "opponent_algorithm": "column_algorithm"})
     versus = frame[frame["opponent_algorithm"] != RANDOM]
-    ratings = _summary(versus, ["algorithm", "row_side"]).rename(
+    ratings = _summary(versus, ["algorithm", "row_side"], over_seeds=True).rename(
         columns={"row_side": "side", keys.REWARD_DIFFERENCE: "rating"})
     against_random = frame[frame["opponent_algorithm"] == RANDOM]
     if len(against_random):
@@ -403,16 +424,17 @@ def run(spec: LeagueSpec, run_dir: str | Path, *, resume: bool = False, log=prin
 
 def format_league(league, ratings) -> str:
     """league.csv as a matrix of 'diff [CI] win' cells, plus the ratings, for stdout."""
+    low, high, over = ci_columns(league)
     cells = league.assign(cell=[
         f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] w{w:.2f}" if np.isfinite(lo) else f"{d:+.2f} w{w:.2f}"
-        for d, lo, hi, w in zip(league[keys.REWARD_DIFFERENCE], league["ci95_low"],
-                                league["ci95_high"], league["win_rate"])])
+        for d, lo, hi, w in zip(league[keys.REWARD_DIFFERENCE], league[low], league[high],
+                                league["win_rate"])])
     matrix = cells.pivot_table(index=["algorithm", "side"], columns="column_algorithm",
                                values="cell", aggfunc="first").fillna("-")
-    shown = ratings[["algorithm", "side", "rating", "ci95_low", "ci95_high", "win_rate",
-                     "episodes"]]
-    return ("reward difference, row minus column, per agent [95% CI] and win rate\n"
-            f"{matrix.to_string()}\n\nratings (mean reward difference against all other "
+    low, high, _ = ci_columns(ratings)
+    shown = ratings[["algorithm", "side", "rating", low, high, "win_rate", "episodes"]]
+    return (f"reward difference, row minus column, per agent [95% CI over {over}] and win "
+            f"rate\n{matrix.to_string()}\n\nratings (mean reward difference against all other "
             f"algorithms)\n" + shown.to_string(index=False, formatters={
-                "rating": "{:+.2f}".format, "ci95_low": "{:+.2f}".format,
-                "ci95_high": "{:+.2f}".format, "win_rate": "{:.2f}".format}))
+                "rating": "{:+.2f}".format, low: "{:+.2f}".format,
+                high: "{:+.2f}".format, "win_rate": "{:.2f}".format}))

@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from marlscale import provenance, specfile, storage
+from marlscale.evaluation.league import ci_columns as league_ci_columns
 from marlscale.reports import aggregate, figures
 from marlscale.reports.runs import ABLATION, Runs, load
 
@@ -276,8 +277,7 @@ def _league_section(runs: Runs, out: Path) -> Section:
     shown = pd.DataFrame({
         "policy": league["algorithm"], "side": league["side"],
         "opponent": league["column_algorithm"],
-        "reward difference [95% CI]": [f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" for d, lo, hi in zip(
-            league["reward_difference"], league["ci95_low"], league["ci95_high"])],
+        **_league_intervals(league, "reward_difference", "reward difference"),
         "win rate": league["win_rate"].map(lambda v: f"{v:.2f}"),
         "episodes": league["episodes"]})
     tables = {"league": shown}
@@ -285,13 +285,27 @@ def _league_section(runs: Runs, out: Path) -> Section:
         ratings = runs.league["ratings"]
         tables["ratings"] = pd.DataFrame({
             "algorithm": ratings["algorithm"], "side": ratings["side"],
-            "rating [95% CI]": [f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" for d, lo, hi in zip(
-                ratings["rating"], ratings["ci95_low"], ratings["ci95_high"])],
+            **_league_intervals(ratings, "rating", "rating"),
             "win rate": ratings["win_rate"].map(lambda v: f"{v:.2f}")})
     return Section("league", "League: cross-play",
                    "Every final policy against every other algorithm's (and the random "
                    "team), greedy: the row's return per agent minus the column's, mean over "
-                   "episodes with its 95% t-interval (from the league's league.csv).", tables)
+                   "episodes with its 95% t-interval over episodes and, where the league "
+                   "trained 2+ seeds, over seeds (each seed's mean is one value). Read the "
+                   "one over seeds: one policy's episodes are not independent training runs. "
+                   "The figure shows it. From the league's league.csv.", tables)
+
+
+def _league_intervals(table: pd.DataFrame, value: str, label: str) -> dict[str, list[str]]:
+    """'mean [low, high]' over episodes, and '[low, high]' over seeds where there is one."""
+    shown = {f"{label} [95% CI over episodes]": [
+        f"{v:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+        for v, lo, hi in zip(table[value], table["ci95_low"], table["ci95_high"])]}
+    low, high, over = league_ci_columns(table)
+    if over == "seeds":
+        shown[f"95% CI over {int(table['seeds'].max())} seeds"] = [
+            f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in zip(table[low], table[high])]
+    return shown
 
 
 def _head_to_head_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path,
