@@ -86,7 +86,7 @@ def test_sigint_checkpoints_a_sweeps_running_trials_and_resume_finishes_every_tr
     spec = small_spec(tmp_path, "sigint", grid={"algorithm": ["qmix"], "n_agents": [3],
                                                 "seed": [0, 1]},
                       stop={"iterations": stop}, checkpoint_every=1000, max_concurrent_trials=2,
-                      wandb={"mode": "disabled"})
+                      wandb={"mode": "offline"})  # its logging actors must not hold the exit
     run_dir = tmp_path / "sigint"
     driver = subprocess.Popen(sweep_cmd(str(spec), "--run-dir", str(run_dir), "--num-cpus", "2"),
                               env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -107,6 +107,8 @@ def test_sigint_checkpoints_a_sweeps_running_trials_and_resume_finishes_every_tr
     assert all(status != "TERMINATED" for status, _ in state.values()), state
     assert all(state[name][1] is not None for name in at_signal), state  # the interrupt's
     assert "TERMINATED" not in pd.read_csv(run_dir / "trials.csv")["status"].tolist()
+    for name in at_signal:  # each trial's W&B run was closed, not left to Ray's 30-min wait
+        assert "finishing run" in (run_dir / name / "wandb" / "debug.log").read_text(), name
 
     done = subprocess.run(sweep_cmd("--resume", str(run_dir), "--num-cpus", "2", "--no-report"),
                           env=cli_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)

@@ -62,6 +62,17 @@ class SweepWandbLogger(WandbLoggerCallback):
             )(self._logger_actor_cls)
         super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
 
+    def on_experiment_end(self, trials, **info):
+        # A trial that an interrupt stopped (Ctrl-C) never got `log_trial_end` (Tune marks it
+        # stopped without it): its logging actor would wait for more results, and Ray's
+        # callback would wait for that actor for its whole upload timeout (30 minutes) before
+        # killing it, W&B run unfinished. Close every run still open now, as a finished
+        # trial's (a second end for a run already closing is ignored: its actor has stopped
+        # reading); `--resume` logs to the trial's id again.
+        for trial in list(self._trial_logging_actors):
+            self._signal_logging_actor_stop(trial)
+        super().on_experiment_end(trials, **info)
+
     def log_trial_start(self, trial):
         self.group = self._group_of(trial.config)
         path = str(trial.path)
