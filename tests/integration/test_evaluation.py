@@ -211,6 +211,11 @@ def test_a_one_minute_league_fills_every_cell_of_the_matrix_and_resumes(tmp_path
     assert league["ci95_low"].le(league["reward_difference"]).all()
     pair = league.set_index(["algorithm", "column_algorithm"])["reward_difference"]
     assert pair["qmix", "mfq"] == pytest.approx(-pair["mfq", "qmix"])
+    assert (league["seeds"] == 1).all() and league["seed_ci95_low"].isna().all()  # one seed
+    episodes = pd.read_csv(run_dir / "episodes.csv")  # what the tables are computed from
+    assert len(episodes) == league["episodes"].sum()
+    assert episodes.groupby(["algorithm", "opponent_algorithm"])["reward_difference"].mean() \
+        .to_dict() == pytest.approx(pair.to_dict())
     ratings = pd.read_csv(run_dir / "ratings.csv")
     assert sorted(ratings["algorithm"]) == ["mfq", "qmix"]
     assert {"vs_random_reward_difference", "ci95_low", "ci95_high"} <= set(ratings.columns)

@@ -108,19 +108,21 @@ def test_league_intervals_over_seeds_count_each_training_seed_once():
     from marlscale.evaluation.league import ci_columns, tables
     from scipy import stats
 
-    seed_means = {0: 3.0, 1: -2.0, 2: 0.5}
+    seed_means = {0: 3.0, 1: -2.0, 2: 0.5}  # qmix's seeds differ; mfq's seeds do not matter
     rows = []
     for seed, mean in seed_means.items():
         for opponent_seed in range(3):
             for episode, noise in enumerate((-0.1, 0.0, 0.1)):
                 value = mean + noise
-                for algorithm, opponent, sign in (("qmix", "mfq", 1), ("mfq", "qmix", -1)):
+                for algorithm, mine, opponent, theirs, sign in (
+                        ("qmix", seed, "mfq", opponent_seed, 1),
+                        ("mfq", opponent_seed, "qmix", seed, -1)):  # the same game, mirrored
                     rows.append({
-                        "algorithm": algorithm, "side": "red", "seed": seed,
-                        "policy": f"{algorithm}{seed}",
-                        "opponent_algorithm": opponent,
-                        "opponent_policy": f"{opponent}{opponent_seed}", "episode": episode,
-                        "reward_difference": sign * value, "return_per_agent": 0.0,
+                        "algorithm": algorithm, "side": "red", "seed": mine,
+                        "policy": f"{algorithm}{mine}", "opponent_algorithm": opponent,
+                        "opponent_policy": f"{opponent}{theirs}", "opponent_seed": theirs,
+                        "episode": episode, "reward_difference": sign * value,
+                        "return_per_agent": 0.0,
                         "outcome": 1.0 if sign * value > 0 else 0.0})
     out = tables(rows, interchangeable=True)
     cell = out["league"].set_index(["algorithm", "column_algorithm"]).loc[("qmix", "mfq")]
@@ -131,6 +133,10 @@ def test_league_intervals_over_seeds_count_each_training_seed_once():
     assert (cell["seed_ci95_low"], cell["seed_ci95_high"]) == \
         pytest.approx((centre - half, centre + half))
     assert cell["seed_ci95_low"] < 0 < cell["seed_ci95_high"]  # no evidence either way
+    # The mirror cell: grouped by its column's seeds it is the same interval, negated.
+    mirror = out["league"].set_index(["algorithm", "column_algorithm"]).loc[("mfq", "qmix")]
+    assert (mirror["seed_ci95_low"], mirror["seed_ci95_high"]) == \
+        pytest.approx((-cell["seed_ci95_high"], -cell["seed_ci95_low"]))
     assert cell["ci95_high"] - cell["ci95_low"] < cell["seed_ci95_high"] - cell["seed_ci95_low"]
     assert ci_columns(out["league"])[2] == "seeds" and ci_columns(out["ratings"])[2] == "seeds"
     assert "seed_ci95_low" not in out["matchups"].columns  # one policy pair: one seed

@@ -25,14 +25,17 @@ The paper's Fig 7 (bottom) and more, from one spec (tune_specs/fig7_league.yaml)
 3. Write to the run directory, beside the sweep's results.csv and trials.csv:
    - league.csv: row algorithm x column algorithm (and the row's side: `both` in battle,
      `predator`/`prey` in pursuit): mean reward difference (row minus column, per agent), its
-     95% CI over episodes, its 95% CI over the row policies' training seeds (`seeds`,
-     `seed_ci95_low/high`: each seed's mean is one value; with 2+ seeds this is the interval
-     to read, since episodes of one policy are not independent replicates), win rate, draw
-     rate, episodes, matchups (policy pairs);
+     95% CI over episodes, its 95% CI over training seeds (`seeds`, `seed_ci95_low/high`:
+     each seed's mean is one value, grouped by the row's or the column's seeds, whichever
+     interval is wider; with 2+ seeds this is the interval to read, since episodes of one
+     policy are not independent replicates), win rate, draw rate, episodes, matchups (policy
+     pairs);
    - ratings.csv: per algorithm and side, its mean reward difference against all other
      algorithms (random excluded) with both 95% CIs, its win rate, and its result against
      random;
    - matchups.csv: every policy pair and side assignment on its own;
+   - episodes.csv: every cross-play episode from each policy side's point of view (the rows
+     the tables above are computed from);
    - training_curves.csv: the reward difference over training, per pair x seed.
 """
 
@@ -270,7 +273,8 @@ def perspectives(results: list[dict[str, Any]], members: dict[str, Member]) -> l
                 "algorithm": members[key].contestant.algorithm, "side": side, "policy": key,
                 "seed": members[key].seed, "opponent_algorithm":
                     RANDOM if rival is None else members[rival].contestant.algorithm,
-                "opponent_policy": RANDOM if rival is None else rival, "episode":
+                "opponent_policy": RANDOM if rival is None else rival,
+                "opponent_seed": None if rival is None else members[rival].seed, "episode":
                     result["tags"]["episode"],
                 keys.REWARD_DIFFERENCE: mine[keys.REWARD_DIFFERENCE],
                 keys.RETURN_PER_AGENT: mine[keys.RETURN_PER_AGENT],
@@ -280,7 +284,7 @@ def perspectives(results: list[dict[str, Any]], members: dict[str, Member]) -> l
 
 def _summary(frame, by: list[str], over_seeds: bool = False):
     """Per group: the mean reward difference with its 95% t-interval over episodes, and with
-    `over_seeds` also over training seeds (each seed's mean over its episodes is one value)."""
+    `over_seeds` also over training seeds (see `_over_seeds`)."""
     import pandas as pd
 
     rows = []
@@ -291,14 +295,32 @@ def _summary(frame, by: list[str], over_seeds: bool = False):
                keys.REWARD_DIFFERENCE: stat["mean"], "ci95_low": ci[0], "ci95_high": ci[1],
                "std": stat["std"]}
         if over_seeds:
-            per_seed = part.groupby("seed")[keys.REWARD_DIFFERENCE].mean()
-            seed_ci = interval(per_seed.to_numpy())["ci95"] or [math.nan, math.nan]
-            row.update({"seeds": len(per_seed), SEED_CI[0]: seed_ci[0], SEED_CI[1]: seed_ci[1]})
+            row.update(_over_seeds(part))
         rows.append({**row, "win_rate": float((part["outcome"] == 1.0).mean()),
                      "draw_rate": float((part["outcome"] == 0.5).mean()),
                      "episodes": len(part),
                      "matchups": part[["policy", "opponent_policy"]].drop_duplicates().shape[0]})
     return pd.DataFrame(rows)
+
+
+def _over_seeds(part) -> dict[str, Any]:
+    """The 95% t-interval over training seeds: each seed's mean over its episodes is one value.
+    A cell's episodes can be grouped by the row policies' seeds or by the column policies'
+    (random has none); the wider of the two intervals is taken, so that a cell and its mirror
+    (B against A is A against B negated) get the same interval. No interval (NaN) where
+    either grouping has fewer than 2 seeds."""
+    widest = {"seeds": 0, SEED_CI[0]: math.nan, SEED_CI[1]: math.nan}
+    for column in ("seed", "opponent_seed"):
+        if column not in part or part[column].isna().all():
+            continue
+        per_seed = part.groupby(column)[keys.REWARD_DIFFERENCE].mean()
+        ci = interval(per_seed.to_numpy())["ci95"]
+        if ci is None:
+            return {"seeds": len(per_seed), SEED_CI[0]: math.nan, SEED_CI[1]: math.nan}
+        low, high = widest[SEED_CI[0]], widest[SEED_CI[1]]
+        if math.isnan(low) or ci[1] - ci[0] > high - low:
+            widest = {"seeds": len(per_seed), SEED_CI[0]: ci[0], SEED_CI[1]: ci[1]}
+    return widest
 
 
 def ci_columns(table) -> tuple[str, str, str]:
@@ -358,6 +380,8 @@ def cross_play(spec: LeagueSpec, run_dir: Path, num_env_runners: int, log=print)
     """Stage 2 and 3 on a trained league run dir (Ray must be running)."""
     import time
 
+    import pandas as pd
+
     start = time.perf_counter()
     members, missing = population(run_dir)
     if not members:
@@ -376,6 +400,7 @@ def cross_play(spec: LeagueSpec, run_dir: Path, num_env_runners: int, log=print)
         arena.stop()
     rows = perspectives(results, {m.key: m for m in members})
     out = tables(rows, _interchangeable(members))
+    out["episodes"] = pd.DataFrame(rows)
     out["training_curves"] = training_curves(run_dir)
     paths = {}
     for name, frame in out.items():
