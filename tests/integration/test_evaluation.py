@@ -230,6 +230,7 @@ def test_a_one_minute_league_fills_every_cell_of_the_matrix_and_resumes(tmp_path
     # The league's report: the matrix as a heat map and the pair's reward difference curve.
     report = (run_dir / "report" / "report.md").read_text()
     assert f"report: {run_dir / 'report' / 'report.md'}" in done.stdout
+    assert "1 trials (mfq, qmix; N = 4" in report  # both teams' learners
     for figure in ("league", "head_to_head", "throughput"):
         assert f"]({figure}.png)" in report and (run_dir / "report" / f"{figure}.png").stat() \
             .st_size > 10_000

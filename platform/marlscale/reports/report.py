@@ -467,10 +467,11 @@ def write_markdown(runs: Runs, drawn: list[Section], skipped: list[str], ci: str
                    last: int, path: Path) -> None:
     me = provenance.commit()
     trials = runs.trials
+    learners = (set(trials["algorithm"]) | set(trials["opponent_algorithm"])) - {"random"}
     lines = [
         f"# Report: {', '.join(runs.names.values())}", "",
         f"Game: **{runs.game}**. {len(trials)} trials "
-        f"({', '.join(sorted(trials['algorithm'].unique()))}; N = "
+        f"({', '.join(sorted(learners))}; N = "
         f"{', '.join(map(str, sorted(trials['n_agents'].unique())))}; seeds "
         f"{', '.join(map(str, sorted(trials['seed'].unique())))}).", "",
         "## Runs", *_provenance_lines(runs),
