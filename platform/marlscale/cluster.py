@@ -47,10 +47,15 @@ OWN_PORTS = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metric
              "object-manager-port")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports. Every probe stays bound until all are picked: a
+    probe closed at once lets the OS hand the same port out again, and `ray start` refuses
+    two components on one port (seen: the GCS and the metrics exporter both given 50889)."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind((LOOPBACK, 0))
+        return [probe.getsockname()[1] for probe in probes]
 
 
 def check_reachable(address: str, name: str = "--address",
@@ -101,10 +106,10 @@ class LocalRay:
         # from this process closes. Every Ray process of this node joins that group.
         reaper = subprocess.Popen([sys.executable, "-u", ray_process_reaper.__file__],
                                   stdin=subprocess.PIPE, process_group=0)
-        port = _free_port()
         # Ports of its own: Ray's defaults (e.g. the dashboard agent's 52365) may be held by
         # another Ray on this machine.
-        ports = [f"--{name}={_free_port()}" for name in OWN_PORTS]
+        port, *own = free_ports(1 + len(OWN_PORTS))
+        ports = [f"--{name}={number}" for name, number in zip(OWN_PORTS, own)]
         command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head",
                    f"--port={port}", f"--node-ip-address={LOOPBACK}", *ports,
                    "--disable-usage-stats", f"--include-dashboard={str(dashboard).lower()}"]
