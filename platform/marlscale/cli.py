@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -39,6 +40,53 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is invalid; allowed: an integer >= 0")
     return value
+
+
+def _stop_total(text: str) -> int | float:
+    """A stop flag's total: a finite number > 0 (`1e5` too); integral values as ints."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is invalid; allowed: a number > 0") from None
+    if not (value > 0 and value != float("inf")):  # NaN fails the first test
+        raise argparse.ArgumentTypeError(f"{text} is invalid; allowed: a number > 0")
+    return int(value) if value.is_integer() else value
+
+
+def _spec_flag(parser: argparse.ArgumentParser, flag: str, path: tuple[str, ...], **kwargs):
+    """A flag that sets one key of the run's spec: `path` says where (e.g. ('env_config',
+    'n_agents')); `_apply_spec_flags` puts every given one there."""
+    action = parser.add_argument(flag, default=None, **kwargs)
+    action.spec_path = path
+    return action
+
+
+def _resumable(*actions: argparse.Action) -> None:
+    """Mark flags that `train --resume RUN_DIR` accepts; it refuses every other one."""
+    for action in actions:
+        action.resumable = True
+
+
+def _declared(parser: argparse.ArgumentParser) -> tuple[argparse.Action, ...]:
+    """A subcommand's flags as declared (argparse keeps them in `_actions`)."""
+    return tuple(a for a in parser._actions if a.dest != "help")
+
+
+def _apply_spec_flags(values: dict, args: argparse.Namespace, only_resumable: bool = False):
+    """Put every given spec flag's value at its path in a spec dict. The stop flags replace
+    the spec's whole stop (a stop given on the command line is the run's stop)."""
+    given = [(a.spec_path, getattr(args, a.dest)) for a in args.declared
+             if getattr(a, "spec_path", None) and getattr(args, a.dest) is not None
+             and (getattr(a, "resumable", False) or not only_resumable)]
+    if any(path[0] == "stop" for path, _ in given):
+        values["stop"] = {}
+    for path, value in given:
+        section = values
+        for key in path[:-1]:
+            section[key] = dict(section.get(key) or {})
+            section = section[key]
+        section[path[-1]] = value
+    return values
 
 
 def _non_negative_float(text: str) -> float:
@@ -79,43 +127,48 @@ def _add_rollout(commands) -> None:
 
 
 def _add_train(commands) -> None:
+    from marlscale.runspec.common import Stop
+
     train = commands.add_parser("train", help="train one run from a spec file and/or flags")
     train.add_argument("spec", nargs="?", default=None,
-                       help="YAML/JSON spec (see marlscale.train); flags override it")
-    train.add_argument("--algorithm", choices=sorted(ALGORITHMS), default=None,
-                       help="learning team's algorithm (default: the spec's, else qmix): " +
-                            "; ".join(f"{name}: {spec.summary.replace('%', '%%')}"
-                                      for name, spec in sorted(ALGORITHMS.items())))
-    train.add_argument("--game", choices=sorted(GAMES), default=None)
-    train.add_argument("--n-agents", type=_positive_int, default=None)
-    train.add_argument("--map-size", type=_positive_int, default=None)
-    train.add_argument("--max-cycles", type=_positive_int, default=None)
-    train.add_argument("--opponent", choices=["random", "learned"], default=None,
-                       help="the other team: random, or a second learning team (head-to-head)")
-    train.add_argument("--iterations", type=_positive_int, default=None, help="stop after")
-    train.add_argument("--env-steps", type=_positive_int, default=None, help="stop after")
-    train.add_argument("--time-s", type=float, default=None, help="stop after (seconds)")
-    train.add_argument("--seed", type=int, default=None)
+                       help="YAML/JSON spec (see marlscale/runspec/train.py); flags override it")
+    _spec_flag(train, "--algorithm", ("training", "algorithm"), choices=sorted(ALGORITHMS),
+               help="learning team's algorithm (default: the spec's, else qmix): " +
+                    "; ".join(f"{name}: {spec.summary.replace('%', '%%')}"
+                              for name, spec in sorted(ALGORITHMS.items())))
+    _spec_flag(train, "--game", ("env",), choices=sorted(GAMES))
+    for flag in ("n_agents", "map_size", "max_cycles"):
+        _spec_flag(train, f"--{flag.replace('_', '-')}", ("env_config", flag), type=_positive_int)
+    _spec_flag(train, "--opponent", ("env_config", "opponent"), choices=["random", "learned"],
+               help="the other team: random, or a second learning team (head-to-head)")
+    for stop in dataclasses.fields(Stop):
+        _resumable(_spec_flag(train, f"--{stop.name.replace('_', '-')}", ("stop", stop.name),
+                              type=_stop_total, help=f"stop after this many {stop.metadata['doc']} "
+                              "(a total; with --resume, the new one)"))
+    _spec_flag(train, "--seed", ("seed",), type=int)
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="a training setting, e.g. --set lr=0.001 (YAML value syntax)")
-    train.add_argument("--num-env-runners", type=int, default=None)
-    train.add_argument("--num-gpus", type=float, default=None, help="GPUs for the learner")
+    _spec_flag(train, "--num-env-runners", ("resources", "num_env_runners"), type=int)
+    _spec_flag(train, "--num-gpus", ("resources", "num_gpus"), type=float,
+               help="GPUs for the learner")
     train.add_argument("--run-dir", default=None,
                        help="output folder (default runs/train-<algorithm>-<time>)")
-    train.add_argument("--resume", default=None, metavar="RUN_DIR",
-                       help="continue a train run from its last checkpoint (its spec is "
-                            "RUN_DIR/spec.json; a stop flag given is the new total)")
+    _resumable(train.add_argument(
+        "--resume", default=None, metavar="RUN_DIR",
+        help="continue a train run from its last checkpoint (its spec is RUN_DIR/spec.json; a "
+             "stop flag given is the new total)"))
     train.add_argument("--from-checkpoint", default=None, metavar="CKPT[:TEAM]",
                        help="start a new run's team modules from a checkpoint's weights (a "
                             "checkpoint, train run or sweep trial directory; :TEAM takes that "
                             "team's module for the learning team)")
-    train.add_argument("--wandb-mode", choices=WANDB_MODES, default=None,
-                       help="W&B logging (default: the spec's, else auto: online iff "
-                            "WANDB_API_KEY is set, else offline into RUN_DIR/wandb/)")
-    train.add_argument("--wandb-project", default=None,
-                       help="W&B project (default: the spec's, else marlscale)")
-    _add_report_flag(train)
-    _add_ray_flags(train, default_cpus=2)
+    _resumable(
+        _spec_flag(train, "--wandb-mode", ("wandb", "mode"), choices=WANDB_MODES,
+                   help="W&B logging (default: the spec's, else auto: online iff "
+                        "WANDB_API_KEY is set, else offline into RUN_DIR/wandb/)"),
+        _spec_flag(train, "--wandb-project", ("wandb", "project"),
+                   help="W&B project (default: the spec's, else marlscale)"))
+    _resumable(*_add_report_flag(train), *_add_ray_flags(train, default_cpus=2))
+    train.set_defaults(declared=_declared(train))
 
 
 def _add_sweep(commands) -> None:
@@ -241,25 +294,29 @@ def _add_spec_run_flags(parser: argparse.ArgumentParser, kind: str, specs: str,
     _add_ray_flags(parser, default_cpus=None)
 
 
-def _add_report_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-report", action="store_true",
-                        help="do not write RUN_DIR/report/ (report.md and figures) at the end")
+def _add_report_flag(parser: argparse.ArgumentParser) -> tuple[argparse.Action, ...]:
+    return (parser.add_argument(
+        "--no-report", action="store_true",
+        help="do not write RUN_DIR/report/ (report.md and figures) at the end"),)
 
 
-def _add_ray_flags(parser: argparse.ArgumentParser, default_cpus: int | None) -> None:
-    parser.add_argument("--address", default=None,
-                        help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--num-cpus", type=_positive_int, default=default_cpus,
-                        help="CPUs of the local Ray, when one is started (default: "
-                             f"{default_cpus or 'all'})")
-    parser.add_argument("--dashboard", action="store_true", default=None,
-                        help="start the local Ray's dashboard (default: off), at "
-                             "http://DASHBOARD_HOST:DASHBOARD_PORT")
-    parser.add_argument("--dashboard-host", default=None,
-                        help="the address the local Ray's dashboard binds to (default "
-                             "127.0.0.1: this machine only; 0.0.0.0: every interface)")
-    parser.add_argument("--dashboard-port", type=_positive_int, default=None,
-                        help="the local Ray's dashboard port (default 8265)")
+def _add_ray_flags(parser: argparse.ArgumentParser,
+                   default_cpus: int | None) -> tuple[argparse.Action, ...]:
+    return (
+        parser.add_argument("--address", default=None,
+                            help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)"),
+        parser.add_argument("--num-cpus", type=_positive_int, default=default_cpus,
+                            help="CPUs of the local Ray, when one is started (default: "
+                                 f"{default_cpus or 'all'})"),
+        parser.add_argument("--dashboard", action="store_true", default=None,
+                            help="start the local Ray's dashboard (default: off), at "
+                                 "http://DASHBOARD_HOST:DASHBOARD_PORT"),
+        parser.add_argument("--dashboard-host", default=None,
+                            help="the address the local Ray's dashboard binds to (default "
+                                 "127.0.0.1: this machine only; 0.0.0.0: every interface)"),
+        parser.add_argument("--dashboard-port", type=_positive_int, default=None,
+                            help="the local Ray's dashboard port (default 8265)"),
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -290,9 +347,10 @@ def _league(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from marlscale.evaluation import league
+    from marlscale.runspec import LeagueSpec
 
-    spec, run_dir = _spec_and_run_dir(args, "league", league.LEAGUE_FILE,
-                                      league.LeagueSpec.load, league.check_resumable, "leagues")
+    spec, run_dir = _spec_and_run_dir(args, "league", LeagueSpec, league.check_resumable,
+                                      "leagues")
     with _ray(args):
         summary = league.run(spec, run_dir, resume=bool(args.resume),
                              log=lambda line: print(line, flush=True))
@@ -366,24 +424,16 @@ def _rollout(args: argparse.Namespace) -> int:
 
 
 def _train_spec(args: argparse.Namespace):
+    """The run's TrainSpec: the spec file's (if any), every spec flag given put at its path,
+    and `--set KEY=VALUE` training settings."""
     import yaml
 
     from marlscale import specfile
-    from marlscale.train import STOP_KEYS, TrainSpec
+    from marlscale.runspec import TrainSpec
 
-    values = {}
-    if args.spec:
-        values = TrainSpec.load(args.spec).__dict__
-    env_config = dict(values.get("env_config", {}))
-    for key in ("n_agents", "map_size", "max_cycles", "opponent"):
-        if getattr(args, key) is not None:
-            env_config[key] = getattr(args, key)
-    values["env_config"] = env_config
-    if args.game:
-        values["env"] = args.game
+    values = TrainSpec.load(args.spec).to_dict() if args.spec else {}
+    _apply_spec_flags(values, args)
     training = dict(values.get("training", {}))
-    if args.algorithm:
-        training["algorithm"] = args.algorithm
     for item in args.set:
         key, sep, text = item.partition("=")
         if not sep:
@@ -394,31 +444,32 @@ def _train_spec(args: argparse.Namespace):
             raise ValueError(f"--set {item!r}: the value is not valid YAML ({error}); allowed: "
                              "KEY=VALUE with a YAML value, e.g. lr=1e-4") from None
     values["training"] = training
-    stop = {key: getattr(args, key) for key in STOP_KEYS if getattr(args, key) is not None}
-    if stop:
-        values["stop"] = stop
-    resources = dict(values.get("resources", {}))
-    if args.num_env_runners is not None:
-        resources["num_env_runners"] = args.num_env_runners
-    if args.num_gpus is not None:
-        resources["num_gpus"] = args.num_gpus
-    values["resources"] = resources
-    if args.seed is not None:
-        values["seed"] = args.seed
-    values["wandb"] = _wandb_settings(values.get("wandb", {}), args)
     return TrainSpec.from_dict(values, source=args.spec or "command line")
 
 
-def _wandb_settings(wandb: dict, args: argparse.Namespace) -> dict:
-    """A spec's `wandb:` with --wandb-mode and --wandb-project applied."""
-    flags = {"mode": args.wandb_mode, "project": args.wandb_project}
-    return {**wandb, **{key: value for key, value in flags.items() if value is not None}}
+def _check_resume_flags(args: argparse.Namespace) -> None:
+    """`train --resume RUN_DIR` takes only the flags declared resumable (the spec is
+    RUN_DIR's own); one line naming the others and listing the allowed ones."""
+    def shown(action: argparse.Action) -> str:
+        return action.option_strings[0] if action.option_strings else \
+            f"{action.dest} {getattr(args, action.dest)!r}"
+
+    refused = [a for a in args.declared if not getattr(a, "resumable", False)
+               and getattr(args, a.dest) not in (None, [], a.default)]
+    if refused:
+        allowed = ", ".join(shown(a) for a in args.declared if getattr(a, "resumable", False)
+                            and a.dest != "resume")
+        raise ValueError(f"--resume {args.resume!r} is invalid with "
+                         f"{', '.join(shown(a) for a in refused)}; allowed: --resume RUN_DIR "
+                         f"with a stop flag (the new total) and {allowed} (the spec is "
+                         "RUN_DIR/spec.json)")
 
 
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from marlscale import storage, train
+    from marlscale.runspec import check_new_run_dir
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -430,28 +481,18 @@ def _train(args: argparse.Namespace) -> int:
                              "for `marlscale train`; allowed: a local or shared folder "
                              "(object-store URIs are for `marlscale sweep`)")
     if args.resume:
-        allowed = {"command", "resume", "address", "num_cpus", "dashboard", "dashboard_host",
-                   "dashboard_port", "wandb_mode", "wandb_project", "no_report", *train.STOP_KEYS}
-        given = [f"--{key.replace('_', '-')}" if key != "spec" else f"spec {args.spec!r}"
-                 for key, value in vars(args).items() if key not in allowed
-                 and value not in (None, [])]
-        if given:
-            raise ValueError(f"--resume {args.resume!r} is invalid with {', '.join(given)}; "
-                             "allowed: --resume RUN_DIR with a stop flag (--iterations, "
-                             "--env-steps, --time-s: the new total), --wandb-mode, "
-                             "--wandb-project, --no-report, --address, --num-cpus, --dashboard "
-                             "(the spec is RUN_DIR/spec.json)")
-        stop = {key: getattr(args, key) for key in train.STOP_KEYS
-                if getattr(args, key) is not None}
-        state = train.check_resumable(args.resume, stop or None)
-        state.spec.wandb = _wandb_settings(state.spec.wandb, args)
+        _check_resume_flags(args)
+        stop = _apply_spec_flags({}, args, only_resumable=True).get("stop")
+        state = train.check_resumable(args.resume, stop)
+        state.spec.wandb = _apply_spec_flags({"wandb": state.spec.wandb}, args,
+                                             only_resumable=True)["wandb"]
         run_dir = state.run_dir
     else:
         spec = _train_spec(args)
         algorithm = spec.training.get("algorithm", "qmix")
         run_dir = Path(args.run_dir or
                        f"runs/train-{algorithm}-{time.strftime('%Y%m%d-%H%M%S')}")
-        train.check_new_run_dir(run_dir)
+        check_new_run_dir(run_dir)
         warm = train.check_warm_start(spec, args.from_checkpoint) \
             if args.from_checkpoint else None
     resources = (state.spec if args.resume else spec).resources
@@ -474,14 +515,15 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spec_and_run_dir(args: argparse.Namespace, kind: str, spec_file: str, load,
-                      check_resumable, folder: str):
+def _spec_and_run_dir(args: argparse.Namespace, kind: str, spec_class, check_resumable,
+                      folder: str):
     """The spec and run directory of a new or resumed sweep or league, checked before Ray
     starts or anything is written."""
     import os
     from pathlib import Path
 
-    from marlscale import storage, train
+    from marlscale import storage
+    from marlscale.runspec import check_new_run_dir
 
     remote = kind == "sweep"  # sweeps may live on object storage (marlscale/storage.py)
     for flag in ("resume", "run_dir"):
@@ -493,13 +535,14 @@ def _spec_and_run_dir(args: argparse.Namespace, kind: str, spec_file: str, load,
     if args.resume:
         if args.spec or args.run_dir:
             raise ValueError(f"--resume {args.resume!r} is invalid with a spec or --run-dir; "
-                             f"allowed: --resume RUN_DIR alone (the spec is RUN_DIR/{spec_file})")
+                             "allowed: --resume RUN_DIR alone (the spec is "
+                             f"RUN_DIR/{spec_class.spec_file})")
         if storage.is_uri(args.resume):
             return check_resumable(args.resume), args.resume.rstrip("/")
         return check_resumable(Path(args.resume)), Path(args.resume)
     if not args.spec:
         raise ValueError(f"spec=None is invalid; allowed: a {kind} spec file or --resume RUN_DIR")
-    spec = load(args.spec)
+    spec = spec_class.load(args.spec)
     hint = f" (continue an interrupted {kind} with --resume RUN_DIR)"
     if storage.is_uri(args.run_dir):
         storage.check_new(args.run_dir, hint=hint)
@@ -507,15 +550,16 @@ def _spec_and_run_dir(args: argparse.Namespace, kind: str, spec_file: str, load,
     root = Path(os.environ.get("MARLSCALE_RUNS", "~/marlscale_runs")).expanduser()
     run_dir = Path(args.run_dir) if args.run_dir else \
         root / folder / f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
-    train.check_new_run_dir(run_dir, hint=hint)
+    check_new_run_dir(run_dir, hint=hint)
     return spec, run_dir
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from marlscale.sweeps import SweepSpec, runner
+    from marlscale.runspec import SweepSpec
+    from marlscale.sweeps import resume, runner
 
-    spec, run_dir = _spec_and_run_dir(args, "sweep", runner.SPEC_FILE, SweepSpec.load,
-                                      runner.check_resumable, "sweeps")
+    spec, run_dir = _spec_and_run_dir(args, "sweep", SweepSpec, resume.check_resumable,
+                                      "sweeps")
     if not (args.address or os.environ.get("RAY_ADDRESS")):  # a local Ray: this machine's GPUs
         _check_gpus(spec.resources.get("num_gpus", 0), "resources.num_gpus",
                     "or a cluster (--address) whose nodes have them")

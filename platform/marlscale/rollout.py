@@ -1,46 +1,41 @@
-"""Random-policy rollouts of the team envs on Ray: the main job until the learners land.
+"""Random-policy rollouts of the team envs on Ray: the envs' own speed and the random level.
 
-Each (game, seed) pair is a Ray task that plays whole episodes with uniformly random team
-actions and reports its episode metrics and the env's own throughput.
+`marlscale rollout` needs no learner and no checkpoint: it checks that the envs and a Ray
+cluster work end to end, measures each env's throughput (agent steps per second inside
+`env.step`, the ceiling any training run on it has) and gives the random policy's episode
+metrics. Each (game, seed) pair is a Ray task that plays whole episodes through the one episode
+loop (`marlscale.episodes.play_episode`), every agent acting uniformly at random, episode `i`
+with seed `episode_seed(seed, i)`.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 import ray
 
-from marlscale import keys
 from marlscale.envs import MagentTeamEnv, TeamEnvConfig
+from marlscale.episodes import Game, episode_seed, play_episode
 
 
 def play_episodes(config: TeamEnvConfig, episodes: int) -> dict[str, Any]:
-    """Play `episodes` episodes with random actions; episode metrics plus agent-steps/s."""
+    """Play `episodes` random episodes (seeds from `config.seed`; None: fresh entropy); their
+    episode metrics plus the env's agent-steps/s."""
     env = MagentTeamEnv(config)
-    rng = np.random.default_rng(config.seed)
-    agents_total = sum(config.team_counts)
-    results, steps, seconds = [], 0, 0.0
-    for _ in range(episodes):
-        env.reset()
-        spaces = {name: env.action_spaces[name] for name in env.possible_agents}
-        done = False
-        while not done:
-            actions = {name: rng.integers(0, space.nvec) for name, space in spaces.items()}
-            start = time.perf_counter()
-            _, _, terminated, truncated, infos = env.step(actions)
-            seconds += time.perf_counter() - start
-            steps += 1
-            done = terminated["__all__"] or truncated["__all__"]
-        results.append({name: info[keys.EPISODE] for name, info in infos.items()})
+    seed = np.random.SeedSequence(config.seed).entropy
+    sides = {name: None for name in env.possible_agents}
+    played = [play_episode(env, Game(index=i, sides=sides, seed=episode_seed(seed, i)), {}, {})
+              for i in range(episodes)]
+    steps = sum(episode.steps for episode in played)
     return {
         "game": config.game,
         "n_agents": config.n_agents,
         "map_size": env.map_size,
-        "episodes": results,
+        "episodes": [episode.metrics for episode in played],
         "env_steps": steps,
-        "agent_steps_per_s": agents_total * steps / seconds,
+        "agent_steps_per_s": sum(config.team_counts) * steps
+        / sum(episode.env_s for episode in played),
     }
 
 

@@ -1,6 +1,7 @@
 """Input checks every command shares: spec files and `--set` values (YAML in which `1e-4` is a
-number, read with errors that name the file), the finite-number check of every spec section,
-and whether an output folder can be created.
+number, read with errors that name the file), typed fields (`setting`: a dataclass field whose
+metadata says what it allows, checked by `check_value` / `check_fields` with one message
+format), and whether an output folder can be created.
 
 YAML 1.1 (PyYAML's) reads a float only with a dot, so `lr: 1e-4` would be the string '1e-4';
 researchers write learning rates that way, so `SpecLoader` also resolves scientific notation
@@ -9,10 +10,12 @@ without a dot as a float (`1e6`, `5E-4`, `-2e+3`). Everything else is PyYAML's s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
 import tempfile
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +82,95 @@ def blocking_ancestor(path: str | os.PathLike) -> Path | None:
         except OSError:
             pass
     return existing
+
+
+# ---- typed fields -----------------------------------------------------------------------------
+def setting(default: Any, source: str = "", *, kind: str, low: float | None = None,
+            high: float | None = None, low_open: bool = False, high_open: bool = False,
+            choices: tuple = (), optional: bool = False, doc: str = "",
+            default_factory: Any = None) -> Any:
+    """A typed dataclass field: `kind` is int, float, str, bool, mapping or list; `low`/`high`
+    bound numbers (`low_open`/`high_open`: the bound itself excluded); `choices` lists allowed
+    strings; `optional` allows None; `source` says where the default comes from; `doc` what it
+    means (docs tables are generated from it). `default_factory` for mutable defaults."""
+    metadata = {"source": source, "kind": kind, "low": low, "high": high, "low_open": low_open,
+                "high_open": high_open, "choices": choices, "optional": optional, "doc": doc}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def allowed(meta: dict[str, Any]) -> str:
+    """What a field allows, in words (the end of every error message)."""
+    kind, low, high = meta["kind"], meta["low"], meta["high"]
+    if meta["choices"]:
+        text = ", ".join(map(str, meta["choices"]))
+    elif kind == "bool":
+        text = "true, false"
+    elif kind in ("mapping", "str", "list"):
+        text = {"mapping": "a mapping", "str": "a string", "list": "a list"}[kind]
+    elif kind == "int":
+        text = "an integer" + ("" if low is None else f" >= {low:g}") + \
+            ("" if high is None else f" and <= {high:g}")
+    elif low is not None and high is not None:
+        text = (f"a number in {'(' if meta['low_open'] else '['}{low:g}, {high:g}"
+                f"{')' if meta.get('high_open') else ']'}")
+    elif low is not None:
+        text = f"a finite number {'>' if meta['low_open'] else '>='} {low:g}"
+    else:
+        text = "a finite number"
+    return f"None or {text}" if meta["optional"] else text
+
+
+def value_ok(value: Any, meta: dict[str, Any]) -> bool:
+    """Whether `value` is what the field's metadata allows."""
+    if value is None:
+        return meta["optional"]
+    kind, low, high = meta["kind"], meta["low"], meta["high"]
+    if kind in ("int", "float"):
+        if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+            return False
+        if not is_finite_number(value):
+            return False
+        if low is not None and not (value > low if meta["low_open"] else value >= low):
+            return False
+        return high is None or (value < high if meta.get("high_open") else value <= high)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "mapping":
+        return isinstance(value, dict)
+    if kind == "list":
+        return isinstance(value, list)
+    return isinstance(value, str) and (not meta["choices"] or value in meta["choices"])
+
+
+def check_value(name: str, value: Any, meta: dict[str, Any]) -> None:
+    """A ValueError naming the setting, the value and what is allowed, if `value` is not."""
+    if not value_ok(value, meta):
+        raise ValueError(f"{name}={value!r} is invalid; allowed: {allowed(meta)}")
+
+
+def check_fields(instance: Any, prefix: str = "") -> None:
+    """`check_value` on every typed field of a dataclass instance (fields without `kind`
+    metadata are left to the class's own checks); `prefix` is put before each name."""
+    for f in dataclasses.fields(instance):
+        if "kind" in f.metadata:
+            check_value(f"{prefix}{f.name}", getattr(instance, f.name), f.metadata)
+
+
+def field_meta(cls: Any, name: str) -> dict[str, Any]:
+    """The metadata of one typed field of a dataclass."""
+    return next(f.metadata for f in dataclasses.fields(cls) if f.name == name)
+
+
+def normalise(cls: Any, values: dict[str, Any], what: str) -> dict[str, Any]:
+    """User values for a dataclass of typed fields, by name; an unknown name raises (naming
+    `what` and the allowed names). Integral floats (`1e3`) of integer fields become ints, so
+    scientific notation works everywhere."""
+    fields = {f.name: f.metadata.get("kind") for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in fields:
+            raise ValueError(f"{what} {key!r} is unknown; allowed: {', '.join(fields)}")
+    return {key: int(value) if fields[key] == "int" and isinstance(value, float)
+            and math.isfinite(value) and value.is_integer() else value
+            for key, value in values.items()}

@@ -1,19 +1,7 @@
 """`marlscale train`: one training run from a spec file and/or flags.
 
-A spec (YAML or JSON) has these top-level keys, every one optional:
-
-    env: adversarial_pursuit            # game, or the RLlib name marlscale/<game>
-    env_config: {n_agents: 4, ...}      # TeamEnvConfig fields (docs/envs.md)
-    training: {algorithm: qmix, ...}    # TeamQConfig settings (docs/algorithms.md)
-    stop: {iterations: 50, env_steps: ..., time_s: ...}   # whichever comes first
-    resources: {num_cpus: 1, num_env_runners: 0, num_envs_per_env_runner: 1, num_gpus: 0}
-    seed: 0
-    checkpoint_every: 0                 # iterations between checkpoints (0: only at the end)
-    eval_episodes: 5                    # final greedy evaluation (0: none)
-    wandb: {project: marlscale, mode: auto}   # and entity: ...; mode: auto (online iff
-                                        # WANDB_API_KEY is set) | offline | online | disabled
-
-The run directory gets `spec.json` (the resolved spec), `metrics.jsonl` (one flattened row per
+The spec is a `TrainSpec` (marlscale/runspec/train.py says its keys). The run directory
+gets `spec.json` (the resolved spec), `metrics.jsonl` (one flattened row per
 iteration, appended as it goes), `metrics.csv` (the same rows, written at the end),
 `result.json` (last row, final greedy evaluation and the random policy's, in the same env)
 and `checkpoints/iter_NNNNNN/`.
@@ -47,167 +35,31 @@ Two ways to go on from earlier training, both checked before Ray starts:
 from __future__ import annotations
 
 import contextlib
-import copy
 import csv
 import json
 import os
-import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from marlscale import keys, provenance, specfile, wandb_logging
-from marlscale.algorithms import memory
-from marlscale.algorithms.algorithm import TeamQ
-from marlscale.algorithms.config import TeamQConfig, module_config
-from marlscale.algorithms.settings import TeamQSettings
-from marlscale.envs import ENV_NAMES
+from marlscale import interrupts, keys, provenance, runfiles, wandb_logging
+from marlscale.algorithms.config import module_config
+from marlscale.runspec.common import check_new_run_dir
+from marlscale.runspec.train import (
+    EXTRA_KEYS,
+    SPEC_KEYS,
+    STOP_KEYS,
+    TrainSpec,
+    describe_stop,
+    flatten,
+    should_stop,
+)
 
-SPEC_KEYS = ("env", "env_config", "training", "stop", "resources", "seed", "checkpoint_every",
-             "eval_episodes", "wandb")
-EXTRA_KEYS = ("from_checkpoint", "wandb_run_id")
-"""spec.json's keys besides the spec's: where a warm start came from, the run's W&B id."""
-STOP_KEYS = ("iterations", "env_steps", "time_s")
-RESOURCE_KEYS = ("num_cpus", "num_env_runners", "num_envs_per_env_runner", "num_gpus")
-SPEC_FILE = "spec.json"
-METRICS_FILE = "metrics.jsonl"
 FRESH_BUFFERS = ("epsilon", "num_updates")
 """Module buffers a warm start leaves at their new values (exploration, target-update count)."""
-
-
-@dataclass
-class TrainSpec:
-    """A single training run (the sweep specs of tune_specs/ expand into these)."""
-
-    env: str = "adversarial_pursuit"
-    env_config: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
-    stop: dict[str, Any] = field(default_factory=lambda: {"iterations": 20})
-    resources: dict[str, Any] = field(default_factory=dict)
-    seed: int | None = 0
-    checkpoint_every: int = 0
-    eval_episodes: int = 5
-    wandb: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "spec") -> TrainSpec:
-        if not isinstance(values, dict):
-            raise ValueError(f"{source}: the spec must be a mapping; got {type(values).__name__}")
-        unknown = sorted(set(values) - set(SPEC_KEYS))
-        if unknown:
-            raise ValueError(
-                f"{source}: key {unknown[0]!r} is unknown; allowed: {', '.join(SPEC_KEYS)}"
-            )
-        spec = cls(**copy.deepcopy(values))
-        spec.validate(source)
-        return spec
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> TrainSpec:
-        return cls.from_dict(specfile.read(path) or {}, source=str(path))
-
-    @property
-    def env_name(self) -> str:
-        return self.env if self.env in ENV_NAMES.values() else ENV_NAMES.get(self.env, self.env)
-
-    def validate(self, source: str = "spec") -> None:
-        """Every check, before Ray starts or anything is written."""
-        def fail(key, value, allowed):
-            raise ValueError(f"{source}: {key}={value!r} is invalid; allowed: {allowed}")
-
-        if self.env_name not in ENV_NAMES.values():
-            fail("env", self.env, ", ".join(ENV_NAMES))
-        for key in ("env_config", "training", "stop", "resources"):
-            if not isinstance(getattr(self, key), dict):
-                fail(key, getattr(self, key), "a mapping")
-        for key, allowed in (("stop", STOP_KEYS), ("resources", RESOURCE_KEYS),
-                             ("training", TeamQSettings.names())):
-            for sub in getattr(self, key):
-                if sub not in allowed:
-                    raise ValueError(f"{source}: key '{key}.{sub}' is unknown; allowed: "
-                                     f"{', '.join(allowed)}")
-        if not self.stop:
-            fail("stop", self.stop, f"at least one of {', '.join(STOP_KEYS)}")
-        for sub, value in self.stop.items():
-            if not specfile.is_finite_number(value) or value <= 0:
-                fail(f"stop.{sub}", value, "a finite number > 0")
-        for sub, value in self.resources.items():
-            if not specfile.is_finite_number(value):
-                fail(f"resources.{sub}", value, "a finite number")
-            if sub == "num_cpus" and value <= 0:
-                fail(f"resources.{sub}", value, "a number > 0")
-            low = 1 if sub == "num_envs_per_env_runner" else 0
-            if value < low:
-                fail(f"resources.{sub}", value, f"a number >= {low}")
-        seed = self.seed
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            fail("seed", self.seed, "an integer or null")
-        for key in ("checkpoint_every", "eval_episodes"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                fail(key, value, "an integer >= 0")
-        wandb_logging.check(self.wandb, source)
-        try:
-            config = self.algorithm_config()
-            config.validate_team_q()
-            env_config = config.team_env_config
-            envs = max(1, config.num_env_runners) * config.num_envs_per_env_runner + 1
-            memory.check_fits(
-                memory.estimate(env_config, list(config.team_algorithms()),
-                                config.replay_capacity, envs, peak_active=(
-                                    None if config.curriculum_config().schedule != "none"
-                                    else env_config.n_active)),
-                f"this run (n_agents={env_config.n_agents}, replay_capacity="
-                f"{config.replay_capacity}, {envs} envs)")
-        except ValueError as error:
-            raise ValueError(f"{source}: {error}") from None
-
-    def algorithm_config(self) -> TeamQConfig:
-        """The RLlib AlgorithmConfig of this run."""
-        env_config = dict(self.env_config)
-        if self.seed is not None:
-            env_config.setdefault("seed", self.seed)
-        resources = self.resources
-        num_gpus = resources.get("num_gpus", 0)
-        return (
-            TeamQ.get_default_config()
-            .environment(self.env_name, env_config=env_config)
-            .team_q(**self.training)
-            .env_runners(
-                num_env_runners=int(resources.get("num_env_runners", 0)),
-                num_envs_per_env_runner=int(resources.get("num_envs_per_env_runner", 1)),
-            )
-            .learners(num_learners=0, num_gpus_per_learner=num_gpus)
-            .resources(num_cpus_for_main_process=resources.get("num_cpus", 1))
-            .debugging(seed=self.seed)
-        )
-
-    def wandb_names(self) -> tuple[str, str]:
-        """W&B group train/<algorithm>/<game>/N<n> (a sweep's, with experiment `train`) and
-        run name <algorithm>_N<n>_seed<seed>; head-to-head, the algorithm is `a-vs-b`."""
-        config = self.algorithm_config()
-        env_config = config.team_env_config
-        algorithm = "-vs-".join(config.team_algorithms().values())
-        size = f"N{env_config.n_agents}"
-        return (f"train/{algorithm}/{env_config.game}/{size}",
-                f"{algorithm}_{size}_seed{self.seed}")
-
-
-def flatten(result: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A result dict as one flat row: nested keys joined by '/', numbers and strings only."""
-    row: dict[str, Any] = {}
-    for key, value in result.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            if key in ("config", "timers", "perf", "fault_tolerance", "env_runner_group"):
-                continue
-            row.update(flatten(value, name + "/"))
-        elif isinstance(value, (bool, int, float, str)) or hasattr(value, "item"):
-            row[name] = value.item() if hasattr(value, "item") else value
-    return row
 
 
 def progress_line(result: dict[str, Any]) -> str:
@@ -234,29 +86,6 @@ def progress_line(result: dict[str, Any]) -> str:
         + (" | ".join(returns) or "no episode yet")
         + f" | replay {result['replay_bytes'] / 2**20:.1f} MiB"
     )
-
-
-def should_stop(spec: TrainSpec, result: dict[str, Any], elapsed: float) -> bool:
-    stop = spec.stop
-    return (
-        result["training_iteration"] >= stop.get("iterations", float("inf"))
-        or result[keys.ENV_STEPS] >= stop.get("env_steps", float("inf"))
-        or elapsed >= stop.get("time_s", float("inf"))
-    )
-
-
-def check_new_run_dir(run_dir: str | os.PathLike, name: str = "--run-dir",
-                      hint: str = "") -> None:
-    """A run writes into a new or empty folder only (checked before Ray starts)."""
-    run_dir = Path(run_dir)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise ValueError(f"{name} {str(run_dir)!r} is invalid; allowed: a new or empty "
-                         f"folder{hint}")
-    existing = specfile.blocking_ancestor(run_dir)
-    if existing is not None:
-        raise ValueError(f"{name} {str(run_dir)!r} cannot be created: {str(existing)!r} is "
-                         f"not a writable folder; allowed: a new or empty folder in a "
-                         f"writable place{hint}")
 
 
 def run(spec: TrainSpec, run_dir: str | os.PathLike, *, log=print,
@@ -292,7 +121,7 @@ def _with_wandb_id(spec: TrainSpec, extra: dict[str, Any]) -> dict[str, Any]:
 
 def _write_spec(run_dir: Path, spec: TrainSpec, extra: dict[str, Any]) -> None:
     """spec.json, and provenance.json (the commit and machine; a resume is added to it)."""
-    (run_dir / SPEC_FILE).write_text(json.dumps({**asdict(spec), **extra}, indent=2))
+    (run_dir / runfiles.TRAIN_SPEC).write_text(json.dumps({**spec.to_dict(), **extra}, indent=2))
     provenance.record(run_dir)
 
 
@@ -300,7 +129,7 @@ def _start_wandb(spec: TrainSpec, run_dir: Path, extra: dict[str, Any]):
     """The run's W&B run (continued if spec.json's id has logged before); None if disabled."""
     group, name = spec.wandb_names()
     return wandb_logging.start_run(spec.wandb, run_dir, run_id=extra.get("wandb_run_id"),
-                                   group=group, name=name, config={**asdict(spec), **extra})
+                                   group=group, name=name, config={**spec.to_dict(), **extra})
 
 
 def _train(algo, spec: TrainSpec, run_dir: Path, rows: list[dict[str, Any]], log,
@@ -313,7 +142,8 @@ def _train(algo, spec: TrainSpec, run_dir: Path, rows: list[dict[str, Any]], log
     wandb_run = None
     try:
         wandb_run = _start_wandb(spec, run_dir, extra)
-        with (run_dir / METRICS_FILE).open("a") as jsonl, _stop_on_interrupt(log) as interrupted:
+        with (run_dir / runfiles.METRICS_JSONL).open("a") as jsonl, \
+                _stop_on_interrupt(log) as interrupted:
             while True:
                 result = algo.train()
                 # Resumed: the rows' time_total_s goes on from the checkpoint's (as Tune does).
@@ -326,10 +156,11 @@ def _train(algo, spec: TrainSpec, run_dir: Path, rows: list[dict[str, Any]], log
                     wandb_run.log(row)
                 log(progress_line(result))
                 iteration = result["training_iteration"]
-                last = should_stop(spec, result, time_before + time.perf_counter() - start) \
+                last = should_stop(spec.stop, result, time_before + time.perf_counter() - start) \
                     or interrupted.is_set()
                 if last or (spec.checkpoint_every and iteration % spec.checkpoint_every == 0):
-                    algo.save_to_path(str(run_dir / "checkpoints" / f"iter_{iteration:06d}"))
+                    algo.save_to_path(str(run_dir / runfiles.CHECKPOINTS
+                                          / runfiles.train_checkpoint(iteration)))
                 if last:
                     break
         # An interrupted run is not at its stop: its final evaluation waits for --resume.
@@ -348,38 +179,30 @@ def _train(algo, spec: TrainSpec, run_dir: Path, rows: list[dict[str, Any]], log
     if wandb_run is not None:
         wandb_run.finish()
     columns = sorted({key for row in rows for key in row})
-    with (run_dir / "metrics.csv").open("w", newline="") as handle:
+    with (run_dir / runfiles.METRICS_CSV).open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     final = {"last": rows[-1], "greedy_evaluation": evaluation, "random_evaluation": random,
              "wall_s": time.perf_counter() - start, "interrupted": interrupted.is_set()}
-    (run_dir / "result.json").write_text(json.dumps(final, indent=2))
+    (run_dir / runfiles.RESULT_JSON).write_text(json.dumps(final, indent=2))
     return final
 
 
 @contextlib.contextmanager
 def _stop_on_interrupt(log) -> Iterator[threading.Event]:
-    """Within: the first SIGINT (Ctrl-C) sets the event, so the loop stops at the end of its
-    iteration with a checkpoint and the result files; a second one raises KeyboardInterrupt.
-    (Signals reach only the main thread; elsewhere nothing is caught.)"""
+    """Within: the first SIGINT (Ctrl-C) sets the event it yields, so the loop stops at the
+    end of its iteration with a checkpoint and the result files; a second one raises
+    KeyboardInterrupt (marlscale/interrupts.py)."""
     interrupted = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield interrupted
-        return
 
-    def on_interrupt(signum, frame):
-        if interrupted.is_set():
-            raise KeyboardInterrupt
+    def first() -> None:
         interrupted.set()
         log("interrupted: stopping at the end of this iteration with a checkpoint, "
             "metrics.csv and result.json (Ctrl-C again to abort without them)")
 
-    before = signal.signal(signal.SIGINT, on_interrupt)
-    try:
+    with interrupts.on_sigint([first]):
         yield interrupted
-    finally:
-        signal.signal(signal.SIGINT, before)
 
 
 # ---- --resume ---------------------------------------------------------------------------------
@@ -414,15 +237,15 @@ def check_resumable(run_dir: str | os.PathLike, stop: dict[str, Any] | None = No
     if not run_dir.is_dir():
         problem = "is not a folder" if run_dir.exists() else "does not exist"
         raise ValueError(f"{name} {given!r} {problem}; {allowed}")
-    spec_file = run_dir / SPEC_FILE
+    spec_file = run_dir / runfiles.TRAIN_SPEC
     if not spec_file.is_file():
         raise ValueError(f"{name} {given!r} is not a `marlscale train` run directory (it has no "
-                         f"{SPEC_FILE}); {allowed}")
+                         f"{runfiles.TRAIN_SPEC}); {allowed}")
     try:
         values = json.loads(spec_file.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{name} {given!r}: {SPEC_FILE} is not JSON ({error}); {allowed}") \
-            from None
+        raise ValueError(f"{name} {given!r}: {runfiles.TRAIN_SPEC} is not JSON ({error}); "
+                         f"{allowed}") from None
     extra = {key: values.pop(key) for key in list(values) if key not in SPEC_KEYS} \
         if isinstance(values, dict) else {}
     unknown = sorted(set(extra) - set(EXTRA_KEYS))
@@ -432,32 +255,28 @@ def check_resumable(run_dir: str | os.PathLike, stop: dict[str, Any] | None = No
     if stop:
         values = {**values, "stop": dict(stop)}
     spec = TrainSpec.from_dict(values, source=str(spec_file))
-    numbered = sorted(run_dir.glob("checkpoints/iter_*"))
+    numbered = sorted((run_dir / runfiles.CHECKPOINTS).glob(runfiles.TRAIN_CHECKPOINT_GLOB))
     if not any((path / checkpoints.MARKER).is_file() for path in numbered):
         raise ValueError(f"{name} {given!r} has no checkpoint (no checkpoints/iter_*/ with "
                          f"{checkpoints.MARKER}): the run was killed before its first "
                          "checkpoint; allowed: a run with a checkpoint (set checkpoint_every "
                          "to checkpoint during a run, not only at its end)")
     checkpoint = checkpoints.load(run_dir, name)
-    rows = _rows_until(run_dir / METRICS_FILE, checkpoint.iteration)
+    rows = _rows_until(run_dir / runfiles.METRICS_JSONL, checkpoint.iteration)
     at = rows[-1] if rows and rows[-1].get("training_iteration") == checkpoint.iteration else {}
     progress = {"training_iteration": checkpoint.iteration,
                 keys.ENV_STEPS: at.get(keys.ENV_STEPS, 0)}
     time_s = float(at.get("time_total_s", 0.0))
-    if should_stop(spec, progress, time_s):
+    if should_stop(spec.stop, progress, time_s):
         hint = ", ".join(f"--{key.replace('_', '-')} N" for key in STOP_KEYS)
         raise ValueError(
             f"{name} {given!r} has nothing to train: at its last checkpoint (iteration "
             f"{checkpoint.iteration}, {int(progress['env_steps_sampled_lifetime'])} env steps, "
-            f"{time_s:.1f} s) it has already reached its stop ({_describe(spec.stop)}); "
+            f"{time_s:.1f} s) it has already reached its stop ({describe_stop(spec.stop)}); "
             f"allowed: a larger total stop ({hint}), e.g. --iterations "
             f"{checkpoint.iteration + 10}")
     return Resume(run_dir=run_dir, spec=spec, checkpoint=checkpoint.path,
                   iteration=checkpoint.iteration, rows=rows, time_s=time_s, extra=extra)
-
-
-def _describe(stop: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value}" for key, value in stop.items())
 
 
 def _rows_until(path: Path, iteration: int) -> list[dict[str, Any]]:
@@ -488,10 +307,10 @@ def resume(state: Resume | str | os.PathLike, *, stop: dict[str, Any] | None = N
     try:
         algo.restore_from_path(str(state.checkpoint))
         log(f"resuming {run_dir} at iteration {algo.iteration} from {state.checkpoint.name} "
-            f"until {_describe(spec.stop)}")
+            f"until {describe_stop(spec.stop)}")
         extra = _with_wandb_id(spec, state.extra)
         _write_spec(run_dir, spec, extra)
-        with (run_dir / METRICS_FILE).open("w") as jsonl:
+        with (run_dir / runfiles.METRICS_JSONL).open("w") as jsonl:
             jsonl.writelines(json.dumps(row) + "\n" for row in state.rows)
     except BaseException:
         algo.stop()

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 from marlscale.algorithms.algorithm import TeamQ
-from marlscale.train import TrainSpec
+from marlscale.runspec import TrainSpec
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 from marlscale import keys
 from marlscale.evaluation import render
 from marlscale.evaluation.evaluate import Evaluation
-from marlscale.train import TrainSpec
+from marlscale.runspec import TrainSpec
 from marlscale.train import run as train_run
 
 pytestmark = pytest.mark.integration

@@ -234,7 +234,8 @@ def test_a_cluster_without_a_node_for_a_trials_gpus_warns_then_fails_clearly(ray
                                                                              tmp_path):
     """The session's Ray stands for a cluster (2 CPUs, no GPU): a sweep asking 1 GPU per trial
     is warned about at once and refused after the wait, instead of PENDING forever."""
-    from marlscale.sweeps import SweepSpec, runner
+    from marlscale.runspec import SweepSpec
+    from marlscale.sweeps import placement, runner
 
     spec = SweepSpec.load(small_spec(tmp_path, "gpu", resources={"num_gpus": 1},
                                      wandb={"mode": "disabled"}))
@@ -248,5 +249,5 @@ def test_a_cluster_without_a_node_for_a_trials_gpus_warns_then_fails_clearly(ray
     assert "resources=CPU=1, GPU=1 per trial is invalid on this cluster: no node can hold it " \
            "after 2 s" in str(error.value)
     assert not (tmp_path / "run").exists()  # nothing written
-    runner.wait_until_fits(SweepSpec.load(small_spec(tmp_path, "cpu")), 0, lines.append)
+    placement.wait_until_fits(SweepSpec.load(small_spec(tmp_path, "cpu")), 0, lines.append)
     assert len(lines) == 1  # a sweep that fits goes on without a word

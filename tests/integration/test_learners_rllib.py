@@ -5,7 +5,7 @@ import pytest
 import torch
 from marlscale.algorithms import ALGORITHMS
 from marlscale.algorithms.algorithm import ENV_STEPS, UPDATES, TeamQ
-from marlscale.train import TrainSpec
+from marlscale.runspec import TrainSpec
 
 pytestmark = pytest.mark.integration
 
@@ -134,6 +134,65 @@ def test_eval_max_cycles_sets_the_greedy_and_random_evaluation_episode_length(ra
         assert algo.env_runner.team_envs[0].max_cycles == 30  # training episodes: unchanged
     finally:
         algo.stop()
+
+
+def test_greedy_evaluation_gives_the_same_figures_on_any_number_of_env_runners(ray_local,
+                                                                              tmp_path):
+    """Each evaluation episode has its own seed, from the run's count of them: the same weights
+    give the same figures played locally and spread over 2 remote EnvRunners (the random level
+    too), and the count goes on through a checkpoint, so the next evaluation plays new
+    episodes."""
+    def h2h(num_env_runners):
+        config = spec("battle", "qmix", opponent_algorithm="vdn",
+                      env_config={"opponent": "learned"}).algorithm_config()
+        return config.env_runners(num_env_runners=num_env_runners).build_algo()
+
+    def evaluations(algo):
+        return [algo.evaluate_greedy(3), algo.evaluate_greedy(3, random=True),
+                algo.evaluate_greedy(3)]
+
+    algo = h2h(0)
+    try:
+        algo.train()
+        path = algo.save_to_path(str(tmp_path / "ckpt"))
+        local = evaluations(algo)
+    finally:
+        algo.stop()
+    spread_algo = h2h(2)
+    try:
+        spread_algo.restore_from_path(path)
+        spread = evaluations(spread_algo)
+    finally:
+        spread_algo.stop()
+    assert spread == local
+    greedy, random, after = local
+    assert set(greedy) == set(random) == {"red", "blue"}
+    assert greedy != after  # new episodes
+    assert greedy["red"]["n_active"] == 4 and greedy["red"]["length"] <= 30
+
+
+def test_evaluation_leaves_training_as_it_was(ray_local):
+    """Greedy evaluation between iterations (on the remote EnvRunner whose sample is in flight,
+    in its own env) changes nothing of training: the same returns and weights as without."""
+    def run(eval_interval):
+        config = spec("adversarial_pursuit", "qmix", eval_interval=eval_interval,
+                      eval_episodes=2).algorithm_config()
+        algo = config.env_runners(num_env_runners=1).build_algo()
+        try:
+            results = [algo.train() for _ in range(3)]
+            returns = [r["episodes"]["predator"]["return_per_agent"] for r in results
+                       if "episodes" in r]
+            epsilon = algo.env_runner_group.foreach_env_runner(
+                lambda runner: float(runner.module["predator"].epsilon), local_env_runner=False)
+            return results, returns, epsilon, q_values(algo)
+        finally:
+            algo.stop()
+
+    evaluated, returns, epsilon, q = run(1)
+    assert all("evaluation" in r for r in evaluated) and returns
+    _, plain_returns, plain_epsilon, plain_q = run(0)
+    assert returns == plain_returns and epsilon == plain_epsilon
+    np.testing.assert_array_equal(q["predator"], plain_q["predator"])
 
 
 def test_sampling_alongside_learning_is_one_iteration_behind_and_deterministic(ray_local):

@@ -166,7 +166,7 @@ def test_a_checkpoint_deleted_after_the_last_saved_state_is_refilled_from_the_ne
     (the driver died between the two); the trial goes on from its next checkpoint."""
     import torch
     from marlscale.sweeps.runner import SPEC_KEY, SweepTrial
-    from marlscale.sweeps.spec import SweepSpec
+    from marlscale.runspec.sweep import SweepSpec
     from ray import tune
 
     spec = SweepSpec.load(small_spec(tmp_path, "refill", grid={"algorithm": ["qmix"],

@@ -17,7 +17,7 @@ Budgets and thresholds (measured values in docs/algorithms.md):
 
 import pytest
 from marlscale import keys
-from marlscale.train import TrainSpec
+from marlscale.runspec import TrainSpec
 
 pytestmark = pytest.mark.learning
 

@@ -8,7 +8,7 @@ from cli_helpers import ROOT
 from conftest import record_ray_starts
 from marlscale.cli import main
 from marlscale.specfile import loads
-from marlscale.train import TrainSpec
+from marlscale.runspec import TrainSpec
 
 SPEC = "env: adversarial_pursuit\nenv_config: {{n_agents: 4, map_size: 18}}\n{extra}\n"
 
@@ -42,7 +42,7 @@ def test_scientific_notation_is_a_number_in_set_values_and_spec_files(text, valu
      "the team reward only; allowed: reward_mode='team', or an algorithm without a mixer "
      "(iql, mfq)"),
     ("resources: {num_env_runners: .nan}",
-     "resources.num_env_runners=nan is invalid; allowed: a finite number"),
+     "resources.num_env_runners=nan is invalid; allowed: an integer >= 0"),
 ])
 def test_impossible_settings_in_a_spec_file_are_rejected(case, expected, tmp_path, capsys):
     assert main(["train", str(spec_file(tmp_path, case)), "--run-dir",
@@ -224,14 +224,16 @@ def interrupted_sweep(tmp_path):
     the checks below come before Ray)."""
     import pickle
 
-    from marlscale.sweeps import SweepSpec, runner
+    from marlscale import runfiles
+    from marlscale.runspec import SweepSpec
+    from marlscale.sweeps import resume
 
     run_dir = tmp_path / "sweep"
     run_dir.mkdir()
     spec = SweepSpec.load(SMOKE)
-    (run_dir / runner.SPEC_FILE).write_text(SMOKE.read_text())
-    runner.record_fingerprint(run_dir, spec.to_dict())
-    (run_dir / runner.TUNER_FILE).write_bytes(pickle.dumps({"_tune_config": None}))
+    (run_dir / runfiles.SWEEP_SPEC).write_text(SMOKE.read_text())
+    resume.record_fingerprint(run_dir, spec.to_dict())
+    (run_dir / runfiles.TUNER).write_bytes(pickle.dumps({"_tune_config": None}))
     return run_dir
 
 
@@ -250,7 +252,7 @@ def test_a_corrupt_tuner_pkl_is_named_before_ray_starts(tmp_path, capsys, monkey
 
 def test_a_swapped_sweep_yaml_is_refused_naming_both_specs(tmp_path, capsys, monkeypatch):
     import yaml
-    from marlscale.sweeps import runner
+    from marlscale.sweeps import resume
 
     started = record_ray_starts(monkeypatch)
     run_dir = interrupted_sweep(tmp_path)
@@ -264,7 +266,7 @@ def test_a_swapped_sweep_yaml_is_refused_naming_both_specs(tmp_path, capsys, mon
     assert "experiment: 'smoke' -> 'other'" in err and "[4]" in err
     assert "Traceback" not in err and not started
     (run_dir / "sweep.yaml").write_text(SMOKE.read_text())  # the original passes
-    assert runner.check_resumable(run_dir).experiment == "smoke"
+    assert resume.check_resumable(run_dir).experiment == "smoke"
 
 
 @pytest.mark.parametrize("value", ["nan", "-1", "inf", "soon"])

@@ -392,7 +392,7 @@ def _trial_requests(spec) -> list[dict[str, float]]:
     SweepTrial.default_resource_request on the trial's config (the learner's num_cpus and
     num_gpus in one bundle, plus one CPU bundle per remote EnvRunner)."""
     from marlscale.sweeps.runner import SweepTrial
-    from marlscale.sweeps.spec import SPEC_KEY
+    from marlscale.runspec.sweep import SPEC_KEY
 
     requests = []
     for point in spec.points():
@@ -436,7 +436,7 @@ def _check_fits(spec, nodes: list[tuple[str, dict[str, float]]], where: str) -> 
 
 
 def _entrypoint_spec():
-    from marlscale.sweeps import SweepSpec
+    from marlscale.runspec import SweepSpec
 
     return SweepSpec.load(ROOT / _sweep_spec_paths(_rayjob()["spec"]["entrypoint"])[0])
 
@@ -449,7 +449,7 @@ def test_every_trial_of_the_entrypoint_spec_fits_a_worker_group():
 
 def test_the_same_spec_on_gpus_fits_the_gpu_workers():
     """The GPU groups are sized for the spec's trials with a learner GPU each."""
-    from marlscale.sweeps import SweepSpec
+    from marlscale.runspec import SweepSpec
 
     spec = _entrypoint_spec()
     values = yaml.safe_load(Path(spec.source).read_text())
@@ -461,7 +461,7 @@ def test_the_same_spec_on_gpus_fits_the_gpu_workers():
 
 
 def test_fit_check_fails_for_a_trial_bigger_than_every_node():
-    from marlscale.sweeps import SweepSpec
+    from marlscale.runspec import SweepSpec
 
     values = yaml.safe_load(Path(_entrypoint_spec().source).read_text())
     biggest = max(node["CPU"] for _, node in _rayjob_nodes())

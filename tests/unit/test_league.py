@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 from marlscale.evaluation.league import LeagueSpec
-from marlscale.sweeps.spec import SpecError
+from marlscale.runspec.sweep import SpecError
 
 SPECS = sorted((Path(__file__).resolve().parents[2] / "tune_specs" / "league").glob("*.yaml"))
 BASE = {"experiment": "l", "n_agents": 4, "stop": {"iterations": 2}}
@@ -105,7 +105,8 @@ def test_league_intervals_over_seeds_count_each_training_seed_once():
     lot, the interval over episodes is narrow and the one over seeds is wide and holds 0."""
     import math
 
-    from marlscale.evaluation.league import ci_columns, tables
+    from marlscale.evaluation.league import tables
+    from marlscale.stats import ci_columns
     from scipy import stats
 
     seed_means = {0: 3.0, 1: -2.0, 2: 0.5}  # qmix's seeds differ; mfq's seeds do not matter

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from marlscale import stats
 from marlscale.reports import aggregate
-from marlscale.reports.report import check_out, mean_spread
+from marlscale.reports.report import check_out
 from marlscale.reports.runs import Runs, check_consistent
 from scipy import stats as scipy_stats
 
@@ -38,10 +39,10 @@ def test_seeds_are_aligned_on_env_steps_by_interpolation_never_beyond_a_seed():
 
 def test_the_95_interval_is_the_student_t_half_width():
     std, n = pd.Series([1.0, 2.0]), pd.Series([5, 2])
-    half = aggregate.half_width(std, n, "95")
+    half = stats.half_width(std, n, "95")
     assert half.iloc[0] == pytest.approx(2.7764451 * 1.0 / math.sqrt(5), rel=1e-6)
     assert half.iloc[1] == pytest.approx(12.7062047 * 2.0 / math.sqrt(2), rel=1e-6)
-    assert list(aggregate.half_width(std, n, "std")) == [1.0, 2.0]
+    assert list(stats.half_width(std, n, "std")) == [1.0, 2.0]
 
 
 def test_final_is_the_mean_of_the_last_values_that_exist():
@@ -110,9 +111,9 @@ def test_variants_name_only_the_settings_that_differ():
 
 
 def test_formatting_and_out_checks(tmp_path):
-    assert mean_spread(1.234, 0.5) == "+1.23 \u00b1 0.50"
-    assert mean_spread(-1.0, float("nan")) == "-1.00"
-    assert mean_spread(float("nan"), 1.0) == "n/a"
+    assert stats.format_mean(1.234, 0.5) == "+1.23 \u00b1 0.50"
+    assert stats.format_mean(-1.0, float("nan")) == "-1.00"
+    assert stats.format_mean(float("nan"), 1.0) == "n/a"
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="cannot be written: .* is a file"):
         check_out(tmp_path / "file" / "report")
@@ -258,7 +259,7 @@ def test_a_run_without_a_grid_axis_is_labelled_with_the_value_its_trials_ran_wit
 def test_a_league_with_seeds_is_shown_with_its_interval_over_seeds(tmp_path):
     """The league table shows both intervals; the heat map annotates the one over seeds."""
     from marlscale.evaluation.league import tables
-    from marlscale.reports.report import _league_section
+    from marlscale.reports.report import Inputs, _league_section
 
     rows = [{"algorithm": a, "side": "red", "seed": seed, "policy": f"{a}{seed}",
              "opponent_algorithm": b, "opponent_policy": f"{b}{seed}", "episode": e,
@@ -270,7 +271,7 @@ def test_a_league_with_seeds_is_shown_with_its_interval_over_seeds(tmp_path):
     runs = Runs(paths=[Path("r")], kinds={"r": "league"}, names={"r": "l"},
                 trials=pd.DataFrame(), curves=pd.DataFrame(),
                 league={"league": out["league"], "ratings": out["ratings"]})
-    section = _league_section(runs, tmp_path)
+    section = _league_section(Inputs(runs, "std", tmp_path, 3))
     league = section.tables["league"].set_index(["policy", "opponent"])
     cell = out["league"].set_index(["algorithm", "column_algorithm"]).loc[("qmix", "mfq")]
     assert league.loc[("qmix", "mfq"), "95% CI over 3 seeds"] == \

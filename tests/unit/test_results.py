@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 from marlscale.sweeps import results
-from marlscale.sweeps.spec import SPEC_KEY, SweepSpec
+from marlscale.runspec.sweep import SPEC_KEY, SweepSpec
 
 
 def _head_to_head_trial(run_dir, red_return, blue_return):

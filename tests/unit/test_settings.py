@@ -8,7 +8,7 @@ from cli_helpers import ROOT
 from marlscale.algorithms import ALGORITHMS, AlgorithmSpec
 from marlscale.algorithms.algorithm import TeamQ
 from marlscale.algorithms.settings import PER_TEAM, TeamQSettings, markdown_table
-from marlscale.train import TrainSpec
+from marlscale.runspec import TrainSpec
 
 DOCS = ROOT / "docs" / "algorithms.md"
 

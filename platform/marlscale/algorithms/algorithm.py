@@ -8,8 +8,11 @@ are synced back to the EnvRunners. With remote EnvRunners and `sample_ahead` (th
 sampling overlaps learning: the iteration takes the sample launched in the previous one, syncs
 the weights, launches the next sample (RLlib's async EnvRunner calls) and then learns, so the
 runners act with weights one iteration older. Each actor runs its calls in order, so which
-weights a sample used is fixed: runs stay deterministic per seed. Checkpoints add what RLlib's
-`get_state` leaves out: counters, epsilon, RNG states and, optionally, the replay.
+weights a sample used is fixed: runs stay deterministic per seed. Greedy evaluation episodes
+(`evaluate_greedy`) are spread over the EnvRunners, each in an env of its own with its own
+seed, through the one episode loop (`marlscale.episodes`). Checkpoints add what RLlib's
+`get_state` leaves out: counters (the evaluation episodes played among them), epsilon, RNG
+states and, optionally, the replay.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from ray.rllib.utils.metrics import LEARNER_RESULTS
 
 from marlscale import keys
 from marlscale.algorithms.config import TeamQConfig
+from marlscale.algorithms.env_runner import Sample
 from marlscale.algorithms.learner import ITERATION
 from marlscale.algorithms.replay import TeamReplay
 from marlscale.curriculum import Curriculum, apply_stage
 from marlscale.envs.team_env import MagentTeamEnv
+from marlscale.episodes import Game, episode_seed, play_spread
 
 STATE_KEY = "team_q"
 EPSILON = "epsilon"
@@ -63,6 +68,10 @@ NODE_ID = "node_id"
 """The Ray node (its id, hex) the iteration ran on: where a sweep's trial ran, and where it
 moved to when retried on another node."""
 SAMPLE_TAG = "sample"
+EVAL_EPISODES = "eval_episodes_lifetime"
+"""Greedy evaluation episodes played so far (a counter): the index of the next one's seed."""
+EVAL_SEED_OFFSET = 1_000_003
+"""Added to the run's seed for its evaluation episodes' seeds: streams apart from training's."""
 MAX_MINIBATCHES_PER_CALL = 16
 
 
@@ -107,7 +116,8 @@ class TeamQ(Algorithm):
             for i, team in enumerate(config.team_algorithms())
         }
         self.counters = {ENV_STEPS: 0, AGENT_STEPS: 0, UPDATES: 0, "update_credit": 0.0,
-                         WALL_S: 0.0}
+                         WALL_S: 0.0, EVAL_EPISODES: 0}
+        self._latest_evaluation = 0  # the first episode index of the latest greedy evaluation
         self._iteration_env_steps = 0
         self._random_level: dict[str, dict[str, float]] | None = None
         self._step_ended = time.perf_counter()
@@ -116,7 +126,7 @@ class TeamQ(Algorithm):
         self._set_epsilon(epsilon_at(config, 0))
 
     # ---- the iteration --------------------------------------------------------------------
-    def _collect(self) -> list[dict]:
+    def _collect(self) -> list[Sample]:
         steps = self.config.rollout_length
         if self.config.num_env_runners == 0:
             return [self.env_runner.collect(steps)]
@@ -152,13 +162,13 @@ class TeamQ(Algorithm):
         config = self.config
         env_steps, sample_time, lag = 0, 0.0, 0
         for sample in self._collect():
-            env_steps += sample["env_steps"]
-            lag = max(lag, self.counters[UPDATES] - sample["updates"])
-            sample_time = max(sample_time, sample["sample_s"])  # the runners sample in parallel
-            for team, chunks in sample["chunks"].items():
+            env_steps += sample.env_steps
+            lag = max(lag, self.counters[UPDATES] - sample.updates)
+            sample_time = max(sample_time, sample.sample_s)  # the runners sample in parallel
+            for team, chunks in sample.chunks.items():
                 for chunk in chunks:
                     self.replays[team].add_chunk(chunk)
-            for episode in sample["episodes"]:
+            for episode in sample.episodes:
                 self._last_episodes[episode["team"]].append(episode)
         self.counters[ENV_STEPS] += env_steps
         self._iteration_env_steps = env_steps
@@ -258,18 +268,30 @@ class TeamQ(Algorithm):
     # ---- evaluation -------------------------------------------------------------------------
     def evaluate_greedy(self, num_episodes: int,
                         random: bool = False) -> dict[str, dict[str, float]]:
-        """Mean metrics of `num_episodes` greedy episodes per team, in a separate env.
+        """Mean metrics per team of `num_episodes` greedy episodes.
 
-        `random`: every agent acts uniformly at random instead (the random policy's level)."""
-        if self.config.num_env_runners == 0:
-            episodes = self.env_runner.evaluate(num_episodes, random)
-        else:
-            episodes = self.env_runner_group.foreach_env_runner(
-                lambda runner: runner.evaluate(num_episodes, random), local_env_runner=False,
-                remote_worker_ids=[1],
-            )[0]
-        return {team: episode_means([e for e in episodes if e["team"] == team])
-                for team in {e["team"] for e in episodes}}
+        They are spread over the EnvRunners as `Arena` spreads its games (every
+        num_env_runners-th to each; all on the local runner without remote ones), each played
+        in the runner's evaluation env, never a training env. The run's k-th evaluation
+        episode, counted over evaluations and resumes (`counters`), has seed
+        `episode_seed(seed + EVAL_SEED_OFFSET, k)` (seed None: 0), so the figures depend
+        neither on how many runners there are nor on where a run was resumed.
+
+        `random`: every agent of every team acts uniformly at random instead (the random
+        policy's level), on the episodes of the latest greedy evaluation (the first ones before
+        any): the two compare on the same maps, and these episodes are not counted."""
+        first = self._latest_evaluation
+        if not random:
+            first = self._latest_evaluation = self.counters[EVAL_EPISODES]
+            self.counters[EVAL_EPISODES] += num_episodes
+        seed = EVAL_SEED_OFFSET + (self.config.seed or 0)
+        teams = list(self.team_sizes)
+        games = [Game(index=i, sides={team: None if random else team for team in teams},
+                      seed=episode_seed(seed, first + i)) for i in range(num_episodes)]
+        results = play_spread(self.env_runner_group, games,
+                              lambda runner, mine: runner.evaluate(mine),
+                              self.config.num_env_runners)
+        return {team: episode_means([r["metrics"][team] for r in results]) for team in teams}
 
     @property
     def epsilon(self) -> float:

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from marlscale import runfiles
 from marlscale.algorithms.config import MODEL_SIZES
 from marlscale.curriculum import Curriculum, CurriculumConfig
 from marlscale.envs import GAME_OF_ENV, GAMES
 from marlscale.envs.config import TeamEnvConfig
 
-MARKER = "rllib_checkpoint.json"
-CTOR_FILE = "class_and_ctor_args.pkl"
-STATE_FILE = "algorithm_state.pkl"
+MARKER, CTOR_FILE, STATE_FILE = (runfiles.CHECKPOINT_MARKER, runfiles.CHECKPOINT_CTOR,
+                                 runfiles.CHECKPOINT_STATE)
 MODULES = Path("learner_group", "learner", "rl_module")
 _NUMBERED = re.compile(r"(?:iter|checkpoint)_(\d+)")
 ALLOWED = ("a checkpoint directory (checkpoints/iter_NNNNNN, checkpoint_NNNNNN), a `marlscale "
@@ -118,8 +118,8 @@ def find_checkpoint(path: str | Path, name: str = "CHECKPOINT") -> Path:
         raise ValueError(f"{name} {str(given)!r} does not exist; allowed: {ALLOWED}")
     if (resolved / MARKER).is_file():
         return resolved
-    found = _latest(list((resolved / "checkpoints").glob("iter_*"))) or \
-        _latest(list(resolved.glob("checkpoint_*")))
+    found = _latest(list((resolved / runfiles.CHECKPOINTS).glob(runfiles.TRAIN_CHECKPOINT_GLOB))) \
+        or _latest(list(resolved.glob(runfiles.TRIAL_CHECKPOINT_GLOB)))
     if found is None:
         raise ValueError(f"{name} {str(given)!r} is not a checkpoint: it has no {MARKER} and "
                          f"no checkpoints/iter_*/ or checkpoint_*/ inside; allowed: {ALLOWED}")

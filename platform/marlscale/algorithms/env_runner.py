@@ -4,14 +4,18 @@ RLlib's generic loop does per-agent episode bookkeeping and a connector pipeline
 step (~1.3 ms per step on this machine; see docs/benchmarks.md). A team is one agent id whose
 observation is already a batch of agents, so this runner steps its envs directly: one module
 forward per team per step over all envs at once, observations kept as the env's uint8 arrays,
-and whole chunks handed to the replay. Everything else (env and module construction, weight
-sync, health checks, fault tolerance) is RLlib's.
+and whole chunks handed to the replay (a `Sample`). Everything else (env and module
+construction, weight sync, health checks, fault tolerance) is RLlib's.
+
+Evaluation episodes are not sampled here: `evaluate` plays its share of the algorithm's games
+through the one episode loop (`marlscale.episodes`), in an env of its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,8 +25,7 @@ from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner
 from marlscale import keys
 from marlscale.algorithms import replay
 from marlscale.envs.team_env import MagentTeamEnv
-
-EVAL_SEED_OFFSET = 1_000_003
+from marlscale.episodes import Game, play_games
 
 
 def _active_only(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -73,6 +76,24 @@ class _Chunk:
         }
 
 
+@dataclass(frozen=True)
+class Sample:
+    """What one `TeamEnvRunner.collect` call hands the algorithm (pickled through Ray)."""
+
+    chunks: dict[str, list[dict[str, Any]]]
+    """Per team, its chunks for the replay (`TeamReplay.add_chunk`): every episode that ended
+    in the call, and the open ones cut where the call stopped (they go on in the next)."""
+    episodes: list[dict[str, Any]]
+    """The episode metrics of every episode that ended in the call, one per team each, with
+    its `team`."""
+    env_steps: int
+    """Env steps taken, over all of the runner's envs."""
+    sample_s: float
+    """Wall time of the call, in seconds."""
+    updates: int
+    """The gradient steps behind the weights the sample was taken with (the policy lag)."""
+
+
 class TeamEnvRunner(MultiAgentEnvRunner):
     """Samples team envs with the team modules (agent id == module id)."""
 
@@ -111,9 +132,9 @@ class TeamEnvRunner(MultiAgentEnvRunner):
                     out[i][team] = a
         return out
 
-    def collect(self, num_steps: int, explore: bool = True) -> dict[str, Any]:
-        """Step every env `num_steps` times; return the chunks per team, finished episodes'
-        metrics and the env steps taken. Episodes continue across calls."""
+    def collect(self, num_steps: int, explore: bool = True) -> Sample:
+        """Step every env `num_steps` times: the chunks per team, finished episodes' metrics
+        and the env steps taken. Episodes continue across calls."""
         started = time.perf_counter()
         envs = self.team_envs
         if self._obs is None:
@@ -142,33 +163,22 @@ class TeamEnvRunner(MultiAgentEnvRunner):
                     per_team[team] = _Chunk(chunk.obs[-1])
         env_steps = num_steps * len(envs)
         self.num_env_steps_sampled_lifetime += env_steps
-        return {"chunks": chunks, "episodes": episodes, "env_steps": env_steps,
-                "sample_s": time.perf_counter() - started,
-                # The gradient steps behind the weights this sample was taken with.
-                "updates": min(int(self.module[t].num_updates) for t in chunks)}
+        return Sample(chunks=chunks, episodes=episodes, env_steps=env_steps,
+                      sample_s=time.perf_counter() - started,
+                      updates=min(int(self.module[t].num_updates) for t in chunks))
 
-    def evaluate(self, num_episodes: int, random: bool = False) -> list[dict[str, Any]]:
-        """Play `num_episodes` greedy episodes in a separate env; their metrics per team.
-
-        `random`: every agent of every team acts uniformly at random instead (the random
-        policy's level, which the reports draw beside the learned one)."""
+    def evaluate(self, games: list[Game]) -> list[dict[str, Any]]:
+        """Play `games` (sides: a team's name for its module here, None for random) with this
+        runner's modules in its evaluation env, never the training envs, whose episodes must
+        run on undisturbed; `play_games`' results. A team's module controls as many agents as
+        in the training envs now (the curriculum stage), the others act at random."""
         if self._eval_env is None:
             env_config = self.config.team_env_config
             if self.config.eval_max_cycles is not None:
                 env_config = dataclasses.replace(env_config,
                                                  max_cycles=self.config.eval_max_cycles)
-            self._eval_env = MagentTeamEnv(
-                env_config, seed_offset=EVAL_SEED_OFFSET + (self.worker_index or 0)
-            )
-        for team in self._eval_env.possible_agents:  # follow the training envs' active agents
-            self._eval_env.set_active(0 if random else self.team_envs[0].get_active(team), team)
-        env, results = self._eval_env, []
-        for _ in range(num_episodes):
-            obs, _ = env.reset()
-            while True:
-                obs, _, terminated, truncated, infos = env.step(
-                    self._actions([obs], False, [env])[0])
-                if terminated["__all__"] or truncated["__all__"]:
-                    results += [{"team": t, **infos[t][keys.EPISODE]} for t in infos]
-                    break
-        return results
+            self._eval_env = MagentTeamEnv(env_config)
+        teams = self._eval_env.possible_agents
+        policies = {team: self.module[team] for team in teams}
+        n_active = {team: self.team_envs[0].get_active(team) for team in teams}
+        return play_games(self._eval_env, games, policies, n_active)

@@ -9,13 +9,12 @@ name (`AlgorithmSpec.settings`); a value the user sets wins over both.
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from marlscale.algorithms.registry import ALGORITHMS
 from marlscale.algorithms.spec import MEAN_ACTIONS
-from marlscale.specfile import is_finite_number
+from marlscale.specfile import allowed, check_fields, normalise, setting
 
 NAMES = tuple(sorted(ALGORITHMS))
 TEAM_REWARDS = ("sum", "mean")
@@ -26,55 +25,6 @@ PER_TEAM = ("mean_action", "lr", "mixer_lr", "grad_clip", "team_reward", "mixer_
             "embedding_dim", "mean_action_hidden", "mixing_embed_dim", "hypernet_embed")
 """Settings of one team's module and learner, which an algorithm's declaration may override
 (each team of a head-to-head run gets its own algorithm's)."""
-
-
-def setting(default: Any, source: str, *, kind: str, low: float | None = None,
-            high: float | None = None, low_open: bool = False, choices: tuple = (),
-            optional: bool = False, doc: str = "") -> Any:
-    """A settings field: `kind` is int, float, str, bool or mapping; `low`/`high` bound
-    numbers (`low_open`: low itself excluded); `choices` lists allowed strings; `optional`
-    allows None."""
-    return field(default=default, metadata={
-        "source": source, "kind": kind, "low": low, "high": high, "low_open": low_open,
-        "choices": choices, "optional": optional, "doc": doc})
-
-
-def allowed(meta: dict[str, Any]) -> str:
-    """What a field allows, in words (the end of every error message)."""
-    kind, low, high = meta["kind"], meta["low"], meta["high"]
-    if meta["choices"]:
-        text = ", ".join(meta["choices"])
-    elif kind == "bool":
-        text = "true, false"
-    elif kind in ("mapping", "str"):
-        text = {"mapping": "a mapping", "str": "a string"}[kind]
-    elif kind == "int":
-        text = f"an integer >= {low:g}"
-    elif low is not None and high is not None:
-        text = f"a number in {'(' if meta['low_open'] else '['}{low:g}, {high:g}]"
-    else:
-        text = f"a finite number {'>' if meta['low_open'] else '>='} {low:g}"
-    return f"None or {text}" if meta["optional"] else text
-
-
-def check_value(name: str, value: Any, meta: dict[str, Any]) -> None:
-    """A ValueError naming the setting, the value and what is allowed, if `value` is not."""
-    if value is None and meta["optional"]:
-        return
-    kind, low, high = meta["kind"], meta["low"], meta["high"]
-    if kind == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-    elif kind == "float":
-        ok = (is_finite_number(value) and (value > low if meta["low_open"] else value >= low)
-              and (high is None or value <= high))
-    elif kind == "bool":
-        ok = isinstance(value, bool)
-    elif kind == "mapping":
-        ok = isinstance(value, dict)
-    else:
-        ok = isinstance(value, str) and (not meta["choices"] or value in meta["choices"])
-    if not ok:
-        raise ValueError(f"{name}={value!r} is invalid; allowed: {allowed(meta)}")
 
 
 @dataclass(frozen=True)
@@ -161,20 +111,11 @@ class TeamQSettings:
     def normalise(cls, values: dict[str, Any]) -> dict[str, Any]:
         """User values by name; an unknown name raises. Integral floats (`1e3`) of integer
         settings become ints, so scientific notation works everywhere."""
-        names = cls.names()
-        for key in values:
-            if key not in names:
-                raise ValueError(f"training setting {key!r} is unknown; allowed: "
-                                 f"{', '.join(names)}")
-        kinds = {f.name: f.metadata["kind"] for f in dataclasses.fields(cls)}
-        return {key: int(value) if kinds[key] == "int" and isinstance(value, float)
-                and math.isfinite(value) and value.is_integer() else value
-                for key, value in values.items()}
+        return normalise(cls, values, "training setting")
 
     def validate(self) -> None:
         """Every field's own check, then the checks between fields. Changes nothing."""
-        for f in dataclasses.fields(self):
-            check_value(f.name, getattr(self, f.name), f.metadata)
+        check_fields(self)
         if self.rollout_length >= self.replay_capacity:
             raise ValueError(
                 f"replay_capacity={self.replay_capacity!r} is invalid with rollout_length="

@@ -24,7 +24,7 @@ from typing import Any
 from marlscale import cluster, keys
 from marlscale.bench.env import _raw_pettingzoo, machine
 from marlscale.envs import register_envs
-from marlscale.train import TrainSpec
+from marlscale.runspec import TrainSpec
 
 
 def _spec(n_agents: int, n_active: int | None = None, **training) -> TrainSpec:

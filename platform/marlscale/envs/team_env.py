@@ -311,7 +311,9 @@ class MagentTeamEnv(MultiAgentEnv):
                                                  dtype=np.int32)
         return actions
 
-    def _observe(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    def _observe(
+        self,
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray]]]:
         """Per team, before clear_dead: (slots alive now, their positions, their views, their
         pooled state channels).
 

@@ -3,9 +3,10 @@
 A `Contestant` is one team policy of a checkpoint (`CKPT[:team]`) or the random policy. An
 `Arena` is a group of RLlib EnvRunners (`TeamEnvRunner`, one Ray actor each) holding a
 head-to-head env of one game and N and every contestant's module; `Arena.play(games)` spreads
-the games over the runners. Each game is one episode with its own seed: the env's map and
-random agents, epsilon-greedy draws and random teams all follow that seed, so results do not
-depend on how many runners there are, and the same seed gives the same numbers.
+the games (`marlscale.episodes.Game`) over the runners, each played by the one episode loop,
+`marlscale.episodes.play_episode`, with its own seed: the env's map and random agents,
+epsilon-greedy draws and random teams all follow that seed, so results do not depend on how
+many runners there are, and the same seed gives the same numbers.
 
 Any team policy may play any side whose observations and actions it fits: in battle a
 red-trained policy can play blue (starting on the half of the map it never saw in training);
@@ -17,14 +18,13 @@ in training.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from marlscale import keys
 from marlscale.algorithms import checkpoints
 from marlscale.envs.config import TeamEnvConfig
+from marlscale.episodes import Game, play_games, play_spread
 
 RANDOM = "random"
 
@@ -174,70 +174,6 @@ def _side_spaces(env_config: TeamEnvConfig) -> dict[str, tuple[tuple[int, ...], 
             for team, space in env.observation_spaces.items()}
 
 
-def episode_seed(seed: int, episode: int) -> int:
-    """The seed of one episode of an evaluation with `seed` (independent streams)."""
-    return int(np.random.SeedSequence([seed, episode]).generate_state(1)[0] % (2**31 - 1))
-
-
-@dataclass(frozen=True)
-class Game:
-    """One episode to play: who plays each side, with which seed and epsilon."""
-
-    index: int
-    sides: dict[str, str | None]
-    """{side: contestant key in the arena, or None for the random policy}."""
-    seed: int
-    epsilon: float = 0.0
-    tags: dict[str, Any] = field(default_factory=dict)
-    """Anything the caller wants back with the result (matchup ids and the like)."""
-
-
-def play_episode(env, game: Game, policies: dict[str, Any], n_active: dict[str, int],
-                 on_step=None) -> dict[str, dict[str, float]]:
-    """Play one game in `env` (a head-to-head MagentTeamEnv); both sides' episode metrics.
-    `on_step(env, step, infos)` is called after the reset (step 0) and after every step."""
-    import torch
-
-    generator = torch.Generator().manual_seed(game.seed)
-    rng = np.random.default_rng(game.seed)
-    for side, key in game.sides.items():
-        env.set_active(env.action_spaces[side].shape[0] if key is None else n_active[key], side)
-    obs, infos = env.reset(seed=game.seed)
-    step = 0
-    if on_step is not None:
-        on_step(env, step, infos)
-    while True:
-        actions = {}
-        for side, key in game.sides.items():
-            space = env.action_spaces[side]
-            if key is None:
-                actions[side] = rng.integers(0, space.nvec[0], space.shape[0])
-                continue
-            module = policies[key]
-            batch = {k: torch.from_numpy(v[None]) for k, v in obs[side].items()}
-            with torch.no_grad():
-                module.epsilon.fill_(game.epsilon)
-                chosen = module.act(batch, game.epsilon > 0, generator)
-            actions[side] = chosen[0].numpy()
-        obs, _, terminated, truncated, infos = env.step(actions)
-        step += 1
-        if on_step is not None:
-            on_step(env, step, infos)
-        if terminated["__all__"] or truncated["__all__"]:
-            return {side: infos[side][keys.EPISODE] for side in game.sides}
-
-
-def _play(runner, games: list[Game], policies: dict[str, Any], n_active: dict[str, int],
-          num_runners: int) -> list[dict[str, Any]]:
-    """On an EnvRunner: play its share of `games` (every `num_runners`-th one; a local runner
-    plays all); one result per game, the env's episode metrics of both sides."""
-    env = runner.team_envs[0]
-    share = runner.worker_index or 0
-    return [{"index": game.index, "sides": dict(game.sides), "tags": dict(game.tags),
-             "metrics": play_episode(env, game, policies, n_active)}
-            for game in games if not share or game.index % num_runners == share - 1]
-
-
 class Arena:
     """EnvRunners with a head-to-head env and every contestant's module, ready to play."""
 
@@ -261,18 +197,14 @@ class Arena:
         self._modules, self._n_active = modules, n_active
 
     def play(self, games: list[Game]) -> list[dict[str, Any]]:
-        """Every game's result, in game order, played across the EnvRunners."""
-        modules, n_active, count = self._modules, self._n_active, self.num_env_runners
+        """Every game's result, in game order, played across the EnvRunners (each in the
+        runner's head-to-head env)."""
+        modules, n_active = self._modules, self._n_active
 
-        def run(runner):
-            return _play(runner, games, modules, n_active, count)
+        def play(runner, mine):
+            return play_games(runner.team_envs[0], mine, modules, n_active)
 
-        per_runner = self.group.foreach_env_runner(run, local_env_runner=count == 0)
-        results = sorted((r for rs in per_runner for r in rs), key=lambda r: r["index"])
-        if len(results) != len(games):
-            raise RuntimeError(f"{len(games) - len(results)} of {len(games)} evaluation "
-                               "episodes were lost with a failed EnvRunner")
-        return results
+        return play_spread(self.group, games, play, self.num_env_runners)
 
     def stop(self) -> None:
         self.group.stop()

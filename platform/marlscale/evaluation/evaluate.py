@@ -23,18 +23,17 @@ from typing import Any
 
 import numpy as np
 
-from marlscale import keys
+from marlscale import keys, stats
 from marlscale.envs.config import TeamEnvConfig
+from marlscale.episodes import Game, episode_seed
 from marlscale.evaluation.arena import (
     RANDOM,
     Arena,
     Contestant,
-    Game,
     arena_env_config,
     at_population,
     check_sides,
     contestant,
-    episode_seed,
 )
 
 EVENTS = ("kills", "deaths", "tags", "tagged")
@@ -68,20 +67,6 @@ def write_json(path: Path, values: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def interval(values: list[float] | np.ndarray) -> dict[str, Any]:
-    """Mean, std and the 95% Student-t confidence interval of the mean (None with one value)."""
-    from scipy import stats
-
-    values = np.asarray(values, dtype=float)
-    n = len(values)
-    mean = float(values.mean())
-    std = float(values.std(ddof=1)) if n > 1 else 0.0
-    if n < 2:
-        return {"mean": mean, "std": std, "ci95": None, "n": n}
-    half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n))
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n}
-
-
 def outcome(mine: dict[str, float], theirs: dict[str, float]) -> float:
     """1 for a win, 0.5 for a draw, 0 for a loss. Where anyone died, more survivors wins;
     where no one died (pursuit, or a battle without kills), a higher return per agent."""
@@ -100,16 +85,16 @@ def side_summary(results: list[dict[str, Any]], side: str, other: str) -> dict[s
     theirs = [r["metrics"][other] for r in results]
     outcomes = [outcome(a, b) for a, b in zip(mine, theirs)]
     summary = {
-        keys.RETURN_PER_AGENT: interval([m[keys.RETURN_PER_AGENT] for m in mine]),
-        keys.REWARD_DIFFERENCE: interval([m[keys.REWARD_DIFFERENCE] for m in mine]),
+        keys.RETURN_PER_AGENT: stats.t_interval([m[keys.RETURN_PER_AGENT] for m in mine]),
+        keys.REWARD_DIFFERENCE: stats.t_interval([m[keys.REWARD_DIFFERENCE] for m in mine]),
         "win_rate": float(np.mean([o == 1.0 for o in outcomes])),
         "draw_rate": float(np.mean([o == 0.5 for o in outcomes])),
-        SURVIVORS: interval([m[keys.ALIVE_AT_END] for m in mine]),
+        SURVIVORS: stats.t_interval([m[keys.ALIVE_AT_END] for m in mine]),
     }
     for event in EVENTS:
         if event in mine[0]:
-            summary[event] = interval([m[event] for m in mine])
-    summary[keys.LENGTH] = interval([m[keys.LENGTH] for m in mine])
+            summary[event] = stats.t_interval([m[event] for m in mine])
+    summary[keys.LENGTH] = stats.t_interval([m[keys.LENGTH] for m in mine])
     return summary
 
 
@@ -198,26 +183,18 @@ class Evaluation:
         return report
 
 
-def _cell(stat: dict[str, Any], digits: int = 2) -> str:
-    return f"{stat['mean']:+.{digits}f} ± {stat['std']:.{digits}f}"
-
-
-def _ci(stat: dict[str, Any]) -> str:
-    ci = stat["ci95"]
-    return "n/a" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
-
-
 def table(report: dict[str, Any]) -> str:
     """The report as a readable table (one row per side)."""
     import pandas as pd
 
     rows = []
     for side, s in report["sides"].items():
-        row = {"side": side, "algorithm": s["algorithm"],
-               "return/agent": _cell(s[keys.RETURN_PER_AGENT]),
-               "95% CI": _ci(s[keys.RETURN_PER_AGENT]),
-               "reward diff": _cell(s[keys.REWARD_DIFFERENCE]),
-               "diff 95% CI": _ci(s[keys.REWARD_DIFFERENCE]),
+        returns, difference = s[keys.RETURN_PER_AGENT], s[keys.REWARD_DIFFERENCE]
+        row = {"side": side, "algorithm": s["algorithm"],  # ci95 None: one episode
+               "return/agent": stats.format_mean(returns["mean"], returns["std"]),
+               "95% CI": stats.format_interval(*(returns["ci95"] or (None, None))),
+               "reward diff": stats.format_mean(difference["mean"], difference["std"]),
+               "diff 95% CI": stats.format_interval(*(difference["ci95"] or (None, None))),
                "win rate": f"{s['win_rate']:.2f}", "draws": f"{s['draw_rate']:.2f}"}
         for event in (*EVENTS, SURVIVORS):
             if event in s:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from marlscale import keys
-from marlscale.evaluation.arena import play_episode
+from marlscale.episodes import play_episode
 from marlscale.evaluation.evaluate import Evaluation, check_out
 
 BACKGROUND = (250, 250, 250)
@@ -128,7 +128,7 @@ def render(checkpoint: str, out: str | os.PathLike, opponent: str | None = None,
         frames.append(drawer.draw(snapshot, step, returns))
         alive.append([len(t["slots"]) for t in snapshot["teams"]])
 
-    metrics = play_episode(env, game, policies, n_active, on_step=on_step)
+    metrics = play_episode(env, game, policies, n_active, on_step=on_step).metrics
     colours = Image.new("P", (1, 1))
     colours.putpalette([value for colour in palette() for value in colour])
     indexed = [f.quantize(palette=colours, dither=Image.Dither.NONE) for f in frames]

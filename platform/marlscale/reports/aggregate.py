@@ -1,7 +1,8 @@
 """Aggregates over seeds: the numbers every figure and table of a report shows.
 
-Spread is either the standard deviation over seeds (`std`, the paper's) or the half-width of
-a two-sided 95% Student-t confidence interval of the mean (`95`). Seeds of one configuration
+Spread (`ci`) is either the standard deviation over seeds (`std`, the paper's) or the
+half-width of a two-sided 95% Student-t confidence interval of the mean (`95`), computed in
+marlscale/stats.py like every other statistic. Seeds of one configuration
 are aligned on env steps (linear interpolation between a seed's own points, never beyond its
 first or last one), so runs with different iteration sizes still average correctly.
 """
@@ -10,11 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from marlscale import stats
 from marlscale.reports.runs import ABLATION, Runs
 
-CI_CHOICES = ("std", "95")
 FINAL_EVALUATIONS = 3
 """'Final' = the mean of a trial's last FINAL_EVALUATIONS greedy evaluations."""
 RETURN_KINDS = {
@@ -24,27 +24,11 @@ RETURN_KINDS = {
 }
 
 
-def spread_label(ci: str, short: bool = True) -> str:
-    """What +- means: short for figure titles, long for report.md's definitions."""
-    if ci == "std":
-        return "std over seeds"
-    return "95% CI over seeds" if short else "95% CI of the mean over seeds (Student t)"
-
-
-def half_width(std: pd.Series, n: pd.Series, ci: str) -> pd.Series:
-    """The +- of a mean over n seeds: the std, or the 95% t-interval's half-width (NaN at n=1)."""
-    std = std.where(n > 1)
-    if ci == "std":
-        return std
-    t = pd.Series(stats.t.ppf(0.975, np.maximum(n - 1, 1)), index=n.index)
-    return t * std / np.sqrt(n)
-
-
 def summarize(frame: pd.DataFrame, by: list[str], value: str, ci: str) -> pd.DataFrame:
     """mean, spread (see `ci`), n (seeds) of `value` per group of `by`."""
     grouped = frame.dropna(subset=[value]).groupby(by, dropna=False, sort=True)[value]
     table = grouped.agg(mean="mean", std="std", n="count").reset_index()
-    table["spread"] = half_width(table["std"], table["n"], ci)
+    table["spread"] = stats.half_width(table["std"], table["n"], ci)
     return table.drop(columns="std")
 
 
@@ -83,7 +67,7 @@ def seed_curves(curves: pd.DataFrame, value: str, by: list[str], ci: str) -> pd.
         n = wide.count(axis=1)
         frame = pd.DataFrame({"env_steps": wide.index, "mean": wide.mean(axis=1).to_numpy(),
                               "n": n.to_numpy()})
-        frame["spread"] = half_width(wide.std(axis=1), n, ci).to_numpy()
+        frame["spread"] = stats.half_width(wide.std(axis=1), n, ci).to_numpy()
         for column, part in zip(by, key if isinstance(key, tuple) else (key,)):
             frame[column] = part
         out.append(frame)
@@ -179,33 +163,20 @@ def effects(table: pd.DataFrame, reference: str) -> pd.DataFrame:
     ablation's mean, with the 95% Welch t-interval of that difference (unequal variances;
     a difference of two constant groups has a zero-width interval)."""
     keys = ["algorithm", "variant", "n_agents"]
-    stats_ = (table.dropna(subset=["final"]).groupby([*keys, ABLATION], sort=True)["final"]
+    finals = (table.dropna(subset=["final"]).groupby([*keys, ABLATION], sort=True)["final"]
               .agg(mean="mean", std="std", n="count").reset_index())
-    base = stats_[stats_[ABLATION] == reference].set_index(keys)
+    base = finals[finals[ABLATION] == reference].set_index(keys)
     rows = []
-    for record in stats_.to_dict("records"):
+    for record in finals.to_dict("records"):
         key = tuple(record[k] for k in keys)
         row = {**record, "effect": np.nan, "ci95_low": np.nan, "ci95_high": np.nan}
         if key in base.index and record[ABLATION] != reference:
             b = base.loc[key]
             row["effect"] = record["mean"] - b["mean"]
-            row["ci95_low"], row["ci95_high"] = _welch(
+            row["ci95_low"], row["ci95_high"] = stats.welch_interval(
                 record["mean"], record["std"], record["n"], b["mean"], b["std"], b["n"])
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _welch(m1: float, s1: float, n1: int, m0: float, s0: float, n0: int) -> tuple[float, float]:
-    """The 95% interval of m1 - m0 (NaN where a group has one seed)."""
-    if n1 < 2 or n0 < 2:
-        return np.nan, np.nan
-    v1, v0 = s1 ** 2 / n1, s0 ** 2 / n0
-    se = np.sqrt(v1 + v0)
-    if se == 0:
-        return m1 - m0, m1 - m0
-    df = (v1 + v0) ** 2 / (v1 ** 2 / (n1 - 1) + v0 ** 2 / (n0 - 1))
-    half = stats.t.ppf(0.975, df) * se
-    return m1 - m0 - half, m1 - m0 + half
 
 
 def throughput(table: pd.DataFrame, ci: str) -> pd.DataFrame:

@@ -19,8 +19,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from marlscale import stats  # noqa: E402
 from marlscale.algorithms.registry import ALGORITHMS  # noqa: E402
-from marlscale.evaluation.league import ci_columns as league_ci_columns  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442",
              "#000000"]
@@ -294,13 +294,13 @@ def league_matrix(league: pd.DataFrame, path: Path) -> Path:
         for r, c in zip(*np.where(np.isnan(matrix))):
             axis.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, color="#e8e8e8"))
             axis.text(c, r, "not played", ha="center", va="center", fontsize=8, color="#555555")
-        low, high, over = league_ci_columns(mine)
+        low, high, over = stats.ci_columns(mine)
         for _, cell in mine.iterrows():
             r, c = rows.index(cell["algorithm"]), columns.index(cell["column_algorithm"])
             dark = abs(cell["reward_difference"]) > 0.6 * bound
-            axis.text(c, r, f"{cell['reward_difference']:+.2f}\n[{cell[low]:+.2f}, "
-                      f"{cell[high]:+.2f}]", ha="center", va="center", fontsize=8,
-                      color="white" if dark else "black")
+            axis.text(c, r, f"{stats.format_number(cell['reward_difference'])}\n"
+                      f"{stats.format_interval(cell[low], cell[high])}", ha="center",
+                      va="center", fontsize=8, color="white" if dark else "black")
         axis.set_xticks(range(len(columns)), [c.upper() for c in columns])
         axis.set_yticks(range(len(rows)), [r.upper() for r in rows])
         axis.set_xlabel("opponent")

@@ -24,14 +24,15 @@ import datetime
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from marlscale import provenance, specfile, storage
-from marlscale.evaluation.league import ci_columns as league_ci_columns
+from marlscale import provenance, specfile, stats, storage
 from marlscale.reports import aggregate, figures
 from marlscale.reports.runs import ABLATION, Runs, load
 
@@ -66,20 +67,9 @@ def check_out(out: str | os.PathLike) -> Path:
                      f"writable; {allowed}")
 
 
-def _number(value: Any, digits: int = 2) -> str:
-    return "" if value is None or pd.isna(value) else f"{value:+.{digits}f}"
-
-
-def mean_spread(mean: Any, spread: Any, digits: int = 2) -> str:
-    """'+1.23 ± 0.45' ('+1.23' with one seed, where there is no spread)."""
-    if pd.isna(mean):
-        return "n/a"
-    return _number(mean, digits) + ("" if pd.isna(spread) else f" \u00b1 {spread:.{digits}f}")
-
-
 def _cells(summary: pd.DataFrame) -> list[str]:
     """A summary's 'mean ± spread' column."""
-    return [mean_spread(m, s) for m, s in zip(summary["mean"], summary["spread"])]
+    return [stats.format_mean(m, s) for m, s in zip(summary["mean"], summary["spread"])]
 
 
 def _steps(value: Any) -> str:
@@ -96,6 +86,78 @@ def _markdown(table: pd.DataFrame) -> str:
     return table.to_markdown(index=False, disable_numparse=True)
 
 
+# ---- what the sections draw from ------------------------------------------------------------
+@dataclass
+class Inputs:
+    """What every section's check and builder read: the runs, the report's flags, and the
+    runs' trials split the ways the sections choose from (each split made once, when first
+    read)."""
+
+    runs: Runs
+    ci: str
+    out: Path
+    """The folder the figures are drawn into."""
+    last: int
+
+    @cached_property
+    def runnable(self) -> pd.DataFrame:
+        """The trials that ran, each with its `variant` label."""
+        trials = aggregate.with_variants(self.runs)
+        return trials[trials["env_steps"] > 0]
+
+    @cached_property
+    def fixed(self) -> pd.DataFrame:
+        """The runnable trials against the random team."""
+        return self.runnable[self.runnable["opponent_algorithm"] == "random"]
+
+    @cached_property
+    def duel(self) -> pd.DataFrame:
+        """The runnable trials against a learning opponent (head-to-head)."""
+        return self.runnable[self.runnable["opponent_algorithm"] != "random"]
+
+    @cached_property
+    def curves(self) -> pd.DataFrame:
+        """The curves of the trials against the random team."""
+        return self.runs.curves.merge(self.fixed[["run", "trial"]], on=["run", "trial"])
+
+
+def _most_values(curves: pd.DataFrame, column: str) -> int:
+    """The most values of `column` that one trial's curve holds (0 where none does)."""
+    counts = curves.dropna(subset=[column]).groupby(["run", "trial"]).size()
+    return int(counts.max()) if len(counts) else 0
+
+
+def _incremental_trials(inputs: Inputs) -> pd.DataFrame:
+    """The trials against random of each algorithm and N run both with and without
+    incremental learning (`variant` leaves the schedule out: the figure compares it)."""
+    trials = aggregate.with_variants(inputs.runs, exclude=("incremental",)).loc[
+        inputs.fixed.index]
+    staged = trials.assign(on=trials["incremental"] != "none").groupby(
+        ["algorithm", "variant", "n_agents"])["on"].nunique()
+    pairs = staged[staged > 1].reset_index()[["algorithm", "variant", "n_agents"]]
+    return trials.merge(pairs, on=["algorithm", "variant", "n_agents"])
+
+
+def _reward_mode_trials(inputs: Inputs) -> pd.DataFrame:
+    """The trials against random of each algorithm run with both team and individual reward
+    (`variant` leaves the reward mode out: the figure compares it)."""
+    trials = aggregate.with_variants(inputs.runs, exclude=("reward_mode",)).loc[
+        inputs.fixed.index]
+    modes = trials.groupby(["algorithm", "variant"])["reward_mode"].nunique()
+    return trials.merge(modes[modes > 1].reset_index()[["algorithm", "variant"]])
+
+
+def _staged(inputs: Inputs) -> pd.DataFrame:
+    """The trials against random with incremental learning."""
+    return inputs.fixed[inputs.fixed["incremental"] != "none"]
+
+
+def _ablations(inputs: Inputs) -> pd.Series:
+    """Each trial's ablation (the sweep's `variants` name; empty without one)."""
+    fixed = inputs.fixed
+    return fixed[ABLATION].astype(str) if ABLATION in fixed else pd.Series(dtype=str)
+
+
 # ---- the sections ---------------------------------------------------------------------------
 CURVE_SECTIONS = {
     "train_return": ("learning_curves", "Learning curves"),
@@ -104,8 +166,8 @@ CURVE_SECTIONS = {
 }
 
 
-def _curve_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out: Path,
-                   last: int) -> Section:
+def _curve_section(inputs: Inputs, trials: pd.DataFrame, kind: str) -> Section:
+    runs, ci, out, last = inputs.runs, inputs.ci, inputs.out, inputs.last
     curves = aggregate.curves_of(runs, trials)
     by = ["algorithm", "variant", "n_agents"]
     what = aggregate.RETURN_KINDS[kind]
@@ -115,7 +177,7 @@ def _curve_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out: Pa
         random = curves.dropna(subset=["random_return"]).groupby("n_agents")[
             "random_return"].mean().to_dict()
     figures.learning_curves(aggregate.seed_curves(curves, kind, by, ci),
-                            aggregate.spread_label(ci), out / f"{name}.png",
+                            stats.spread_label(ci), out / f"{name}.png",
                             title=f"The {what} over training", random=random)
     table = aggregate.with_final(trials, curves, kind, last)
     summary = aggregate.summarize(table, by, "final", ci)
@@ -137,19 +199,21 @@ def _curve_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out: Pa
                    "values, then over seeds.", {name: shown})
 
 
-def _scaling_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out: Path,
-                     last: int) -> Section:
-    table = aggregate.with_final(aggregate.per_trial(runs, trials), runs.curves, kind, last)
+def _scaling_section(inputs: Inputs) -> Section:
+    runs, ci, out, last = inputs.runs, inputs.ci, inputs.out, inputs.last
+    kind = aggregate.return_kind(inputs.curves)
+    table = aggregate.with_final(aggregate.per_trial(runs, inputs.fixed), runs.curves, kind,
+                                 last)
     summary = aggregate.scaling(table, ci)
     edges = aggregate.frontiers(summary)
     what = aggregate.RETURN_KINDS[kind]
-    figures.scaling(summary, edges, f"final {what}", aggregate.spread_label(ci),
+    figures.scaling(summary, edges, f"final {what}", stats.spread_label(ci),
                     out / "scaling.png", title="Final return per agent against N")
     shown = pd.DataFrame({
         "algorithm": summary["algorithm"], "variant": summary["variant"],
         "N": summary["n_agents"],
         f"final {what}": _cells(summary),
-        "seeds": summary["n"], "random policy": summary["random_level"].map(_number),
+        "seeds": summary["n"], "random policy": summary["random_level"].map(stats.format_number),
         "above random": [("n/a" if pd.isna(r) else "yes" if m > r else "no")
                          for m, r in zip(summary["mean"], summary["random_level"])],
         "budget (env steps)": summary["budget_env_steps"].map(_steps)})
@@ -177,14 +241,15 @@ def _n(value: Any) -> str:
     return "none" if value is None or pd.isna(value) else str(int(value))
 
 
-def _reward_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path,
-                    last: int) -> Section:
+def _reward_section(inputs: Inputs) -> Section:
+    runs, ci, out, last = inputs.runs, inputs.ci, inputs.out, inputs.last
+    trials = _reward_mode_trials(inputs)
     curves = aggregate.curves_of(runs, trials)
     by = ["algorithm", "variant", "reward_mode", "n_agents"]
     kind = "train_return"
     what = aggregate.RETURN_KINDS[kind]
     figures.reward_modes(aggregate.seed_curves(curves, kind, by, ci), what,
-                         aggregate.spread_label(ci), out / "reward_modes.png")
+                         stats.spread_label(ci), out / "reward_modes.png")
     table = aggregate.with_final(trials, curves, kind, last)
     summary = aggregate.summarize(table, by, "final", ci)
     wide = summary.pivot_table(index=["algorithm", "variant", "n_agents"],
@@ -194,7 +259,7 @@ def _reward_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path,
                           "variant": [v for _, v, _ in wide.index],
                           "N": [n for _, _, n in wide.index]})
     for mode in sorted(summary["reward_mode"].unique()):
-        shown[f"final, {mode} reward"] = [mean_spread(m, s) for m, s in zip(
+        shown[f"final, {mode} reward"] = [stats.format_mean(m, s) for m, s in zip(
             wide[("mean", mode)], wide[("spread", mode)])]
         shown[f"seeds ({mode})"] = wide[("n", mode)].fillna(0).astype(int).to_numpy()
     budget = table.groupby(["algorithm", "variant", "n_agents"])["budget_env_steps"].max()
@@ -206,9 +271,9 @@ def _reward_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path,
                    {"reward_modes": shown})
 
 
-def _incremental_section(runs: Runs, trials: pd.DataFrame, pairs: pd.DataFrame, ci: str,
-                         out: Path, last: int) -> Section:
-    chosen = trials.merge(pairs, on=["algorithm", "variant", "n_agents"])
+def _incremental_section(inputs: Inputs) -> Section:
+    runs, ci, out, last = inputs.runs, inputs.ci, inputs.out, inputs.last
+    chosen = _incremental_trials(inputs)
     curves = aggregate.curves_of(runs, chosen)
     by = ["algorithm", "variant", "n_agents", "incremental"]
     kind = "train_return"
@@ -216,7 +281,7 @@ def _incremental_section(runs: Runs, trials: pd.DataFrame, pairs: pd.DataFrame, 
     active = aggregate.seed_curves(curves[curves["incremental"] != "none"], "n_active",
                                    ["algorithm", "variant", "n_agents"], ci)
     figures.incremental(aggregate.seed_curves(curves, kind, by, ci), active, what,
-                        aggregate.spread_label(ci), out / "incremental.png")
+                        stats.spread_label(ci), out / "incremental.png")
     table = aggregate.with_final(chosen, curves, kind, last)
     summary = aggregate.summarize(table, by, "final", ci)
     shown = pd.DataFrame({
@@ -231,18 +296,28 @@ def _incremental_section(runs: Runs, trials: pd.DataFrame, pairs: pd.DataFrame, 
                    f"trial's last {last} values.", {"incremental": shown})
 
 
-def _ablation_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out: Path,
-                      last: int) -> Section:
-    others = aggregate.with_variants(runs, exclude=(ABLATION,)).loc[trials.index]
+def _effect(ablation: str, effect: Any, low: Any, high: Any) -> str:
+    """An ablation's effect with its interval; the reference has none, nor a one-seed one."""
+    if ablation == REFERENCE_ABLATION:
+        return "reference"
+    one_seed = not pd.isna(effect) and pd.isna(low)
+    return stats.format_mean(effect, low=low, high=high) + (
+        " (no interval: one seed)" if one_seed else "")
+
+
+def _ablation_section(inputs: Inputs) -> Section:
+    runs, ci, out, last = inputs.runs, inputs.ci, inputs.out, inputs.last
+    kind = aggregate.return_kind(inputs.curves)
+    others = aggregate.with_variants(runs, exclude=(ABLATION,)).loc[inputs.fixed.index]
     table = aggregate.with_final(others, runs.curves, kind, last)
     effects = aggregate.effects(table, REFERENCE_ABLATION)
-    effects["spread"] = aggregate.half_width(effects["std"], effects["n"], ci)
+    effects["spread"] = stats.half_width(effects["std"], effects["n"], ci)
     effects = effects.sort_values(  # the reference first in each group, then by name
         ["algorithm", "variant", "n_agents", ABLATION],
         key=lambda c: c.map(lambda v: (v != REFERENCE_ABLATION, v)) if c.name == ABLATION
         else c).reset_index(drop=True)
     what = aggregate.RETURN_KINDS[kind]
-    figures.ablations(effects, REFERENCE_ABLATION, what, aggregate.spread_label(ci),
+    figures.ablations(effects, REFERENCE_ABLATION, what, stats.spread_label(ci),
                       out / "ablations.png")
     settings = {name: ", ".join(f"{k}={v}" for k, v in changes.items()) or "the spec's own"
                 for name, changes in runs.variants.items()}
@@ -252,15 +327,11 @@ def _ablation_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out:
         "algorithm": effects["algorithm"], "variant": effects["variant"],
         "N": effects["n_agents"], "ablation": effects[ABLATION],
         "settings": effects[ABLATION].map(lambda a: settings.get(a, "")),
-        f"final {what}": [mean_spread(m, s) for m, s in zip(effects["mean"],
-                                                             effects["spread"])],
+        f"final {what}": _cells(effects),
         "seeds": effects["n"],
         f"effect vs {REFERENCE_ABLATION} [95% CI]": [
-            "reference" if a == REFERENCE_ABLATION else "n/a" if pd.isna(d) else
-            f"{d:+.2f} (no interval: one seed)" if pd.isna(lo) else
-            f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" for a, d, lo, hi in zip(
-                effects[ABLATION], effects["effect"], effects["ci95_low"],
-                effects["ci95_high"])],
+            _effect(*row) for row in zip(effects[ABLATION], effects["effect"],
+                                         effects["ci95_low"], effects["ci95_high"])],
         "CI excludes 0": excluded})
     return Section("ablations", "Ablations: one factor at a time",
                    f"Each variant of the sweep changes one setting from the "
@@ -271,9 +342,10 @@ def _ablation_section(runs: Runs, trials: pd.DataFrame, kind: str, ci: str, out:
                    "factor changed the result at this budget.", {"ablations": shown})
 
 
-def _league_section(runs: Runs, out: Path) -> Section:
+def _league_section(inputs: Inputs) -> Section:
+    runs = inputs.runs
     league = runs.league["league"]
-    figures.league_matrix(league, out / "league.png")
+    figures.league_matrix(league, inputs.out / "league.png")
     shown = pd.DataFrame({
         "policy": league["algorithm"], "side": league["side"],
         "opponent": league["column_algorithm"],
@@ -298,22 +370,24 @@ def _league_section(runs: Runs, out: Path) -> Section:
 
 def _league_intervals(table: pd.DataFrame, value: str, label: str) -> dict[str, list[str]]:
     """'mean [low, high]' over episodes, and '[low, high]' over seeds where there is one."""
+    episodes_low, episodes_high = stats.EPISODE_CI
     shown = {f"{label} [95% CI over episodes]": [
-        f"{v:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-        for v, lo, hi in zip(table[value], table["ci95_low"], table["ci95_high"])]}
-    low, high, over = league_ci_columns(table)
+        stats.format_mean(v, low=lo, high=hi)
+        for v, lo, hi in zip(table[value], table[episodes_low], table[episodes_high])]}
+    low, high, over = stats.ci_columns(table)
     if over == "seeds":
         shown[f"95% CI over {int(table['seeds'].max())} seeds"] = [
-            f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in zip(table[low], table[high])]
+            stats.format_interval(lo, hi) for lo, hi in zip(table[low], table[high])]
     return shown
 
 
-def _head_to_head_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path,
-                          last: int) -> Section:
+def _head_to_head_section(inputs: Inputs) -> Section:
+    runs, ci, out, last = inputs.runs, inputs.ci, inputs.out, inputs.last
+    trials = inputs.duel
     curves = runs.curves.merge(trials[["run", "trial"]], on=["run", "trial"])
     by = ["algorithm", "opponent_algorithm", "n_agents"]
     figures.head_to_head(aggregate.seed_curves(curves, "reward_difference", by, ci),
-                         aggregate.spread_label(ci), out / "head_to_head.png")
+                         stats.spread_label(ci), out / "head_to_head.png")
     table = aggregate.with_final(trials, curves, "reward_difference", last)
     summary = aggregate.summarize(table, by, "final", ci)
     shown = pd.DataFrame({
@@ -328,20 +402,21 @@ def _head_to_head_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path,
                    {"head_to_head": shown})
 
 
-def _throughput_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path) -> Section:
-    table = aggregate.per_trial(runs, trials)
+def _throughput_section(inputs: Inputs) -> Section:
+    table = aggregate.per_trial(inputs.runs, inputs.runnable)
     duel = table["opponent_algorithm"] != "random"
     table.loc[duel, "algorithm"] = table["algorithm"] + "-vs-" + table["opponent_algorithm"]
-    summary = aggregate.throughput(table, ci)
-    figures.throughput(summary, out / "throughput.png", aggregate.spread_label(ci))
+    summary = aggregate.throughput(table, inputs.ci)
+    figures.throughput(summary, inputs.out / "throughput.png", stats.spread_label(inputs.ci))
+
+    def rates(column: str) -> list[str]:  # '1,234 ± 56': whole steps, thousands grouped
+        return [stats.format_mean(m, s, digits=0, signed=False, grouped=True)
+                for m, s in zip(summary[column], summary[f"{column}_spread"])]
+
     shown = pd.DataFrame({
         "algorithm": summary["algorithm"], "N": summary["n_agents"],
-        "env-steps/s": [_rate(m, s) for m, s in zip(summary["env_steps_per_s"],
-                                                    summary["env_steps_per_s_spread"])],
-        "agent-steps/s": [_rate(m, s) for m, s in zip(summary["agent_steps_per_s"],
-                                                      summary["agent_steps_per_s_spread"])],
-        "sampling-only env-steps/s": [_rate(m, s) for m, s in zip(
-            summary["sampling_env_steps_per_s"], summary["sampling_env_steps_per_s_spread"])],
+        "env-steps/s": rates("env_steps_per_s"), "agent-steps/s": rates("agent_steps_per_s"),
+        "sampling-only env-steps/s": rates("sampling_env_steps_per_s"),
         "trials": summary["n"]})
     return Section("throughput", "Throughput",
                    "End to end: a trial's env steps over its wall-clock training time "
@@ -350,85 +425,95 @@ def _throughput_section(runs: Runs, trials: pd.DataFrame, ci: str, out: Path) ->
                    "leaves learning out.", {"throughput": shown})
 
 
-def _rate(mean: Any, spread: Any) -> str:
-    if pd.isna(mean):
-        return "n/a"
-    return f"{mean:,.0f}" + ("" if pd.isna(spread) else f" \u00b1 {spread:,.0f}")
+# ---- the registry ---------------------------------------------------------------------------
+def _no_learning_curves(inputs: Inputs) -> str:
+    return ("no trial against the random team has finished an episode"
+            + (" (the runs are head-to-head: see Head-to-head training)"
+               if len(inputs.duel) and not len(inputs.fixed) else ""))
+
+
+def _sizes(inputs: Inputs) -> list[int]:
+    """The N of the trials against the random team."""
+    return sorted(inputs.fixed["n_agents"].unique())
+
+
+def _no_ablations(inputs: Inputs) -> str:
+    ablations = _ablations(inputs)
+    held = (f"the variants ({', '.join(sorted(ablations.unique()))}) hold none named"
+            if ablations.nunique() > 1 else "no sweep with `variants` and one named")
+    return f"{held} '{REFERENCE_ABLATION}' to compare the others with"
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    """One section of the report, declared: when it applies (else why it is skipped) and how
+    it is built. Adding a figure: its builder and one entry in SECTIONS."""
+
+    label: str
+    """How 'Skipped figures' names it."""
+    applies: Callable[[Inputs], Any]
+    """True where the runs allow it."""
+    skipped: str | Callable[[Inputs], str]
+    """Why the runs do not allow it (the reason, or a function of the inputs giving it)."""
+    build: Callable[[Inputs], Section]
+    """Draws its figure into `Inputs.out` and returns its tables."""
+
+    def skip_reason(self, inputs: Inputs) -> str | None:
+        """None where the section applies, else 'label: why not'."""
+        if self.applies(inputs):
+            return None
+        return f"{self.label}: {self.skipped(inputs) if callable(self.skipped) else self.skipped}"
+
+
+SECTIONS: tuple[SectionSpec, ...] = (
+    SectionSpec("learning curves",
+                lambda i: len(i.fixed) and i.curves["train_return"].notna().any(),
+                _no_learning_curves, lambda i: _curve_section(i, i.fixed, "train_return")),
+    SectionSpec("greedy evaluation curves",
+                lambda i: _most_values(i.curves, "greedy_return") >= 2,
+                "the trials hold fewer than two greedy evaluations each (set "
+                "training.eval_interval)", lambda i: _curve_section(i, i.fixed, "greedy_return")),
+    SectionSpec("greedy return of the trained agents",
+                lambda i: _most_values(i.curves.merge(_staged(i)[["run", "trial"]]),
+                                       "active_greedy_return") >= 2,
+                "no incremental-learning trial holds two greedy evaluations of it",
+                lambda i: _curve_section(i, _staged(i), "active_greedy_return")),
+    SectionSpec("scaling", lambda i: len(_sizes(i)) >= 2,
+                lambda i: "needs two or more N against the random team; the runs hold N = "
+                          f"{', '.join(map(str, _sizes(i))) or 'none'}", _scaling_section),
+    SectionSpec("reward modes", lambda i: len(_reward_mode_trials(i)),
+                "no algorithm was run with both team and individual reward", _reward_section),
+    SectionSpec("incremental learning", lambda i: len(_incremental_trials(i)),
+                "no algorithm and N was run both with and without incremental learning",
+                _incremental_section),
+    SectionSpec("ablations",
+                lambda i: _ablations(i).nunique() > 1
+                and (_ablations(i) == REFERENCE_ABLATION).any(),
+                _no_ablations, _ablation_section),
+    SectionSpec("league", lambda i: "league" in i.runs.league,
+                "no `marlscale league` run with its league.csv (cross-play not run yet)",
+                _league_section),
+    SectionSpec("head-to-head",
+                lambda i: len(i.duel) and i.runs.curves.merge(i.duel[["run", "trial"]])[
+                    "reward_difference"].notna().any(),
+                "no trial against a learning opponent", _head_to_head_section),
+    SectionSpec("throughput", lambda i: len(i.runnable), "no trial has run an env step yet",
+                _throughput_section),
+)
+"""The report's sections, in report.md's order."""
 
 
 def sections(runs: Runs, ci: str, out: Path, last: int) -> tuple[list[Section], list[str]]:
     """Every figure the runs allow (drawn into `out`), and why each other one was skipped."""
+    inputs = Inputs(runs, ci, out, last)
     drawn: list[Section] = []
     skipped: list[str] = []
-    trials = aggregate.with_variants(runs)
-    runnable = trials[trials["env_steps"] > 0]
-    fixed = runnable[runnable["opponent_algorithm"] == "random"]
-    duel = runnable[runnable["opponent_algorithm"] != "random"]
-    curves = runs.curves.merge(fixed[["run", "trial"]], on=["run", "trial"])
-    if len(fixed) and curves["train_return"].notna().any():
-        drawn.append(_curve_section(runs, fixed, "train_return", ci, out, last))
-    else:
-        skipped.append("learning curves: no trial against the random team has finished an "
-                       "episode" + (" (the runs are head-to-head: see Head-to-head training)"
-                                    if len(duel) and not len(fixed) else ""))
-    greedy = curves.dropna(subset=["greedy_return"]).groupby(["run", "trial"]).size()
-    if len(greedy) and greedy.max() >= 2:
-        drawn.append(_curve_section(runs, fixed, "greedy_return", ci, out, last))
-    else:
-        skipped.append("greedy evaluation curves: the trials hold fewer than two greedy "
-                       "evaluations each (set training.eval_interval)")
-    staged = fixed[fixed["incremental"] != "none"]
-    active = curves.merge(staged[["run", "trial"]], on=["run", "trial"]).dropna(
-        subset=["active_greedy_return"]).groupby(["run", "trial"]).size()
-    if len(active) and active.max() >= 2:
-        drawn.append(_curve_section(runs, staged, "active_greedy_return", ci, out, last))
-    else:
-        skipped.append("greedy return of the trained agents: no incremental-learning trial "
-                       "holds two greedy evaluations of it")
-    sizes = sorted(fixed["n_agents"].unique())
-    if len(sizes) >= 2:
-        kind = aggregate.return_kind(curves)
-        drawn.append(_scaling_section(runs, fixed, kind, ci, out, last))
-    else:
-        skipped.append(f"scaling: needs two or more N against the random team; the runs hold "
-                       f"N = {', '.join(map(str, sizes)) or 'none'}")
-    by_mode = aggregate.with_variants(runs, exclude=("reward_mode",)).loc[fixed.index]
-    modes = by_mode.groupby(["algorithm", "variant"])["reward_mode"].nunique()
-    if (modes > 1).any():
-        both = by_mode.merge(modes[modes > 1].reset_index()[["algorithm", "variant"]])
-        drawn.append(_reward_section(runs, both, ci, out, last))
-    else:
-        skipped.append("reward modes: no algorithm was run with both team and individual "
-                       "reward")
-    by_schedule = aggregate.with_variants(runs, exclude=("incremental",)).loc[fixed.index]
-    schedules = by_schedule.assign(on=by_schedule["incremental"] != "none").groupby(
-        ["algorithm", "variant", "n_agents"])["on"].nunique()
-    pairs = schedules[schedules > 1].reset_index()[["algorithm", "variant", "n_agents"]]
-    if len(pairs):
-        drawn.append(_incremental_section(runs, by_schedule, pairs, ci, out, last))
-    else:
-        skipped.append("incremental learning: no algorithm and N was run both with and "
-                       "without incremental learning")
-    ablations = fixed[ABLATION].astype(str) if ABLATION in fixed else pd.Series(dtype=str)
-    if ablations.nunique() > 1 and (ablations == REFERENCE_ABLATION).any():
-        kind = aggregate.return_kind(curves)
-        drawn.append(_ablation_section(runs, fixed, kind, ci, out, last))
-    else:
-        held = (f"the variants ({', '.join(sorted(ablations.unique()))}) hold none named"
-                if ablations.nunique() > 1 else "no sweep with `variants` and one named")
-        skipped.append(f"ablations: {held} '{REFERENCE_ABLATION}' to compare the others with")
-    if "league" in runs.league:
-        drawn.append(_league_section(runs, out))
-    else:
-        skipped.append("league: no `marlscale league` run with its league.csv (cross-play "
-                       "not run yet)")
-    if len(duel) and runs.curves.merge(duel[["run", "trial"]])["reward_difference"] \
-            .notna().any():
-        drawn.append(_head_to_head_section(runs, duel, ci, out, last))
-    else:
-        skipped.append("head-to-head: no trial against a learning opponent")
-    if len(runnable):
-        drawn.append(_throughput_section(runs, runnable, ci, out))
+    for spec in SECTIONS:
+        reason = spec.skip_reason(inputs)
+        if reason is None:
+            drawn.append(spec.build(inputs))
+        else:
+            skipped.append(reason)
     return drawn, skipped
 
 
@@ -484,7 +569,7 @@ def write_markdown(runs: Runs, drawn: list[Section], skipped: list[str], ci: str
         "- **epsilon-greedy** curves come from training episodes (exploration on); "
         "**greedy** ones from evaluation episodes in a separate env (exploration off). Each "
         "figure says which it shows.",
-        f"- **\u00b1**: {aggregate.spread_label(ci, short=False)}; no spread is shown with one "
+        f"- **\u00b1**: {stats.spread_label(ci, short=False)}; no spread is shown with one "
         "seed.",
         f"- **Final**: the mean of a trial's last {last} values of the metric shown "
         "(greedy evaluations where the figure shows greedy returns), then over seeds.",
@@ -515,8 +600,8 @@ def build(paths: list[str | os.PathLike], out: str | os.PathLike | None = None, 
           log=print) -> dict[str, Any]:
     """Load the runs, draw every figure they allow into `out`, write report.md; returns
     {report, figures, skipped, missing} (and the W&B run's folder with `wandb`)."""
-    if ci not in aggregate.CI_CHOICES:
-        raise ValueError(f"--ci {ci!r} is invalid; allowed: {', '.join(aggregate.CI_CHOICES)}")
+    if ci not in stats.SPREADS:
+        raise ValueError(f"--ci {ci!r} is invalid; allowed: {', '.join(stats.SPREADS)}")
     if any(storage.is_uri(path) for path in [*paths, out]):
         return _build_from_storage(paths, out, ci=ci, last=last, wandb=wandb, log=log)
     out = check_out(out if out is not None else default_out(paths))

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from marlscale import keys
+from marlscale import keys, runfiles
 from marlscale.algorithms.algorithm import (
     AGENT_STEPS_PER_S,
     ENV_STEPS,
@@ -37,13 +37,10 @@ from marlscale.algorithms.algorithm import (
 )
 from marlscale.algorithms.config import TeamQConfig
 from marlscale.algorithms.settings import TeamQSettings
-from marlscale.provenance import PROVENANCE_FILE
+from marlscale.runspec.sweep import PAIR_AXIS, SHORTHAND_AXES, VARIANT_AXIS, SweepSpec
+from marlscale.runspec.train import SPEC_KEYS, TrainSpec
 from marlscale.sweeps import results as sweep_results
-from marlscale.sweeps.runner import SPEC_FILE as SWEEP_FILE
-from marlscale.sweeps.spec import PAIR_AXIS, SHORTHAND_AXES, VARIANT_AXIS, SweepSpec
-from marlscale.train import METRICS_FILE, SPEC_FILE, SPEC_KEYS, TrainSpec
 
-LEAGUE_FILE = "league.yaml"
 REWARD_MODE_AXIS = "env_config.reward_mode"
 CURRICULUM_AXIS = "training.curriculum.schedule"
 CONFIG = ["game", "algorithm", "opponent_algorithm", "n_agents", "reward_mode", "incremental"]
@@ -98,9 +95,10 @@ class Runs:
 
 def _problem(path: Path, expected: str) -> ValueError:
     return ValueError(f"run directory {str(path)!r} {expected}; expected: a `marlscale train` "
-                      f"run directory ({SPEC_FILE} and {METRICS_FILE}), or a sweep or league "
-                      f"run directory ({SWEEP_FILE} and its trials' result.json or "
-                      f"{sweep_results.RESULTS_CSV})")
+                      f"run directory ({runfiles.TRAIN_SPEC} and {runfiles.METRICS_JSONL}), or a "
+                      f"sweep or league run directory ({runfiles.SWEEP_SPEC} and its trials' "
+                      f"{runfiles.RESULT_JSON} or "
+                      f"{runfiles.RESULTS_CSV})")
 
 
 def _plain(value: Any) -> Any:
@@ -192,10 +190,10 @@ def _trial(run: Path, trial: str, spec: TrainSpec, rows: pd.DataFrame,
 
 # ---- one run directory of each kind -------------------------------------------------------
 def _train_run(path: Path):
-    values = json.loads((path / SPEC_FILE).read_text())
+    values = json.loads((path / runfiles.TRAIN_SPEC).read_text())
     spec = TrainSpec.from_dict({k: v for k, v in values.items() if k in SPEC_KEYS},
-                               source=str(path / SPEC_FILE))
-    lines = (path / METRICS_FILE).read_text().split("\n")
+                               source=str(path / runfiles.TRAIN_SPEC))
+    lines = (path / runfiles.METRICS_JSONL).read_text().split("\n")
     records = []
     for line in lines:
         try:
@@ -204,9 +202,9 @@ def _train_run(path: Path):
             continue  # blank, or the last line cut short by a kill
     rows = pd.DataFrame(records)
     if not len(rows):
-        raise _problem(path, f"has no result rows yet ({METRICS_FILE} is empty)")
+        raise _problem(path, f"has no result rows yet ({runfiles.METRICS_JSONL} is empty)")
     row, curves = _trial(path, path.name, spec, rows, {})
-    result_file = path / "result.json"
+    result_file = path / runfiles.RESULT_JSON
     if result_file.is_file():
         final = json.loads(result_file.read_text())
         team = row["team"]
@@ -224,21 +222,21 @@ def _train_run(path: Path):
 
 
 def _sweep_run(path: Path):
-    spec = SweepSpec.load(path / SWEEP_FILE)
+    spec = SweepSpec.load(path / runfiles.SWEEP_SPEC)
     trial_dirs = sweep_results.trial_dirs(path)
     if trial_dirs:
         rows = sweep_results.load_results(path, spec.axes)
-        points = {d.name: SweepSpec.of_trial(json.loads((d / "params.json").read_text()))[1]
+        points = {d.name: SweepSpec.of_trial(json.loads((d / runfiles.PARAMS_JSON).read_text()))[1]
                   for d in trial_dirs}
-    elif (path / sweep_results.RESULTS_CSV).is_file():
-        rows = pd.read_csv(path / sweep_results.RESULTS_CSV)
+    elif (path / runfiles.RESULTS_CSV).is_file():
+        rows = pd.read_csv(path / runfiles.RESULTS_CSV)
         points = {name: {axis: _plain(group[axis].iloc[0]) for axis in spec.axes}
                   for name, group in rows.groupby("trial", sort=True)}
     else:
         raise _problem(path, "has no trials yet")
     status = {}
-    if (path / sweep_results.TRIALS_CSV).is_file():
-        listed = pd.read_csv(path / sweep_results.TRIALS_CSV, keep_default_na=False)
+    if (path / runfiles.TRIALS_CSV).is_file():
+        listed = pd.read_csv(path / runfiles.TRIALS_CSV, keep_default_na=False)
         status = {r["trial"]: r for r in listed.to_dict("records")}
     trials, curves, missing = [], [], []
     for name, point in points.items():
@@ -268,9 +266,9 @@ def _sweep_run(path: Path):
 
 
 def kind_of(path: Path) -> str:
-    if (path / SWEEP_FILE).is_file():
-        return "league" if (path / LEAGUE_FILE).is_file() else "sweep"
-    if (path / SPEC_FILE).is_file() and (path / METRICS_FILE).is_file():
+    if (path / runfiles.SWEEP_SPEC).is_file():
+        return "league" if (path / runfiles.LEAGUE_SPEC).is_file() else "sweep"
+    if (path / runfiles.TRAIN_SPEC).is_file() and (path / runfiles.METRICS_JSONL).is_file():
         return "train"
     if not path.exists():
         raise _problem(path, "does not exist")
@@ -287,7 +285,7 @@ def load(*paths: str | Path) -> Runs:
         path = Path(given).expanduser()
         kind = kind_of(path)
         kinds[str(path)] = kind
-        names[str(path)] = (SweepSpec.load(path / SWEEP_FILE).experiment if kind != "train"
+        names[str(path)] = (SweepSpec.load(path / runfiles.SWEEP_SPEC).experiment if kind != "train"
                             else path.name)
         try:
             found = _train_run(path) if kind == "train" else _sweep_run(path)
@@ -303,15 +301,15 @@ def load(*paths: str | Path) -> Runs:
                                  f"{variants[name]} in one run and {settings} in "
                                  f"{str(path)!r}; expected: one meaning per variant name "
                                  "(report them separately)")
-        if kind == "league" and (path / "league.csv").is_file():
+        if kind == "league" and (path / runfiles.table_file(runfiles.LEAGUE_TABLE)).is_file():
             for name in ("league", "ratings"):
-                if (path / f"{name}.csv").is_file():
-                    table = pd.read_csv(path / f"{name}.csv")
+                if (path / runfiles.table_file(name)).is_file():
+                    table = pd.read_csv(path / runfiles.table_file(name))
                     table.insert(0, "run", str(path))
                     league.setdefault(name, []).append(table)
-        if (path / PROVENANCE_FILE).is_file():
+        if (path / runfiles.PROVENANCE).is_file():
             provenance.append({"run": str(path),
-                               **json.loads((path / PROVENANCE_FILE).read_text())})
+                               **json.loads((path / runfiles.PROVENANCE).read_text())})
     trial_table = pd.DataFrame(trials)
     extra_axes = [c for c in trial_table.columns if "." in c or c == ABLATION]
     curves = pd.concat(curves, ignore_index=True)

@@ -29,23 +29,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from marlscale import keys
+from marlscale import keys, runfiles
 from marlscale.algorithms.algorithm import NODE_ID
-from marlscale.sweeps.spec import SweepSpec
-from marlscale.train import flatten
+from marlscale.runspec import SweepSpec, flatten
 
-RESULTS_CSV = "results.csv"
-TRIALS_CSV = "trials.csv"
 ID_COLUMNS = ("trial_id", "trial")
 
 
 def trial_dirs(run_dir: str | Path) -> list[Path]:
-    return sorted(p.parent for p in Path(run_dir).glob("*/params.json"))
+    return sorted(p.parent for p in Path(run_dir).glob(f"*/{runfiles.PARAMS_JSON}"))
 
 
 def read_results(trial_dir: str | Path) -> list[dict[str, Any]]:
     """A trial's result rows from Tune's result.json; a line still being written is left out."""
-    path = Path(trial_dir) / "result.json"
+    path = Path(trial_dir) / runfiles.RESULT_JSON
     if not path.is_file():
         return []
     complete = path.read_text().split("\n")[:-1]  # the last piece has no newline yet
@@ -53,7 +50,7 @@ def read_results(trial_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def _rows(trial_dir: Path, axes: list[str]) -> list[dict[str, Any]]:
-    params = json.loads((trial_dir / "params.json").read_text())
+    params = json.loads((trial_dir / runfiles.PARAMS_JSON).read_text())
     rows: dict[int, dict[str, Any]] = {}
     for result in read_results(trial_dir):
         row = {"trial_id": result.get("trial_id"), "trial": trial_dir.name}
@@ -69,7 +66,7 @@ def load_results(run_dir: str | Path, axes: list[str] | None = None):
     import pandas as pd
 
     if axes is None:
-        axes = SweepSpec.load(Path(run_dir) / "sweep.yaml").axes
+        axes = SweepSpec.load(Path(run_dir) / runfiles.SWEEP_SPEC).axes
     rows = [row for d in trial_dirs(run_dir) for row in _rows(d, axes)]
     frame = pd.DataFrame(rows)
     leading = [c for c in (*ID_COLUMNS, *axes) if c in frame.columns]
@@ -118,7 +115,7 @@ def write_tables(run_dir: str | Path, axes: list[str], result_grid=None,
 
     run_dir = Path(run_dir)
     results = load_results(run_dir, axes)
-    results.to_csv(run_dir / RESULTS_CSV, index=False)
+    results.to_csv(run_dir / runfiles.RESULTS_CSV, index=False)
     errors = {}
     if result_grid is not None:
         for result in result_grid:
@@ -127,7 +124,7 @@ def write_tables(run_dir: str | Path, axes: list[str], result_grid=None,
     for trial_dir in trial_dirs(run_dir):
         mine = results[results["trial"] == trial_dir.name] if len(results) else results
         last = mine.iloc[-1] if len(mine) else {}
-        params = json.loads((trial_dir / "params.json").read_text())
+        params = json.loads((trial_dir / runfiles.PARAMS_JSON).read_text())
         error = errors.get(trial_dir.name, "")
         columns = team_columns(params, last)
         trials.append({
@@ -143,5 +140,5 @@ def write_tables(run_dir: str | Path, axes: list[str], result_grid=None,
             "node_ids": node_ids(trial_dir),
             "error": error,
         })
-    pd.DataFrame(trials).to_csv(run_dir / TRIALS_CSV, index=False)
-    return run_dir / RESULTS_CSV, run_dir / TRIALS_CSV
+    pd.DataFrame(trials).to_csv(run_dir / runfiles.TRIALS_CSV, index=False)
+    return run_dir / runfiles.RESULTS_CSV, run_dir / runfiles.TRIALS_CSV

@@ -32,21 +32,18 @@ from __future__ import annotations
 
 import copy
 import itertools
-import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from marlscale import specfile, wandb_logging
 from marlscale.algorithms.settings import TeamQSettings
 from marlscale.curriculum.schedules import CurriculumConfig
 from marlscale.envs import ENV_NAMES, GAME_OF_ENV
 from marlscale.envs.config import TeamEnvConfig
-from marlscale.train import RESOURCE_KEYS, STOP_KEYS, TrainSpec
+from marlscale.runspec.common import ExperimentSpec, SpecError, spec_keys
+from marlscale.runspec.train import TrainSpec
+from marlscale.specfile import setting
 
-SPEC_KEYS = ("experiment", "description", "game", "env_config", "training", "grid", "variants",
-             "stop", "resources", "checkpoint_every", "max_failures", "max_concurrent_trials",
-             "wandb")
 SHORTHAND_AXES = {  # grid shorthand -> where it lands in a trial's TrainSpec
     "algorithm": ("training", "algorithm"),
     "game": ("env",),
@@ -61,11 +58,6 @@ VARIANT_AXIS = "variant"
 """Ablation shorthand: each value names an entry of the spec's `variants`, a mapping of grid
 axis paths (env_config.<field>, training.<setting>, ...) to the values that variant sets."""
 SPEC_KEY = "sweep"  # a trial config's copy of the spec (its axis values sit beside it)
-EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class SpecError(ValueError):
-    """A sweep spec that cannot run; the message names file, key path, value and allowed."""
 
 
 def _axis_targets(axis: str) -> tuple[tuple[str, ...], ...] | None:
@@ -95,27 +87,6 @@ def _axis_target(axis: str) -> tuple[str, ...] | None:
     return None
 
 
-def read_spec_file(path: str | os.PathLike, what: str = "spec") -> Any:
-    """A YAML spec file's contents; a SpecError naming the file when it is missing or bad."""
-    try:
-        return specfile.read(path, what)
-    except ValueError as error:
-        raise SpecError(str(error)) from None
-
-
-def check_keys(values: Any, allowed: tuple[str, ...], source: str, what: str = "spec") -> None:
-    """A spec is a mapping of known keys with an `experiment`; a SpecError otherwise."""
-    if not isinstance(values, dict):
-        raise SpecError(f"{source}: the {what} must be a mapping of {', '.join(allowed)}; "
-                        f"got {type(values).__name__}")
-    for key in values:
-        if key not in allowed:
-            raise SpecError(f"{source}: key '{key}' is unknown; allowed: {', '.join(allowed)}")
-    if "experiment" not in values:
-        raise SpecError(f"{source}: key 'experiment' is missing; allowed: a name matching "
-                        f"{EXPERIMENT_NAME.pattern}")
-
-
 def _get(tree: dict, path: tuple[str, ...]) -> Any:
     for key in path:
         if not isinstance(tree, dict) or key not in tree:
@@ -133,33 +104,19 @@ def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
 
 
 @dataclass
-class SweepSpec:
-    experiment: str
-    description: str = ""
-    game: str = "adversarial_pursuit"
-    env_config: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
-    grid: dict[str, list] = field(default_factory=dict)
-    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stop: dict[str, Any] = field(default_factory=dict)
-    resources: dict[str, Any] = field(default_factory=dict)
-    checkpoint_every: int = 10
-    max_failures: int = 2
-    max_concurrent_trials: int | None = None
-    wandb: dict[str, Any] = field(default_factory=dict)
-    source: str = "spec"
+class SweepSpec(ExperimentSpec):
+    """A grid of training runs: the shared experiment keys plus the base game, the grid and
+    its ablation variants."""
 
-    # ---- loading and validation -----------------------------------------------------------
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> SweepSpec:
-        return cls.from_dict(read_spec_file(path), source=str(path))
+    game: str = setting("adversarial_pursuit", kind="str", choices=tuple(ENV_NAMES),
+                        doc="base game (or a grid axis)")
+    grid: dict[str, list] = setting(None, kind="mapping", default_factory=dict,
+                                    doc="the trials are the product of every axis")
+    variants: dict[str, dict[str, Any]] = setting(
+        None, kind="mapping", default_factory=dict,
+        doc="named sets of settings, one-factor-at-a-time ablations (grid axis `variant`)")
 
-    @classmethod
-    def from_dict(cls, values: Any, source: str = "spec") -> SweepSpec:
-        check_keys(values, SPEC_KEYS, source)
-        spec = cls(**copy.deepcopy(values), source=source)
-        spec.validate()
-        return spec
+    what = "spec"
 
     @classmethod
     def of_trial(cls, config: dict[str, Any]) -> tuple[SweepSpec, dict[str, Any]]:
@@ -167,32 +124,12 @@ class SweepSpec:
         spec = cls(**copy.deepcopy(config[SPEC_KEY]))  # validated before the sweep started
         return spec, {axis: config[axis] for axis in spec.axes}
 
-    def fail(self, key: str, value: Any, allowed: str) -> SpecError:
-        return SpecError(f"{self.source}: {key}={value!r} is invalid; allowed: {allowed}")
-
     def validate(self) -> None:
         """Every check, including each expanded trial as a full training run."""
-        if not isinstance(self.experiment, str) or not EXPERIMENT_NAME.match(self.experiment):
-            raise self.fail("experiment", self.experiment,
-                            f"a name matching {EXPERIMENT_NAME.pattern}")
-        if not isinstance(self.description, str):
-            raise self.fail("description", self.description, "a string")
-        for key in ("env_config", "training", "grid", "variants", "stop", "resources",
-                    "wandb"):
-            if not isinstance(getattr(self, key), dict):
-                raise self.fail(key, getattr(self, key), "a mapping")
-        if not isinstance(self.game, str) or self.game not in ENV_NAMES:
-            raise self.fail("game", self.game, ", ".join(ENV_NAMES))
-        self._validate_sections()
-        for key, low in (("checkpoint_every", 1), ("max_failures", 0)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise self.fail(key, value, f"an integer >= {low}")
-        concurrent = self.max_concurrent_trials
-        if concurrent is not None and (isinstance(concurrent, bool)
-                                       or not isinstance(concurrent, int) or concurrent < 1):
-            raise self.fail("max_concurrent_trials", concurrent, "null or an integer >= 1")
-        wandb_logging.check(self.wandb, self.source, SpecError)
+        self.validate_common()
+        if "game" in self.env_config:
+            raise self.fail("env_config.game", self.env_config["game"],
+                            "unset (use the top-level 'game' or a grid axis)")
         self._validate_grid()
         for point in self.points():
             try:
@@ -201,32 +138,6 @@ class SweepSpec:
                 where = ", ".join(f"{k}={v!r}" for k, v in point.items())
                 raise SpecError(f"{self.source}: grid point ({where}): "
                                 f"{str(error).removeprefix('spec: ')}") from None
-
-    def _validate_sections(self) -> None:
-        """Known keys in env_config, training, stop and resources; a stop that can end."""
-        for key in self.env_config:
-            if key not in TeamEnvConfig.__dataclass_fields__:
-                raise SpecError(f"{self.source}: key 'env_config.{key}' is unknown; allowed: "
-                                f"{', '.join(TeamEnvConfig.__dataclass_fields__)}")
-        for key in self.training:
-            if key not in TeamQSettings.names():
-                raise SpecError(f"{self.source}: key 'training.{key}' is unknown; allowed: "
-                                f"{', '.join(TeamQSettings.names())}")
-        if "game" in self.env_config:
-            raise self.fail("env_config.game", self.env_config["game"],
-                            "unset (use the top-level 'game' or a grid axis)")
-        if not self.stop:
-            raise self.fail("stop", self.stop, f"at least one of {', '.join(STOP_KEYS)}")
-        for key, value in self.stop.items():
-            if key not in STOP_KEYS:
-                raise SpecError(f"{self.source}: key 'stop.{key}' is unknown; allowed: "
-                                f"{', '.join(STOP_KEYS)}")
-            if not specfile.is_finite_number(value) or value <= 0:
-                raise self.fail(f"stop.{key}", value, "a finite number > 0")
-        for key in self.resources:
-            if key not in RESOURCE_KEYS:
-                raise SpecError(f"{self.source}: key 'resources.{key}' is unknown; allowed: "
-                                f"{', '.join(RESOURCE_KEYS)}")
 
     def _validate_grid(self) -> None:
         if not self.grid:
@@ -324,11 +235,6 @@ class SweepSpec:
             values["seed"] = 0
         return TrainSpec.from_dict(values)
 
-    def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values.pop("source")
-        return values
-
     # ---- naming ---------------------------------------------------------------------------
     def group(self, point: dict[str, Any]) -> str:
         """W&B group: experiment/algorithm/game/N, plus any further axis but the seed."""
@@ -350,3 +256,6 @@ class SweepSpec:
                  else labels[axis].format(value) if axis in labels
                  else f"{axis.split('.')[-1]}-{value}" for axis, value in point.items()]
         return re.sub(r"[^A-Za-z0-9_.-]", "_", "_".join(parts))
+
+
+SPEC_KEYS = spec_keys(SweepSpec)

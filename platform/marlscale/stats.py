@@ -1,0 +1,156 @@
+"""Every statistic of the platform, and how an estimate is written: evaluation, the league
+and reports all use these.
+
+Intervals
+    `t_interval`          the mean of values with its 95% Student-t interval (evaluation's
+                          episodes, a league cell's episodes)
+    `half_width`          a report's spread of a mean over seeds: the std (`std`, the paper's)
+                          or the 95% t-interval's half-width (`95`); `spread_label` says which
+    `welch_interval`      the 95% Welch interval of a difference of two means (ablations)
+    `widest_interval_over_groups`  the t-interval over independent replicates (a league
+                          cell's training seeds), each group's mean one value
+    `ci_columns`          which of a league table's two intervals to read
+
+Formatting: `format_number`, `format_interval`, `format_mean` ('+1.23 ± 0.45',
+'+1.23 [+0.50, +1.96]'); every table and printout writes its estimates with these.
+
+Bootstrap statistics (the next issues, not written yet): the probability of improvement of one
+algorithm over another and the interquartile mean (IQM) over runs, each with a stratified
+bootstrap confidence interval (Agarwal et al. 2021), computed with `scipy.stats.bootstrap`
+(or the `rliable` package). They belong here, below the t-intervals, taking the per-trial
+final values (`reports/aggregate.py:with_final`) grouped by configuration; the report's
+sections then show them through the same formatting functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+LEVEL = 0.95
+"""The confidence level of every interval (two-sided)."""
+SPREADS = ("std", "95")
+"""What a report's ± shows: the std over seeds, or the 95% t-interval's half-width."""
+EPISODE_CI = ("ci95_low", "ci95_high")
+"""A league table's interval columns over episodes."""
+SEED_CI = ("seed_ci95_low", "seed_ci95_high")
+"""A league table's interval columns over training seeds."""
+
+
+def _t(df: Any) -> Any:
+    """The two-sided Student-t quantile at LEVEL with `df` degrees of freedom."""
+    return scipy_stats.t.ppf(0.5 + LEVEL / 2, df)
+
+
+# ---- intervals --------------------------------------------------------------------------------
+def t_interval(values: Sequence[float] | np.ndarray) -> dict[str, Any]:
+    """{mean, std, ci95: [low, high], n} of `values`, the interval the 95% Student-t one of the
+    mean; with one value std is 0.0 and ci95 None (no interval from one value)."""
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    mean = float(values.mean())
+    std = float(values.std(ddof=1)) if n > 1 else 0.0
+    if n < 2:
+        return {"mean": mean, "std": std, "ci95": None, "n": n}
+    half = float(_t(n - 1) * std / math.sqrt(n))
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n}
+
+
+def half_width(std: pd.Series, n: pd.Series, spread: str) -> pd.Series:
+    """The ± of means over n seeds: the std (`spread` 'std'), or the 95% t-interval's
+    half-width ('95'); NaN where n is 1, since one seed has no spread."""
+    std = std.where(n > 1)
+    if spread == "std":
+        return std
+    t = pd.Series(_t(np.maximum(n - 1, 1)), index=n.index)
+    return t * std / np.sqrt(n)
+
+
+def spread_label(spread: str, short: bool = True) -> str:
+    """What ± means: short for figure titles, long for report.md's definitions."""
+    if spread == "std":
+        return "std over seeds"
+    return "95% CI over seeds" if short else "95% CI of the mean over seeds (Student t)"
+
+
+def welch_interval(m1: float, s1: float, n1: int, m0: float, s0: float,
+                   n0: int) -> tuple[float, float]:
+    """The 95% Welch interval of m1 - m0, from each group's mean, std and count (unequal
+    variances). NaN where a group has one value; two constant groups give a zero-width
+    interval at the difference."""
+    if n1 < 2 or n0 < 2:
+        return np.nan, np.nan
+    v1, v0 = s1 ** 2 / n1, s0 ** 2 / n0
+    se = np.sqrt(v1 + v0)
+    if se == 0:
+        return m1 - m0, m1 - m0
+    df = (v1 + v0) ** 2 / (v1 ** 2 / (n1 - 1) + v0 ** 2 / (n0 - 1))
+    half = _t(df) * se
+    return m1 - m0 - half, m1 - m0 + half
+
+
+def widest_interval_over_groups(frame: pd.DataFrame, value: str,
+                                groupings: Sequence[str]) -> tuple[int, float, float]:
+    """(groups, low, high): the 95% t-interval of the mean of `value` over groups, each group's
+    mean one value, grouped by each column of `groupings` that `frame` holds values of; the
+    widest of these intervals (the first of equally wide ones). A league cell's episodes can be
+    grouped by the row policies' training seeds or by the column policies', and the wider one
+    makes a cell and its mirror get the same interval. No interval (NaN, with that grouping's
+    count) as soon as one grouping has fewer than 2 groups; (0, NaN, NaN) where none applies."""
+    widest = (0, math.nan, math.nan)
+    for column in groupings:
+        if column not in frame or frame[column].isna().all():
+            continue
+        means = frame.groupby(column)[value].mean()
+        ci = t_interval(means.to_numpy())["ci95"]
+        if ci is None:
+            return len(means), math.nan, math.nan
+        _, low, high = widest
+        if math.isnan(low) or ci[1] - ci[0] > high - low:
+            widest = (len(means), ci[0], ci[1])
+    return widest
+
+
+def ci_columns(table: pd.DataFrame) -> tuple[str, str, str]:
+    """The interval a league or ratings table is best read with: over training seeds where it
+    has one (policies trained with different seeds are the independent replicates), else over
+    episodes (one seed). Returns the low and high columns and what the interval is over."""
+    if SEED_CI[0] in table.columns and np.isfinite(table[SEED_CI[0]]).any():
+        return SEED_CI[0], SEED_CI[1], "seeds"
+    return EPISODE_CI[0], EPISODE_CI[1], "episodes"
+
+
+# ---- formatting -------------------------------------------------------------------------------
+def format_number(value: Any, digits: int = 2, signed: bool = True,
+                  grouped: bool = False) -> str:
+    """'+1.23' ('1,234' with `grouped` and no sign, as rates are shown); '' where missing."""
+    if value is None or pd.isna(value):
+        return ""
+    return f"{value:{'+' if signed else ''}{',' if grouped else ''}.{digits}f}"
+
+
+def format_interval(low: Any, high: Any, digits: int = 2) -> str:
+    """'[+0.50, +1.96]'; 'n/a' where there is no interval."""
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return "n/a"
+    return f"[{format_number(low, digits)}, {format_number(high, digits)}]"
+
+
+def format_mean(mean: Any, spread: Any = None, low: Any = None, high: Any = None,
+                digits: int = 2, signed: bool = True, grouped: bool = False) -> str:
+    """An estimate as every table writes it: '+1.23 ± 0.45' with a `spread`, '+1.23 [+0.50,
+    +1.96]' with an interval (`low`, `high`); the mean alone where they are missing (one seed),
+    'n/a' where the mean is. `signed`, `grouped`: as in `format_number`."""
+    if mean is None or pd.isna(mean):
+        return "n/a"
+    text = format_number(mean, digits, signed, grouped)
+    if spread is not None and not pd.isna(spread):
+        text += f" \u00b1 {format_number(spread, digits, False, grouped)}"
+    if low is not None and high is not None and not (pd.isna(low) or pd.isna(high)):
+        text += f" {format_interval(low, high, digits)}"
+    return text
