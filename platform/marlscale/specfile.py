@@ -93,11 +93,20 @@ def setting(default: Any, source: str = "", *, kind: str, low: float | None = No
     bound numbers (`low_open`/`high_open`: the bound itself excluded); `choices` lists allowed
     strings; `optional` allows None; `source` says where the default comes from; `doc` what it
     means (docs tables are generated from it). `default_factory` for mutable defaults."""
-    metadata = {"source": source, "kind": kind, "low": low, "high": high, "low_open": low_open,
-                "high_open": high_open, "choices": choices, "optional": optional, "doc": doc}
+    metadata = {**typed(kind=kind, low=low, high=high, low_open=low_open, high_open=high_open,
+                        choices=choices, optional=optional, doc=doc), "source": source}
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def typed(*, kind: str, low: float | None = None, high: float | None = None,
+          low_open: bool = False, high_open: bool = False, choices: tuple = (),
+          optional: bool = False, doc: str = "") -> dict[str, Any]:
+    """The metadata of a typed value that is not a dataclass field (a function's argument):
+    what `check_value` checks and `allowed` describes, as `setting` declares for fields."""
+    return {"source": "", "kind": kind, "low": low, "high": high, "low_open": low_open,
+            "high_open": high_open, "choices": choices, "optional": optional, "doc": doc}
 
 
 def allowed(meta: dict[str, Any]) -> str:

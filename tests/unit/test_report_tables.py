@@ -1,5 +1,6 @@
 """The report's arithmetic on small hand-made tables: seeds aligned on env steps, spreads,
-'final' values, frontiers, conflicting runs, formatting (no Ray, no runs)."""
+'final' values, frontiers, conflicting runs, the sections drawn (no Ray, no runs; the
+statistics themselves: test_stats.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from marlscale import stats
 from marlscale.reports import aggregate
 from marlscale.reports.report import check_out
 from marlscale.reports.runs import Runs, check_consistent
@@ -35,14 +35,6 @@ def test_seeds_are_aligned_on_env_steps_by_interpolation_never_beyond_a_seed():
     assert by_step.loc[400, "n"] == 1 and by_step.loc[400, "mean"] == 8.0  # a ended at 300
     assert math.isnan(by_step.loc[400, "spread"])  # no spread from one seed
     assert by_step.loc[100, "spread"] == pytest.approx(np.std([0.0, 2.0], ddof=1))
-
-
-def test_the_95_interval_is_the_student_t_half_width():
-    std, n = pd.Series([1.0, 2.0]), pd.Series([5, 2])
-    half = stats.half_width(std, n, "95")
-    assert half.iloc[0] == pytest.approx(2.7764451 * 1.0 / math.sqrt(5), rel=1e-6)
-    assert half.iloc[1] == pytest.approx(12.7062047 * 2.0 / math.sqrt(2), rel=1e-6)
-    assert list(stats.half_width(std, n, "std")) == [1.0, 2.0]
 
 
 def test_final_is_the_mean_of_the_last_values_that_exist():
@@ -110,10 +102,7 @@ def test_variants_name_only_the_settings_that_differ():
     assert list(aggregate.with_variants(runs, exclude=("reward_mode",))["variant"]) == ["", ""]
 
 
-def test_formatting_and_out_checks(tmp_path):
-    assert stats.format_mean(1.234, 0.5) == "+1.23 \u00b1 0.50"
-    assert stats.format_mean(-1.0, float("nan")) == "-1.00"
-    assert stats.format_mean(float("nan"), 1.0) == "n/a"
+def test_out_checks(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="cannot be written: .* is a file"):
         check_out(tmp_path / "file" / "report")

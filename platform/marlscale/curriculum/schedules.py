@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from marlscale.specfile import check_fields, setting
+
 SCHEDULES = ("none", "linear", "adaptive")
 UNITS = ("iterations", "env_steps")
 EMBEDDING_INITS = ("initialised", "mean")
@@ -27,18 +29,24 @@ EMBEDDING_INITS = ("initialised", "mean")
 
 @dataclass
 class CurriculumConfig:
-    """The `curriculum` training setting (docs/incremental.md)."""
+    """The `curriculum` training setting (docs/incremental.md). Each key is a typed field: its
+    declaration is its check (and sweeps accept it as a `training.curriculum.<key>` axis)."""
 
-    schedule: str = "none"
-    start: int = 1  # agents controlled at stage 0
-    batch: int = 1  # agents added per stage
-    every: int = 10  # linear: iterations or env steps per stage
-    unit: str = "iterations"  # linear: what `every` counts
-    threshold: float | None = None  # adaptive: grow at this return per agent
-    plateau: float | None = None  # adaptive: grow when the window improved less than this
-    window: int = 10  # adaptive: iterations averaged
-    min_iterations: int = 0  # adaptive: at least this many iterations per stage
-    embedding_init: str = "initialised"  # new agents' slot embeddings: as initialised | mean
+    schedule: str = setting("none", kind="str", choices=SCHEDULES)
+    start: int = setting(1, kind="int", low=1, doc="agents controlled at stage 0")
+    batch: int = setting(1, kind="int", low=1, doc="agents added per stage")
+    every: int = setting(10, kind="int", low=1, doc="linear: iterations or env steps per stage")
+    unit: str = setting("iterations", kind="str", choices=UNITS,
+                        doc="linear: what `every` counts")
+    threshold: float | None = setting(None, kind="float", optional=True,
+                                      doc="adaptive: grow at this return per agent")
+    plateau: float | None = setting(None, kind="float", optional=True,
+                                    doc="adaptive: grow when the window improved less than this")
+    window: int = setting(10, kind="int", low=2, doc="adaptive: iterations averaged")
+    min_iterations: int = setting(0, kind="int", low=0,
+                                  doc="adaptive: at least this many iterations per stage")
+    embedding_init: str = setting("initialised", kind="str", choices=EMBEDDING_INITS,
+                                  doc="new agents' slot embeddings: as initialised | mean")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, key: str = "curriculum") -> CurriculumConfig:
@@ -64,28 +72,7 @@ class CurriculumConfig:
         def fail(name: str, allowed: str) -> None:
             raise ValueError(f"{key}.{name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
 
-        def is_int(value: Any) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        def is_number(value: Any) -> bool:
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-        if self.schedule not in SCHEDULES:
-            fail("schedule", ", ".join(SCHEDULES))
-        if self.unit not in UNITS:
-            fail("unit", ", ".join(UNITS))
-        if self.embedding_init not in EMBEDDING_INITS:
-            fail("embedding_init", ", ".join(EMBEDDING_INITS))
-        for name in ("start", "batch", "every"):
-            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
-                fail(name, "an integer >= 1")
-        if not is_int(self.window) or self.window < 2:
-            fail("window", "an integer >= 2")
-        if not is_int(self.min_iterations) or self.min_iterations < 0:
-            fail("min_iterations", "an integer >= 0")
-        for name in ("threshold", "plateau"):
-            if getattr(self, name) is not None and not is_number(getattr(self, name)):
-                fail(name, "a number or null")
+        check_fields(self, prefix=f"{key}.")
         if self.schedule == "adaptive" and self.threshold is None and self.plateau is None:
             fail("threshold", "a number (or set plateau) with schedule 'adaptive'")
         if team_size is not None and self.schedule != "none" and self.start > team_size:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from marlscale.envs.games import GAMES, Game
-from marlscale.specfile import is_finite_number
+from marlscale.specfile import check_fields, is_finite_number, setting
 
 GameName = Literal["adversarial_pursuit", "battle"]
 OpponentKind = Literal["random", "learned"]
@@ -22,52 +22,53 @@ class TeamEnvConfig:
     `validate()`, which the env calls before it builds anything.
     """
 
-    game: GameName = "adversarial_pursuit"
+    game: GameName = setting("adversarial_pursuit", kind="str", choices=get_args(GameName))
     """MAgent2 game: `adversarial_pursuit` (predators learn) or `battle` (red learns)."""
 
-    n_agents: int = 25
+    n_agents: int = setting(25, kind="int", low=1)
     """Agents in the learning team (predators or red)."""
 
-    n_opponents: int | None = None
+    n_opponents: int | None = setting(None, kind="int", low=1, optional=True)
     """Agents in the other team; None = the game's ratio (2 prey per predator; battle 1:1)."""
 
-    map_size: int | None = None
+    map_size: int | None = setting(None, kind="int", low=1, optional=True)
     """Map side; None = scaled with the population so density stays at MAgent2's default."""
 
-    max_cycles: int | None = None
+    max_cycles: int | None = setting(None, kind="int", low=1, optional=True)
     """Episode length limit (truncation); None = the game's default (pursuit 500, battle 1000)."""
 
-    opponent: OpponentKind = "random"
+    opponent: OpponentKind = setting("random", kind="str", choices=get_args(OpponentKind))
     """`random`: the other team acts uniformly at random inside the env; `learned`: it is a
     second agent id, for head-to-head training."""
 
-    reward_mode: RewardMode = "team"
+    reward_mode: RewardMode = setting("team", kind="str", choices=get_args(RewardMode))
     """`team`: the team's summed reward, shared by all; `individual`: additionally the per-agent
     reward vector in the observation (`agent_reward`), for per-agent learners (paper Fig. 4)."""
 
-    neighbourhood_fraction: float = 0.1
+    neighbourhood_fraction: float = setting(0.1, kind="float", low=0, low_open=True, high=1)
     """Each agent's neighbourhood is the ceil(fraction * alive team-mates) nearest team-mates."""
 
-    n_active: int | None = None
+    n_active: int | None = setting(None, kind="int", low=0, optional=True)
     """Agents of each learning team the policy controls at reset (the first slots); the rest
     act uniformly at random. None = all. Incremental learning grows it during training."""
 
-    state_grid: int = 8
+    state_grid: int = setting(8, kind="int", low=1)
     """Side of the pooled global state grid, fixed whatever the map size."""
 
-    mean_actions: bool = True
+    mean_actions: bool = setting(True, kind="bool")
     """Compute each learning team's neighbour and team mean actions (`neighbour_mean_action`,
     `team_mean_action`); off, the observation leaves them out. Training sets it from the
     algorithms: only mean-field learners (MFQ, MFQMIX) read them."""
 
-    wall_density: float | None = None
+    wall_density: float | None = setting(None, kind="float", low=0, high=1, high_open=True,
+                                         optional=True)
     """Interior walls as a fraction of map_size**2; None = the game's (pursuit 0.03, battle 0)."""
 
-    rewards: dict[str, float] = field(default_factory=dict)
+    rewards: dict[str, float] = setting(None, kind="mapping", default_factory=dict)
     """Overrides of magent2's reward arguments (pursuit: tag_penalty; battle: step_reward,
     dead_penalty, attack_penalty, attack_opponent_reward)."""
 
-    seed: int | None = None
+    seed: int | None = setting(None, kind="int", low=0, optional=True)
     """Seed used at the first reset when `reset()` is called without one."""
 
     # ---- construction -------------------------------------------------------------------
@@ -122,25 +123,15 @@ class TeamEnvConfig:
     # ---- validation ---------------------------------------------------------------------
     def validate(self) -> None:
         """All checks, cross-field ones included. Raises ValueError; builds nothing."""
-        if self.game not in GAMES:
-            raise _bad("game", self.game, f"one of {sorted(GAMES)}")
-        for key, kind in (("opponent", OpponentKind), ("reward_mode", RewardMode)):
-            if getattr(self, key) not in get_args(kind):
-                raise _bad(key, getattr(self, key), f"one of {list(get_args(kind))}")
-        self._check_counts()
-        fraction = self.neighbourhood_fraction
-        for key, value, allowed, ok in (
-            ("neighbourhood_fraction", fraction, "a number in (0, 1]",
-             is_finite_number(fraction) and 0.0 < fraction <= 1),
-            ("wall_density", self.wall_density, "a number in [0, 1) or null",
-             self.wall_density is None or (is_finite_number(self.wall_density)
-                                           and 0.0 <= self.wall_density < 1.0)),
-            ("mean_actions", self.mean_actions, "true, false", isinstance(self.mean_actions, bool)),
-        ):
-            if not ok:
-                raise _bad(key, value, allowed)
+        try:
+            check_fields(self)  # every field's own type and range
+        except ValueError as error:
+            raise ValueError(f"env config: {error}") from None
+        if self.n_active is not None and self.n_active > self.n_agents:
+            raise _bad("n_active", self.n_active, f"0..n_agents ({self.n_agents}) or null")
         self._check_rewards()
-        _check_int("map_size", self.map_size, self.game_spec.min_map_size, optional=True)
+        if self.map_size is not None and self.map_size < self.game_spec.min_map_size:
+            raise _bad("map_size", self.map_size, f"an integer >= {self.game_spec.min_map_size}")
         problem = self.game_spec.capacity_error(
             self.resolved_map_size, self.team_counts, self.resolved_wall_density
         )
@@ -150,20 +141,8 @@ class TeamEnvConfig:
             raise _bad(key, value, f"{problem} (map_size={self.resolved_map_size}); "
                                    "lower the count or raise map_size")
 
-    def _check_counts(self) -> None:
-        _check_int("n_agents", self.n_agents, 1)
-        _check_int("n_opponents", self.n_opponents, 1, optional=True)
-        _check_int("max_cycles", self.max_cycles, 1, optional=True)
-        _check_int("state_grid", self.state_grid, 1)
-        _check_int("seed", self.seed, 0, optional=True)
-        _check_int("n_active", self.n_active, 0, optional=True)
-        if self.n_active is not None and self.n_active > self.n_agents:
-            raise _bad("n_active", self.n_active, f"0..n_agents ({self.n_agents}) or null")
-
     def _check_rewards(self) -> None:
         reward_keys = list(self.game_spec.reward_keys)
-        if not isinstance(self.rewards, dict):
-            raise _bad("rewards", self.rewards, f"a mapping with keys from {reward_keys}")
         for key, value in self.rewards.items():
             if key not in reward_keys:
                 raise _bad(f"rewards.{key}", value, f"keys of {self.game}: {reward_keys}")
@@ -173,11 +152,3 @@ class TeamEnvConfig:
 
 def _bad(key: str, value: Any, allowed: str) -> ValueError:
     return ValueError(f"env config: {key}={value!r} is invalid; allowed: {allowed}")
-
-
-def _check_int(key: str, value: Any, low: int, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise _bad(key, value, f"an integer >= {low}{' or null' if optional else ''}")
-

@@ -15,7 +15,6 @@ are Student-t intervals over episodes.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from marlscale.evaluation.arena import (
     check_sides,
     contestant,
 )
+from marlscale.specfile import check_value, field_meta, setting
 
 EVENTS = ("kills", "deaths", "tags", "tagged")
 """Episode counts reported where the game has them (battle: kills, deaths; pursuit: tags)."""
@@ -105,9 +105,11 @@ class Evaluation:
     sides: dict[str, Contestant]
     """{side: who plays it}, the evaluated policy's side first."""
     env_config: TeamEnvConfig
-    episodes: int
-    seed: int
-    epsilon: float
+    episodes: int = setting(10, kind="int", low=1, doc="--episodes")
+    seed: int = setting(0, kind="int", low=0, doc="--seed")
+    epsilon: float = setting(0.0, kind="float", low=0, high=1, doc="--epsilon")
+    n_agents: int | None = setting(None, kind="int", low=1, optional=True, doc="--n-agents")
+    """Played at this N per team (None: as trained)."""
 
     @classmethod
     def prepare(cls, checkpoint: str, opponent: str | None = None, side: str | None = None,
@@ -115,16 +117,10 @@ class Evaluation:
                 n_agents: int | None = None) -> Evaluation:
         """Read and check everything (no Ray): bad input raises ValueError naming it.
         `n_agents`: play at this N per team, the policies resized to it (transfer across N)."""
-        if n_agents is not None and (isinstance(n_agents, bool) or not isinstance(n_agents, int)
-                                     or n_agents < 1):
-            raise ValueError(f"--n-agents {n_agents!r} is invalid; allowed: an integer >= 1")
-        if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-            raise ValueError(f"--episodes {episodes!r} is invalid; allowed: an integer >= 1")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"--seed {seed!r} is invalid; allowed: an integer >= 0")
-        if not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon)
-                and 0.0 <= epsilon <= 1.0):
-            raise ValueError(f"--epsilon {epsilon!r} is invalid; allowed: a number in [0, 1]")
+        for name, value in (("episodes", episodes), ("seed", seed), ("epsilon", epsilon),
+                            ("n_agents", n_agents)):
+            meta = field_meta(cls, name)
+            check_value(meta["doc"], value, meta)  # named as the CLI flag
         if checkpoint == RANDOM:
             raise ValueError("CHECKPOINT 'random' is invalid; allowed: a checkpoint (the "
                              "random policy can only be the --opponent)")
@@ -144,7 +140,7 @@ class Evaluation:
         check_sides({mine: policy, theirs: rival}, env_config,
                     {mine: "CHECKPOINT", theirs: "--opponent"})
         return cls(sides={mine: policy, theirs: rival}, env_config=env_config,
-                   episodes=episodes, seed=seed, epsilon=float(epsilon))
+                   episodes=episodes, seed=seed, epsilon=float(epsilon), n_agents=n_agents)
 
     def games(self) -> list[Game]:
         """The episodes to play: each side's policy (by side; None: random), seeds 0..K-1."""

@@ -23,6 +23,7 @@ import numpy as np
 from marlscale import keys
 from marlscale.episodes import play_episode
 from marlscale.evaluation.evaluate import Evaluation, check_out
+from marlscale.specfile import check_value, typed
 
 BACKGROUND = (250, 250, 250)
 WALL = (80, 80, 80)
@@ -32,6 +33,10 @@ TEAM_COLOURS = ((214, 39, 40), (31, 119, 180))
 UNTRAINED_COLOURS = ((255, 160, 150), (160, 200, 235))
 """The same teams' agents that the policy's curriculum stage leaves random."""
 HEADER = 52
+STEPS = typed(kind="int", low=1, optional=True)
+"""--steps: at most this many steps (None: the whole episode)."""
+FPS = typed(kind="float", low=0, low_open=True, high=100)
+"""--fps: the GIF's frames per second."""
 """Pixels above the map: the step, then one line per team."""
 
 
@@ -96,11 +101,8 @@ def render(checkpoint: str, out: str | os.PathLike, opponent: str | None = None,
     from PIL import Image
 
     out = check_out(out)
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
-                              or steps < 1):
-        raise ValueError(f"--steps {steps!r} is invalid; allowed: an integer >= 1")
-    if not (isinstance(fps, (int, float)) and np.isfinite(fps) and 0 < fps <= 100):
-        raise ValueError(f"--fps {fps!r} is invalid; allowed: a number in (0, 100]")
+    check_value("--steps", steps, STEPS)
+    check_value("--fps", fps, FPS)
     evaluation = Evaluation.prepare(checkpoint, opponent, side, episodes=1, seed=seed,
                                     epsilon=epsilon)
     env_config = evaluation.env_config
