@@ -238,7 +238,9 @@ def _add_report(commands) -> None:
     report.add_argument("--out", default=None,
                         help="folder for report.md, the PNGs and CSVs (default: RUN_DIR/report "
                              "of the first run)")
-    report.add_argument("--ci", choices=("std", "95"), default="std",
+    from marlscale.stats import SPREADS
+
+    report.add_argument("--ci", choices=SPREADS, default="std",
                         help="spread over seeds: std (default, the paper's) or 95 (95%% "
                              "Student-t CI of the mean)")
     report.add_argument("--last", type=_positive_int, default=3,
@@ -633,26 +635,17 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS = {"rollout": _rollout, "train": _train, "sweep": _sweep, "evaluate": _evaluate,
+            "league": _league, "render": _render, "report": _report, "bench": _bench}
+"""Each subcommand's handler (its flags: `_add_<command>`)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if hasattr(args, "dashboard"):
             _check_ray_flags(args)
-        if args.command == "rollout":
-            return _rollout(args)
-        if args.command == "train":
-            return _train(args)
-        if args.command == "sweep":
-            return _sweep(args)
-        if args.command == "evaluate":
-            return _evaluate(args)
-        if args.command == "league":
-            return _league(args)
-        if args.command == "render":
-            return _render(args)
-        if args.command == "report":
-            return _report(args)
-        return _bench(args)
+        return COMMANDS[args.command](args)
     except ValueError as error:  # bad config: one clear line, no traceback
         print(f"marlscale: error: {error}", file=sys.stderr)
         return 2

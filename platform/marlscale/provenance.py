@@ -16,7 +16,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-PROVENANCE_FILE = "provenance.json"
+from marlscale import runfiles
+
 COMMIT_ENV_VAR = "MARLSCALE_COMMIT"
 
 
@@ -72,7 +73,7 @@ def now() -> str:
 
 def record(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Write RUN_DIR/provenance.json for a run that starts now, or add this resume to it."""
-    path = Path(run_dir) / PROVENANCE_FILE
+    path = Path(run_dir) / runfiles.PROVENANCE
     here = {**commit(), "machine": machine(), "versions": versions(), "started": now()}
     if path.is_file():
         values = json.loads(path.read_text())

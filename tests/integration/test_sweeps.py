@@ -165,8 +165,8 @@ def test_a_checkpoint_deleted_after_the_last_saved_state_is_refilled_from_the_ne
     """The state --resume reads can name a checkpoint Tune's num_to_keep has since deleted
     (the driver died between the two); the trial goes on from its next checkpoint."""
     import torch
-    from marlscale.sweeps.runner import SPEC_KEY, SweepTrial
     from marlscale.runspec.sweep import SweepSpec
+    from marlscale.sweeps.runner import SPEC_KEY, SweepTrial
     from ray import tune
 
     spec = SweepSpec.load(small_spec(tmp_path, "refill", grid={"algorithm": ["qmix"],

@@ -7,8 +7,8 @@ import pytest
 from cli_helpers import ROOT
 from conftest import record_ray_starts
 from marlscale.cli import main
-from marlscale.specfile import loads
 from marlscale.runspec import TrainSpec
+from marlscale.specfile import loads
 
 SPEC = "env: adversarial_pursuit\nenv_config: {{n_agents: 4, map_size: 18}}\n{extra}\n"
 

@@ -391,8 +391,8 @@ def _trial_requests(spec) -> list[dict[str, float]]:
     """Each trial's total request ({'CPU': ..., 'GPU': ...}), from the code Tune calls:
     SweepTrial.default_resource_request on the trial's config (the learner's num_cpus and
     num_gpus in one bundle, plus one CPU bundle per remote EnvRunner)."""
-    from marlscale.sweeps.runner import SweepTrial
     from marlscale.runspec.sweep import SPEC_KEY
+    from marlscale.sweeps.runner import SweepTrial
 
     requests = []
     for point in spec.points():

@@ -3,8 +3,8 @@
 import json
 
 import pandas as pd
-from marlscale.sweeps import results
 from marlscale.runspec.sweep import SPEC_KEY, SweepSpec
+from marlscale.sweeps import results
 
 
 def _head_to_head_trial(run_dir, red_return, blue_return):

@@ -86,7 +86,8 @@ def test_further_axes_reach_env_training_and_curriculum_and_split_groups():
     (spec_with(stop__episodes=3), "bad.yaml: key 'stop.episodes' is unknown"),
     (spec_with(stop__iterations=0),
      "bad.yaml: stop.iterations=0 is invalid; allowed: a finite number"),
-    (spec_with(resources__num_cpus=0), "resources.num_cpus=0 is invalid; allowed: a finite number > 0"),
+    (spec_with(resources__num_cpus=0),
+     "resources.num_cpus=0 is invalid; allowed: a finite number > 0"),
     (spec_with(resources__cpus=1), "bad.yaml: key 'resources.cpus' is unknown; allowed: "
                                    "num_cpus"),
     (spec_with(max_failures=-1), "bad.yaml: max_failures=-1 is invalid; allowed: an integer"),

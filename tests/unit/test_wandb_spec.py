@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 from marlscale.cli import _parser, _train_spec, main
-from marlscale.runspec import SweepSpec
-from marlscale.runspec import TrainSpec
+from marlscale.runspec import SweepSpec, TrainSpec
 from marlscale.wandb_logging import resolve_mode
 
 HEAD_TO_HEAD = {"env": "battle", "env_config": {"n_agents": 6, "opponent": "learned"},

@@ -345,7 +345,11 @@ class TeamQ(Algorithm):
         if "curriculum" in extra:
             self.curriculum.set_state(extra["curriculum"])
             apply_stage(self)
+        # timeout None: wait for the acknowledgement of the sync still in flight from the
+        # build (RLlib allows one request in flight per EnvRunner); with RLlib's default of 0,
+        # this sync and RLlib's own after a restore were dropped while a fresh remote runner
+        # was still starting, and it went on acting with its initial weights.
         self.env_runner_group.sync_weights(
-            from_worker_or_learner_group=self.learner_group, inference_only=True
-        )
+            from_worker_or_learner_group=self.learner_group, inference_only=True,
+            timeout_seconds=None)
 

@@ -13,6 +13,10 @@ It draws what the runs hold and says what it skipped and why:
     head_to_head.png      reward difference over training  head-to-head trials (Fig 7 bottom)
     throughput.png        end-to-end env-, agent-steps/s   any trial
 
+Each figure is one entry of `SECTIONS`, which declares when it applies (or why it is skipped)
+and how it is built; adding a figure means a builder and one entry. The statistics and the
+'mean ± spread' cells come from marlscale/stats.py.
+
 Each figure has a table in report.md and a CSV beside its PNG. Files are written to a
 staging folder first and moved into `--out` at the end, so an existing report is never left
 half-replaced. `--wandb` also logs the figures and tables to a W&B run.
@@ -132,9 +136,9 @@ def _incremental_trials(inputs: Inputs) -> pd.DataFrame:
     incremental learning (`variant` leaves the schedule out: the figure compares it)."""
     trials = aggregate.with_variants(inputs.runs, exclude=("incremental",)).loc[
         inputs.fixed.index]
-    staged = trials.assign(on=trials["incremental"] != "none").groupby(
+    schedules = trials.assign(on=trials["incremental"] != "none").groupby(
         ["algorithm", "variant", "n_agents"])["on"].nunique()
-    pairs = staged[staged > 1].reset_index()[["algorithm", "variant", "n_agents"]]
+    pairs = schedules[schedules > 1].reset_index()[["algorithm", "variant", "n_agents"]]
     return trials.merge(pairs, on=["algorithm", "variant", "n_agents"])
 
 
@@ -467,38 +471,44 @@ class SectionSpec:
 
 SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("learning curves",
-                lambda i: len(i.fixed) and i.curves["train_return"].notna().any(),
-                _no_learning_curves, lambda i: _curve_section(i, i.fixed, "train_return")),
+                applies=lambda i: len(i.fixed) and i.curves["train_return"].notna().any(),
+                skipped=_no_learning_curves,
+                build=lambda i: _curve_section(i, i.fixed, "train_return")),
     SectionSpec("greedy evaluation curves",
-                lambda i: _most_values(i.curves, "greedy_return") >= 2,
-                "the trials hold fewer than two greedy evaluations each (set "
-                "training.eval_interval)", lambda i: _curve_section(i, i.fixed, "greedy_return")),
+                applies=lambda i: _most_values(i.curves, "greedy_return") >= 2,
+                skipped="the trials hold fewer than two greedy evaluations each (set "
+                        "training.eval_interval)",
+                build=lambda i: _curve_section(i, i.fixed, "greedy_return")),
     SectionSpec("greedy return of the trained agents",
-                lambda i: _most_values(i.curves.merge(_staged(i)[["run", "trial"]]),
-                                       "active_greedy_return") >= 2,
-                "no incremental-learning trial holds two greedy evaluations of it",
-                lambda i: _curve_section(i, _staged(i), "active_greedy_return")),
-    SectionSpec("scaling", lambda i: len(_sizes(i)) >= 2,
-                lambda i: "needs two or more N against the random team; the runs hold N = "
-                          f"{', '.join(map(str, _sizes(i))) or 'none'}", _scaling_section),
-    SectionSpec("reward modes", lambda i: len(_reward_mode_trials(i)),
-                "no algorithm was run with both team and individual reward", _reward_section),
-    SectionSpec("incremental learning", lambda i: len(_incremental_trials(i)),
-                "no algorithm and N was run both with and without incremental learning",
-                _incremental_section),
+                applies=lambda i: _most_values(i.curves.merge(_staged(i)[["run", "trial"]]),
+                                               "active_greedy_return") >= 2,
+                skipped="no incremental-learning trial holds two greedy evaluations of it",
+                build=lambda i: _curve_section(i, _staged(i), "active_greedy_return")),
+    SectionSpec("scaling", applies=lambda i: len(_sizes(i)) >= 2,
+                skipped=lambda i: "needs two or more N against the random team; the runs hold "
+                                  f"N = {', '.join(map(str, _sizes(i))) or 'none'}",
+                build=_scaling_section),
+    SectionSpec("reward modes", applies=lambda i: len(_reward_mode_trials(i)),
+                skipped="no algorithm was run with both team and individual reward",
+                build=_reward_section),
+    SectionSpec("incremental learning", applies=lambda i: len(_incremental_trials(i)),
+                skipped="no algorithm and N was run both with and without incremental "
+                        "learning",
+                build=_incremental_section),
     SectionSpec("ablations",
-                lambda i: _ablations(i).nunique() > 1
+                applies=lambda i: _ablations(i).nunique() > 1
                 and (_ablations(i) == REFERENCE_ABLATION).any(),
-                _no_ablations, _ablation_section),
-    SectionSpec("league", lambda i: "league" in i.runs.league,
-                "no `marlscale league` run with its league.csv (cross-play not run yet)",
-                _league_section),
+                skipped=_no_ablations, build=_ablation_section),
+    SectionSpec("league", applies=lambda i: "league" in i.runs.league,
+                skipped="no `marlscale league` run with its league.csv (cross-play not run "
+                        "yet)",
+                build=_league_section),
     SectionSpec("head-to-head",
-                lambda i: len(i.duel) and i.runs.curves.merge(i.duel[["run", "trial"]])[
-                    "reward_difference"].notna().any(),
-                "no trial against a learning opponent", _head_to_head_section),
-    SectionSpec("throughput", lambda i: len(i.runnable), "no trial has run an env step yet",
-                _throughput_section),
+                applies=lambda i: len(i.duel) and i.runs.curves.merge(
+                    i.duel[["run", "trial"]])["reward_difference"].notna().any(),
+                skipped="no trial against a learning opponent", build=_head_to_head_section),
+    SectionSpec("throughput", applies=lambda i: len(i.runnable),
+                skipped="no trial has run an env step yet", build=_throughput_section),
 )
 """The report's sections, in report.md's order."""
 
