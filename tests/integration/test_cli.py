@@ -85,7 +85,9 @@ def test_train_writes_metrics_checkpoints_and_evaluation(tmp_path):
     assert (run_dir / "checkpoints" / "iter_000003").is_dir()
     result = json.loads((run_dir / "result.json").read_text())
     assert result["greedy_evaluation"]["red"][keys.LENGTH] == 30
-    assert result["random_evaluation"]["red"][keys.N_ACTIVE] == 0  # every agent random
+    # the random policy moves every agent (the one episode loop, as `marlscale evaluate` does)
+    assert result["random_evaluation"]["red"][keys.N_ACTIVE] == 4
+    assert result["random_evaluation"]["red"][keys.LENGTH] == 30
 
 
 def test_a_diverging_run_fails_loudly_naming_the_term_and_iteration(tmp_path):

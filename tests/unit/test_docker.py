@@ -175,7 +175,7 @@ def test_every_copied_path_exists_and_reaches_the_build_context(kind):
 def test_dockerignore_matcher_is_not_vacuous():
     assert _ignored(".venv", _dockerignore())
     assert _ignored("platform/marlscale/__pycache__", _dockerignore())
-    assert not _ignored("platform/marlscale/cli.py", _dockerignore())
+    assert not _ignored("platform/marlscale/cli/__init__.py", _dockerignore())
 
 
 @pytest.mark.parametrize("kind", DOCKERFILES)

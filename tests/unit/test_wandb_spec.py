@@ -4,7 +4,9 @@ named the same way, overridden by --wandb-mode / --wandb-project."""
 from __future__ import annotations
 
 import pytest
-from marlscale.cli import _parser, _train_spec, main
+from marlscale.cli import main
+from marlscale.cli.commands import train_spec as _train_spec
+from marlscale.cli.flags import parser as _parser
 from marlscale.runspec import SweepSpec, TrainSpec
 from marlscale.wandb_logging import resolve_mode
 

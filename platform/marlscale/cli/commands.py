@@ -1,0 +1,317 @@
+"""What each `marlscale` command does with its parsed flags (`flags.py` declares them):
+everything is checked before Ray starts or anything is written, then the command runs on a
+local Ray of its own or the cluster (marlscale/cluster.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from marlscale.cli import flags
+from marlscale.envs import TeamEnvConfig
+
+INTERRUPTED = 130  # the shell's exit status after Ctrl-C (128 + SIGINT)
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    import ray
+
+    from marlscale.evaluation.evaluate import Evaluation, check_out, table, write_json
+
+    # Everything is checked before Ray starts.
+    out = check_out(args.json, ".json", "--json") if args.json else None
+    if args.num_env_runners is not None and args.num_env_runners < 0:
+        raise ValueError(f"--num-env-runners {args.num_env_runners} is invalid; allowed: an "
+                         "integer >= 0")
+    evaluation = Evaluation.prepare(args.checkpoint, args.opponent, args.side, args.episodes,
+                                    args.seed, args.epsilon, n_agents=args.n_agents)
+    with _ray(args):
+        runners = args.num_env_runners
+        if runners is None:
+            runners = min(args.episodes, max(1, int(ray.cluster_resources().get("CPU", 1))))
+        report = evaluation.run(runners)
+    print(table(report))
+    if out is not None:
+        write_json(out, report)
+        print(f"# figures written to {out}", file=sys.stderr)
+    return 0
+
+
+def league(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from marlscale.evaluation import league
+    from marlscale.runspec import LeagueSpec
+
+    spec, run_dir = _spec_and_run_dir(args, "league", LeagueSpec, league.check_resumable,
+                                      "leagues")
+    with _ray(args):
+        summary = league.run(spec, run_dir, resume=bool(args.resume),
+                             log=lambda line: print(line, flush=True))
+    if summary["interrupted"]:
+        print(json.dumps(summary, indent=2))
+        print(f"marlscale: interrupted with {summary['interrupted']} trial(s) unfinished; "
+              f"continue with: marlscale league --resume {run_dir}", file=sys.stderr)
+        return INTERRUPTED
+    print(league.format_league(pd.read_csv(summary["files"]["league"]),
+                               pd.read_csv(summary["files"]["ratings"])))
+    print(json.dumps({k: v for k, v in summary.items() if k != "ratings"}, indent=2))
+    _report_at_end(args, run_dir)
+    return 1 if summary["errored"] else 0
+
+
+def render(args: argparse.Namespace) -> int:
+    from marlscale.evaluation.render import render
+
+    info = render(args.checkpoint, args.out, opponent=args.opponent, side=args.side,
+                  steps=args.steps, seed=args.seed, epsilon=args.epsilon, fps=args.fps,
+                  cell=args.cell)
+    print(json.dumps({k: v for k, v in info.items() if k != "alive"}, indent=2))
+    return 0
+
+
+def _ray(args: argparse.Namespace):
+    """Ray for a command: --address, else RAY_ADDRESS (set inside `ray job submit`), else a
+    local Ray owned by this process (marlscale/cluster.py)."""
+    from marlscale import cluster
+
+    return cluster.connect(args.address, args.num_cpus, dashboard=bool(args.dashboard),
+                           dashboard_host=args.dashboard_host or cluster.LOOPBACK,
+                           dashboard_port=args.dashboard_port or cluster.DASHBOARD_PORT,
+                           log=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+def check_ray_flags(args: argparse.Namespace) -> None:
+    """The local-Ray flags make sense only without a cluster address."""
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    for flag in ("dashboard_host", "dashboard_port"):
+        if getattr(args, flag) is not None and not args.dashboard:
+            name = "--" + flag.replace("_", "-")
+            raise ValueError(f"{name} {getattr(args, flag)!r} is invalid without --dashboard; "
+                             f"allowed: --dashboard {name} VALUE")
+    if address and args.dashboard:
+        raise ValueError(f"--dashboard is invalid with a cluster address ({address!r}): the "
+                         "cluster's dashboard is its head's; allowed: --dashboard for a local "
+                         "Ray (no --address, no RAY_ADDRESS)")
+
+
+def rollout(args: argparse.Namespace) -> int:
+    from marlscale import rollout
+
+    # Validate every config before Ray starts: a bad value fails fast and starts nothing.
+    configs = [
+        TeamEnvConfig.from_dict(
+            {"game": game, "n_agents": args.n_agents, "map_size": args.map_size,
+             "seed": seed, "max_cycles": args.max_cycles}
+        )
+        for game in args.games
+        for seed in range(args.seeds)
+    ]
+    with _ray(args):
+        start = time.perf_counter()
+        results = rollout.run(configs, args.episodes)
+    summaries = [rollout.summarize(result) for result in results]
+    for summary in summaries:
+        print(json.dumps(summary))
+    print(f"# {len(summaries)} rollouts in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
+
+
+def train_spec(args: argparse.Namespace):
+    """The run's TrainSpec: the spec file's (if any), every spec flag given put at its path,
+    and `--set KEY=VALUE` training settings."""
+    import yaml
+
+    from marlscale import specfile
+    from marlscale.runspec import TrainSpec
+
+    values = TrainSpec.load(args.spec).to_dict() if args.spec else {}
+    flags.apply_spec_flags(values, args)
+    training = dict(values.get("training", {}))
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r} is invalid; allowed: KEY=VALUE")
+        try:
+            training[key] = specfile.loads(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({error}); allowed: "
+                             "KEY=VALUE with a YAML value, e.g. lr=1e-4") from None
+    values["training"] = training
+    return TrainSpec.from_dict(values, source=args.spec or "command line")
+
+
+def train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from marlscale import storage, train
+    from marlscale.runspec import check_new_run_dir
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    # Everything is checked before Ray starts or anything is written.
+    for flag in ("resume", "run_dir"):
+        if storage.is_uri(getattr(args, flag)):
+            raise ValueError(f"--{flag.replace('_', '-')} {getattr(args, flag)!r} is invalid "
+                             "for `marlscale train`; allowed: a local or shared folder "
+                             "(object-store URIs are for `marlscale sweep`)")
+    if args.resume:
+        flags.check_resume_flags(args)
+        stop = flags.apply_spec_flags({}, args, only_resumable=True).get("stop")
+        state = train.check_resumable(args.resume, stop)
+        state.spec.wandb = flags.apply_spec_flags({"wandb": state.spec.wandb}, args,
+                                             only_resumable=True)["wandb"]
+        run_dir = state.run_dir
+    else:
+        spec = train_spec(args)
+        algorithm = spec.training.get("algorithm", "qmix")
+        run_dir = Path(args.run_dir or
+                       f"runs/train-{algorithm}-{time.strftime('%Y%m%d-%H%M%S')}")
+        check_new_run_dir(run_dir)
+        warm = train.check_warm_start(spec, args.from_checkpoint) \
+            if args.from_checkpoint else None
+    resources = (state.spec if args.resume else spec).resources
+    # The train learner runs in this process: its GPUs must be this machine's.
+    _check_gpus(resources.get("num_gpus", 0),
+                "--num-gpus" if args.num_gpus is not None else "resources.num_gpus",
+                "the learner runs in this process")
+    with _ray(args):
+        final = train.resume(state, log=log) if args.resume else \
+            train.run(spec, run_dir, log=log, from_checkpoint=warm)
+    print(json.dumps({"run_dir": str(run_dir.resolve()),
+                      "greedy_evaluation": final["greedy_evaluation"],
+                      "wall_s": round(final["wall_s"], 1)}, indent=2))
+    if final["interrupted"]:
+        print(f"marlscale: interrupted at iteration {final['last']['training_iteration']}, "
+              f"checkpoint saved; continue with: marlscale train --resume {run_dir}",
+              file=sys.stderr)
+        return INTERRUPTED
+    _report_at_end(args, run_dir)
+    return 0
+
+
+def _spec_and_run_dir(args: argparse.Namespace, kind: str, spec_class, check_resumable,
+                      folder: str):
+    """The spec and run directory of a new or resumed sweep or league, checked before Ray
+    starts or anything is written."""
+    import os
+    from pathlib import Path
+
+    from marlscale import storage
+    from marlscale.runspec import check_new_run_dir
+
+    remote = kind == "sweep"  # sweeps may live on object storage (marlscale/storage.py)
+    for flag in ("resume", "run_dir"):
+        value = getattr(args, flag)
+        if storage.is_uri(value) and not remote:
+            raise ValueError(f"--{flag.replace('_', '-')} {value!r} is invalid for a {kind}; "
+                             "allowed: a local or shared folder (object-store URIs are for "
+                             "`marlscale sweep`)")
+    if args.resume:
+        if args.spec or args.run_dir:
+            raise ValueError(f"--resume {args.resume!r} is invalid with a spec or --run-dir; "
+                             "allowed: --resume RUN_DIR alone (the spec is "
+                             f"RUN_DIR/{spec_class.spec_file})")
+        if storage.is_uri(args.resume):
+            return check_resumable(args.resume), args.resume.rstrip("/")
+        return check_resumable(Path(args.resume)), Path(args.resume)
+    if not args.spec:
+        raise ValueError(f"spec=None is invalid; allowed: a {kind} spec file or --resume RUN_DIR")
+    spec = spec_class.load(args.spec)
+    hint = f" (continue an interrupted {kind} with --resume RUN_DIR)"
+    if storage.is_uri(args.run_dir):
+        storage.check_new(args.run_dir, hint=hint)
+        return spec, args.run_dir.rstrip("/")
+    root = Path(os.environ.get("MARLSCALE_RUNS", "~/marlscale_runs")).expanduser()
+    run_dir = Path(args.run_dir) if args.run_dir else \
+        root / folder / f"{spec.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_new_run_dir(run_dir, hint=hint)
+    return spec, run_dir
+
+
+def sweep(args: argparse.Namespace) -> int:
+    from marlscale.runspec import SweepSpec
+    from marlscale.sweeps import resume, runner
+
+    spec, run_dir = _spec_and_run_dir(args, "sweep", SweepSpec, resume.check_resumable,
+                                      "sweeps")
+    if not (args.address or os.environ.get("RAY_ADDRESS")):  # a local Ray: this machine's GPUs
+        _check_gpus(spec.resources.get("num_gpus", 0), "resources.num_gpus",
+                    "or a cluster (--address) whose nodes have them")
+    cluster = args.address or os.environ.get("RAY_ADDRESS")
+    with _ray(args):
+        summary = runner.run(spec, run_dir, resume=bool(args.resume),
+                             log=lambda line: print(line, flush=True),
+                             resource_wait_s=args.resource_wait_s if cluster else None)
+    print(json.dumps(summary, indent=2))
+    if summary["interrupted"]:
+        print(f"marlscale: interrupted with {summary['interrupted']} trial(s) unfinished; each "
+              f"continues from its last checkpoint with: marlscale sweep --resume {run_dir}",
+              file=sys.stderr)
+        return INTERRUPTED
+    _report_at_end(args, run_dir)
+    return 1 if summary["errored"] else 0
+
+
+def _check_gpus(asked, what: str, where: str) -> None:
+    """Refuse, before Ray starts, GPUs this machine does not have (a trial asking for them
+    would otherwise wait forever on a local Ray)."""
+    if not asked:
+        return
+    import torch
+
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found < asked:
+        raise ValueError(f"{what}={asked:g} is invalid: this machine has {found} CUDA GPU(s) "
+                         f"(torch.cuda.device_count()); allowed: at most {found} ({where})")
+
+
+def _report_at_end(args: argparse.Namespace, run_dir) -> None:
+    """What train, sweep and league do last (unless --no-report): RUN_DIR/report/."""
+    if args.no_report:
+        return
+    from marlscale.reports import report
+
+    try:
+        summary = report.build([run_dir], log=lambda line: None)
+    except Exception as error:  # noqa: BLE001 - the run's own outcome stands; say why
+        print(f"marlscale: no report: {type(error).__name__}: {error} (retry with `marlscale "
+              f"report {run_dir}`)", file=sys.stderr)
+        return
+    print(f"report: {summary['report']} ({len(summary['figures'])} figures)", flush=True)
+
+
+def report(args: argparse.Namespace) -> int:
+    from marlscale.reports import report
+
+    summary = report.build(args.runs, args.out, ci=args.ci, last=args.last, wandb=args.wandb,
+                           log=lambda line: None)
+    print(json.dumps(summary, indent=2))
+    print(f"report: {summary['report']}")
+    return 0
+
+
+def bench(args: argparse.Namespace) -> int:
+    if args.target == "train":
+        from marlscale.bench import train as train_bench
+
+        train_bench.check(args.n_agents, args.active)  # before Ray starts
+        if args.cores and (args.n_agents or args.active):
+            raise ValueError("--cores is invalid with --n-agents/--active; allowed: one of them")
+        print(json.dumps(train_bench.run(steps=args.steps, n_agents=args.n_agents,
+                                         n_active=args.active, cores=args.cores), indent=2))
+        return 0
+    from marlscale.bench import env as env_bench
+
+    report = env_bench.run(steps=args.steps, rounds=args.rounds, scaling=args.scaling)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+COMMANDS = {"rollout": rollout, "train": train, "sweep": sweep, "evaluate": evaluate,
+            "league": league, "render": render, "report": report, "bench": bench}
+"""Each subcommand's handler (its flags: `flags.add_<command>`)."""
