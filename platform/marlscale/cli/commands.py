@@ -53,9 +53,8 @@ def league(args: argparse.Namespace) -> int:
                              log=lambda line: print(line, flush=True))
     if summary["interrupted"]:
         print(json.dumps(summary, indent=2))
-        print(f"marlscale: interrupted with {summary['interrupted']} trial(s) unfinished; "
-              f"continue with: marlscale league --resume {run_dir}", file=sys.stderr)
-        return INTERRUPTED
+        return _interrupted(f"with {summary['interrupted']} trial(s) unfinished; continue with: "
+                            f"marlscale league --resume {run_dir}")
     print(league.format_league(pd.read_csv(summary["files"]["league"]),
                                pd.read_csv(summary["files"]["ratings"])))
     print(json.dumps({k: v for k, v in summary.items() if k != "ratings"}, indent=2))
@@ -186,10 +185,8 @@ def train(args: argparse.Namespace) -> int:
                       "greedy_evaluation": final["greedy_evaluation"],
                       "wall_s": round(final["wall_s"], 1)}, indent=2))
     if final["interrupted"]:
-        print(f"marlscale: interrupted at iteration {final['last']['training_iteration']}, "
-              f"checkpoint saved; continue with: marlscale train --resume {run_dir}",
-              file=sys.stderr)
-        return INTERRUPTED
+        return _interrupted(f"at iteration {final['last']['training_iteration']}, checkpoint "
+                            f"saved; continue with: marlscale train --resume {run_dir}")
     _report_at_end(args, run_dir)
     return 0
 
@@ -249,10 +246,9 @@ def sweep(args: argparse.Namespace) -> int:
                              resource_wait_s=args.resource_wait_s if cluster else None)
     print(json.dumps(summary, indent=2))
     if summary["interrupted"]:
-        print(f"marlscale: interrupted with {summary['interrupted']} trial(s) unfinished; each "
-              f"continues from its last checkpoint with: marlscale sweep --resume {run_dir}",
-              file=sys.stderr)
-        return INTERRUPTED
+        return _interrupted(f"with {summary['interrupted']} trial(s) unfinished; each "
+                            "continues from its last checkpoint with: marlscale sweep --resume "
+                            f"{run_dir}")
     _report_at_end(args, run_dir)
     return 1 if summary["errored"] else 0
 
@@ -268,6 +264,12 @@ def _check_gpus(asked, what: str, where: str) -> None:
     if found < asked:
         raise ValueError(f"{what}={asked:g} is invalid: this machine has {found} CUDA GPU(s) "
                          f"(torch.cuda.device_count()); allowed: at most {found} ({where})")
+
+
+def _interrupted(how: str) -> int:
+    """Say how an interrupted run goes on; the exit status after Ctrl-C."""
+    print(f"marlscale: interrupted {how}", file=sys.stderr)
+    return INTERRUPTED
 
 
 def _report_at_end(args: argparse.Namespace, run_dir) -> None:

@@ -15,6 +15,24 @@ from marlscale.algorithms.registry import ALGORITHMS
 from marlscale.envs import GAMES
 from marlscale.wandb_logging import WANDB_MODES
 
+HELP = {
+    "evaluate": "greedy episodes of a checkpoint's policy against random or another checkpoint "
+                "(cross-play), spread over Ray EnvRunners",
+    "report": "the paper's figures, tables and a report.md from run directories (train, "
+              "sweep, league)",
+}
+DESCRIPTIONS = {
+    "evaluate": "Greedy evaluation of a checkpoint's team policy. CHECKPOINT is a checkpoint "
+                "directory, a `marlscale train` run directory or a sweep trial directory (its "
+                "last checkpoint), optionally with a team: CKPT:red, CKPT:blue, CKPT:predator.",
+    "report": "Draw every figure the runs allow (learning curves, scaling with N, reward modes, "
+              "incremental learning, league, head-to-head, throughput) into --out with a "
+              "report.md of tables; say which figures were skipped and why, and which trials "
+              "are missing or failed. A partial or interrupted sweep is reported as far as it "
+              "got.",
+}
+"""The longer texts of `marlscale COMMAND --help`."""
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -169,12 +187,8 @@ def _add_sweep(commands) -> None:
 
 
 def _add_evaluate(commands) -> None:
-    evaluate = commands.add_parser(
-        "evaluate", help="greedy episodes of a checkpoint's policy against random or another "
-        "checkpoint (cross-play), spread over Ray EnvRunners",
-        description="Greedy evaluation of a checkpoint's team policy. CHECKPOINT is a "
-        "checkpoint directory, a `marlscale train` run directory or a sweep trial directory "
-        "(its last checkpoint), optionally with a team: CKPT:red, CKPT:blue, CKPT:predator.")
+    evaluate = commands.add_parser("evaluate", help=HELP["evaluate"],
+                                   description=DESCRIPTIONS["evaluate"])
     evaluate.add_argument("checkpoint", metavar="CHECKPOINT",
                           help="CKPT[:team] (default team: the checkpoint's learning team)")
     _add_matchup_flags(evaluate)
@@ -214,13 +228,8 @@ def _add_render(commands) -> None:
 
 
 def _add_report(commands) -> None:
-    report = commands.add_parser(
-        "report", help="the paper's figures, tables and a report.md from run directories "
-                       "(train, sweep, league)",
-        description="Draw every figure the runs allow (learning curves, scaling with N, reward "
-        "modes, incremental learning, league, head-to-head, throughput) into --out with a "
-        "report.md of tables; say which figures were skipped and why, and which trials are "
-        "missing or failed. A partial or interrupted sweep is reported as far as it got.")
+    report = commands.add_parser("report", help=HELP["report"],
+                                 description=DESCRIPTIONS["report"])
     report.add_argument("runs", nargs="+", metavar="RUN_DIR",
                         help="`marlscale train`, `sweep` or `league` run directories (one game)")
     report.add_argument("--out", default=None,
