@@ -80,7 +80,8 @@ def play_episode(env, game: Game, policies: Mapping[str, Any], n_active: Mapping
                  on_step: Callable[[Any, int, dict], None] | None = None) -> Episode:
     """Play `game` in `env` (a MagentTeamEnv whose agent ids are the game's sides) to its end.
 
-    A side whose key is None acts uniformly at random, every agent of it; otherwise its policy
+    A side whose key is None acts uniformly at random, every agent of it (its metrics say
+    `n_active` 0: the policy controls none of them); otherwise its policy
     (`policies[key]`) controls the first `n_active[key]` agents and the env moves the others at
     random, as under a curriculum stage. `on_step(env, step, infos)` is called after the reset
     (step 0) and after every step."""
@@ -113,8 +114,12 @@ def play_episode(env, game: Game, policies: Mapping[str, Any], n_active: Mapping
             if on_step is not None:
                 on_step(env, step, infos)
             if terminated["__all__"] or truncated["__all__"]:
-                return Episode({side: infos[side][keys.EPISODE] for side in game.sides},
-                               step, env_s)
+                # The env counts a random side's agents as active (it moves none of them
+                # itself); the policy controls none of them.
+                metrics = {side: {**infos[side][keys.EPISODE],
+                                  **({keys.N_ACTIVE: 0} if key is None else {})}
+                           for side, key in game.sides.items()}
+                return Episode(metrics, step, env_s)
 
 
 def share(games: list[Game], worker_index: int | None, num_runners: int) -> list[Game]:

@@ -3,7 +3,9 @@
 The spec is a `TrainSpec` (marlscale/runspec/train.py says its keys). The run directory
 gets `spec.json` (the resolved spec), `metrics.jsonl` (one flattened row per
 iteration, appended as it goes), `metrics.csv` (the same rows, written at the end),
-`result.json` (last row, final greedy evaluation and the random policy's, in the same env)
+`result.json` (last row, the final greedy evaluation and the random policy's on the same
+episodes, each with its own seed from the run's count of evaluation episodes;
+marlscale/episodes.py)
 and `checkpoints/iter_NNNNNN/`.
 
 W&B, as in sweeps (marlscale/wandb_logging.py): one W&B run per training run, in group

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -76,7 +75,7 @@ class _Chunk:
         }
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Sample:
     """What one `TeamEnvRunner.collect` call hands the algorithm (pickled through Ray)."""
 
