@@ -100,12 +100,13 @@ def test_a_random_side_moves_every_agent_at_random_and_a_policy_its_active_ones(
     all_random = play_episode(played, Game(index=0, sides={"red": None, "blue": None}, seed=2),
                               {}, {})
     assert not calls and set(all_random.metrics) == {"red", "blue"}
-    assert all_random.metrics["red"][keys.N_ACTIVE] == 4  # every slot moved by the loop's rng
+    assert all_random.metrics["red"][keys.N_ACTIVE] == 0  # the loop's rng moves every slot;
+    # the policy controls none (the env counts them all as active: it moves none itself)
     mixed = play_episode(played, Game(index=0, sides={"red": "red", "blue": None}, seed=2),
                          {"red": policy}, {"red": 2})
     assert len(calls) == mixed.steps
     assert all((active[0] == [1, 1, 0, 0]).all() for active in calls)  # the other 2: the env's
-    assert mixed.metrics["red"][keys.N_ACTIVE] == 2 and mixed.metrics["blue"][keys.N_ACTIVE] == 4
+    assert mixed.metrics["red"][keys.N_ACTIVE] == 2 and mixed.metrics["blue"][keys.N_ACTIVE] == 0
 
 
 def test_on_step_is_called_after_the_reset_and_after_every_step():
