@@ -183,3 +183,35 @@ def normalise(cls: Any, values: dict[str, Any], what: str) -> dict[str, Any]:
     return {key: int(value) if fields[key] == "int" and isinstance(value, float)
             and math.isfinite(value) and value.is_integer() else value
             for key, value in values.items()}
+
+
+def markdown_table(cls: Any, key: str = "setting", source: bool = True,
+                   leave_out: tuple[str, ...] = ()) -> str:
+    """A declaration's table for the docs: each typed field's name, default, what it allows,
+    (where the default comes from) and meaning; the docs pages hold these tables and a test
+    keeps them equal, so a new key's docs line comes from its declaration. `leave_out`: fields
+    another table shows (a base class's)."""
+    header = f"| {key} | default | allowed |" + (" source |" if source else "") + " meaning |"
+    rows = [header, "|---|---|---|" + ("---|" if source else "") + "---|"]
+    for f in dataclasses.fields(cls):
+        if f.name in leave_out:
+            continue
+        meta = f.metadata
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        origin = f" {meta['source'] or 'marlscale'} |" if source else ""
+        cells = (f.name, _yaml(default), allowed(meta))
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + f" |{origin} "
+                    + meta["doc"].replace("|", "\\|") + " |")
+    return "\n".join(rows)
+
+
+def _yaml(value: Any) -> str:
+    """A default as YAML would spell it."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (dict, list)):
+        return yaml.safe_dump(value, default_flow_style=True).strip() if value else \
+            ("{}" if isinstance(value, dict) else "[]")
+    return str(value) if value != "" else '""'

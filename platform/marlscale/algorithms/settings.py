@@ -14,7 +14,8 @@ from typing import Any
 
 from marlscale.algorithms.registry import ALGORITHMS
 from marlscale.algorithms.spec import MEAN_ACTIONS
-from marlscale.specfile import allowed, check_fields, normalise, setting
+from marlscale.specfile import check_fields, normalise, setting
+from marlscale.specfile import markdown_table as specfile_table
 
 NAMES = tuple(sorted(ALGORITHMS))
 TEAM_REWARDS = ("sum", "mean")
@@ -124,16 +125,4 @@ class TeamQSettings:
 
 def markdown_table() -> str:
     """The defaults table of docs/algorithms.md (a test checks the two are equal)."""
-    rows = ["| setting | default | allowed | source | meaning |", "|---|---|---|---|---|"]
-    for f in dataclasses.fields(TeamQSettings):
-        meta = f.metadata
-        source = meta["source"] or "marlscale"
-        rows.append(f"| {f.name} | {_yaml(f.default)} | {allowed(meta)} | {source} | "
-                    f"{meta['doc']} |")
-    return "\n".join(rows)
-
-
-def _yaml(value: Any) -> str:
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return specfile_table(TeamQSettings)

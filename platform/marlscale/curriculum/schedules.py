@@ -32,7 +32,9 @@ class CurriculumConfig:
     """The `curriculum` training setting (docs/incremental.md). Each key is a typed field: its
     declaration is its check (and sweeps accept it as a `training.curriculum.<key>` axis)."""
 
-    schedule: str = setting("none", kind="str", choices=SCHEDULES)
+    schedule: str = setting("none", kind="str", choices=SCHEDULES,
+                            doc="none: every agent active; linear: the paper's; adaptive: grow "
+                                "on a threshold or plateau")
     start: int = setting(1, kind="int", low=1, doc="agents controlled at stage 0")
     batch: int = setting(1, kind="int", low=1, doc="agents added per stage")
     every: int = setting(10, kind="int", low=1, doc="linear: iterations or env steps per stage")

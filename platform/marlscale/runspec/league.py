@@ -58,7 +58,8 @@ class LeagueEvaluation:
 class LeagueSpec(ExperimentSpec):
     """A league: the shared experiment keys plus the algorithms, N, seeds and cross-play."""
 
-    game: str = setting("battle", kind="str", choices=tuple(GAMES))
+    game: str = setting("battle", kind="str", choices=tuple(GAMES),
+                        doc="battle (sides mirrored) or pursuit (prey learn too)")
     algorithms: list[str] = setting(None, kind="list",
                                     default_factory=lambda: list(DEFAULT_ALGORITHMS),
                                     doc="2 or more different algorithms")

@@ -59,7 +59,8 @@ class TrainSpec:
     resources: dict[str, Any] = setting(None, kind="mapping", default_factory=dict,
                                         doc="num_cpus, num_env_runners, "
                                             "num_envs_per_env_runner, num_gpus")
-    seed: int | None = setting(0, kind="int", low=0, optional=True)
+    seed: int | None = setting(0, kind="int", low=0, optional=True,
+                               doc="the run's seed (maps, networks, exploration); null: unseeded")
     checkpoint_every: int = setting(0, kind="int", low=0,
                                     doc="iterations between checkpoints (0: only at the end)")
     eval_episodes: int = setting(5, kind="int", low=0,
