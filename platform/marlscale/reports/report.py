@@ -36,11 +36,10 @@ from typing import Any
 
 import pandas as pd
 
-from marlscale import provenance, specfile, stats, storage
+from marlscale import provenance, runfiles, specfile, stats, storage
 from marlscale.reports import aggregate, figures
 from marlscale.reports.runs import ABLATION, Runs, load
 
-REPORT_FILE = "report.md"
 REFERENCE_ABLATION = "baseline"
 """The variant every other one of a sweep's `variants` is compared with."""
 
@@ -602,7 +601,7 @@ def write_markdown(runs: Runs, drawn: list[Section], skipped: list[str], ci: str
 
 # ---- the command ----------------------------------------------------------------------------
 def default_out(paths: list[str | os.PathLike]) -> Path:
-    return Path(paths[0]).expanduser() / "report"
+    return Path(paths[0]).expanduser() / runfiles.REPORT_DIR
 
 
 def build(paths: list[str | os.PathLike], out: str | os.PathLike | None = None, *,
@@ -627,19 +626,19 @@ def build(paths: list[str | os.PathLike], out: str | os.PathLike | None = None, 
         for section in drawn:
             for name, table in section.tables.items():
                 table.to_csv(staging / f"{name}.csv", index=False)
-        write_markdown(runs, drawn, skipped, ci, last, staging / REPORT_FILE)
+        write_markdown(runs, drawn, skipped, ci, last, staging / runfiles.REPORT_MD)
         written = []
         for file in sorted(staging.iterdir()):
             os.replace(file, out / file.name)
             written.append(out / file.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    summary = {"report": str(out / REPORT_FILE),
+    summary = {"report": str(out / runfiles.REPORT_MD),
                "figures": [str(p) for p in written if p.suffix == ".png"],
                "skipped": skipped, "missing": runs.missing}
     if wandb:
         summary["wandb"] = log_to_wandb(out, runs, drawn)
-    log(f"report: {out / REPORT_FILE} ({len(summary['figures'])} figures)")
+    log(f"report: {out / runfiles.REPORT_MD} ({len(summary['figures'])} figures)")
     return summary
 
 
@@ -654,8 +653,9 @@ def _build_from_storage(paths, out, **kwargs) -> dict[str, Any]:
                 name = str(path).rstrip("/").rsplit("/", 1)[-1]
                 path = storage.fetch(str(path), Path(mirror, f"{number}", name), "RUN_DIR")
             local.append(path)
+        first = str(paths[0]).rstrip("/")
         target = out if out is not None else (
-            f"{str(paths[0]).rstrip('/')}/report" if storage.is_uri(paths[0]) else None)
+            f"{first}/{runfiles.REPORT_DIR}" if storage.is_uri(paths[0]) else None)
         if not storage.is_uri(target):
             return build(local, target, **kwargs)
         target = str(target).rstrip("/")
@@ -663,7 +663,7 @@ def _build_from_storage(paths, out, **kwargs) -> dict[str, Any]:
         drawn = Path(mirror, "out")
         summary = build(local, drawn, **kwargs)
         storage.push(drawn, target, [p.name for p in drawn.iterdir()])
-        summary["report"] = f"{target}/{REPORT_FILE}"
+        summary["report"] = f"{target}/{runfiles.REPORT_MD}"
         summary["figures"] = [f"{target}/{Path(p).name}" for p in summary["figures"]]
         return summary
 
@@ -686,7 +686,7 @@ def log_to_wandb(out: Path, runs: Runs, drawn: list[Section]) -> str:
                 run.log({f"tables/{name}": wandb.Table(
                     dataframe=pd.read_csv(out / f"{name}.csv", dtype=str,
                                           keep_default_na=False))})
-        with open(out / REPORT_FILE) as handle:
+        with open(out / runfiles.REPORT_MD) as handle:
             run.log({"report": wandb.Html(f"<pre>{handle.read()}</pre>")})
     finally:
         run.finish()
