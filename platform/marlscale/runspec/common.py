@@ -87,7 +87,7 @@ def check_typed(spec: Any, source: str, error: type[ValueError] = ValueError) ->
         raise error(f"{source}: {problem}") from None
 
 
-def spec_keys(cls: Any) -> tuple[str, ...]:
+def names(cls: Any) -> tuple[str, ...]:
     """The keys a spec file may have: the class's fields."""
     return names(cls)
 
@@ -171,7 +171,7 @@ class ExperimentSpec:
 
     @classmethod
     def from_dict(cls, values: Any, source: str = "spec"):
-        check_keys(values, spec_keys(cls), source, cls.what)
+        check_keys(values, names(cls), source, cls.what)
         spec = cls(**copy.deepcopy(values))
         spec.source = source
         spec.validate()

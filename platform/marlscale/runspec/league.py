@@ -31,7 +31,7 @@ from marlscale.runspec.common import (
     SpecError,
     check_section,
     check_typed,
-    spec_keys,
+    names,
     to_dict,
 )
 from marlscale.runspec.sweep import PAIR_AXIS, SweepSpec
@@ -104,7 +104,7 @@ class LeagueSpec(ExperimentSpec):
 
     def sweep_spec(self) -> SweepSpec:
         """The head-to-head training sweep (grid: pair x seed)."""
-        shared = {key: getattr(self, key) for key in spec_keys(ExperimentSpec)}
+        shared = {key: getattr(self, key) for key in names(ExperimentSpec)}
         values = {
             **shared, "game": self.game,
             "env_config": {**self.env_config, "opponent": "learned", "n_agents": self.n_agents},
@@ -115,5 +115,3 @@ class LeagueSpec(ExperimentSpec):
         except SpecError as error:
             raise SpecError(str(error).replace("env_config.n_agents", "n_agents")) from None
 
-
-SPEC_KEYS = spec_keys(LeagueSpec)

@@ -40,7 +40,7 @@ from marlscale.algorithms.settings import TeamQSettings
 from marlscale.curriculum.schedules import CurriculumConfig
 from marlscale.envs import ENV_NAMES, GAME_OF_ENV
 from marlscale.envs.config import TeamEnvConfig
-from marlscale.runspec.common import ExperimentSpec, SpecError, spec_keys
+from marlscale.runspec.common import ExperimentSpec, SpecError
 from marlscale.runspec.train import TrainSpec
 from marlscale.specfile import setting
 
@@ -257,5 +257,3 @@ class SweepSpec(ExperimentSpec):
                  else f"{axis.split('.')[-1]}-{value}" for axis, value in point.items()]
         return re.sub(r"[^A-Za-z0-9_.-]", "_", "_".join(parts))
 
-
-SPEC_KEYS = spec_keys(SweepSpec)
