@@ -87,11 +87,6 @@ def check_typed(spec: Any, source: str, error: type[ValueError] = ValueError) ->
         raise error(f"{source}: {problem}") from None
 
 
-def names(cls: Any) -> tuple[str, ...]:
-    """The keys a spec file may have: the class's fields."""
-    return names(cls)
-
-
 def to_dict(spec: Any) -> dict[str, Any]:
     """A spec as the plain mapping its file holds."""
     return dataclasses.asdict(spec)
