@@ -103,12 +103,15 @@ def _non_negative_float(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="marlscale", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    """The `marlscale` command's parser: one subcommand per `_add_<command>`."""
+    top = argparse.ArgumentParser(
+        prog="marlscale", description="Multi-agent RL at scale on Ray: train, sweep, evaluate, "
+        "league, render, report, rollout and bench (marlscale COMMAND --help).")
+    commands = top.add_subparsers(dest="command", required=True)
     for add in (_add_rollout, _add_train, _add_sweep, _add_evaluate, _add_league, _add_render,
                 _add_report, _add_bench):
         add(commands)
-    return parser
+    return top
 
 
 def _add_rollout(commands) -> None:
