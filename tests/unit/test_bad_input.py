@@ -275,3 +275,12 @@ def test_resource_wait_must_be_a_finite_number_of_seconds(value, capsys):
         main(["sweep", str(SMOKE), "--resource-wait-s", value])
     assert exit.value.code == 2
     assert "--resource-wait-s" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_negative_number_of_env_runners_before_reading_anything(
+        tmp_path, capsys, monkeypatch):
+    started = record_ray_starts(monkeypatch)
+    assert main(["evaluate", str(tmp_path / "nowhere"), "--num-env-runners", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--num-env-runners=-1 is invalid; allowed: an integer >= 0" in err
+    assert "Traceback" not in err and not started

@@ -20,12 +20,12 @@ def evaluate(args: argparse.Namespace) -> int:
     import ray
 
     from marlscale.evaluation.evaluate import Evaluation, check_out, table, write_json
+    from marlscale.specfile import check_value, typed
 
     # Everything is checked before Ray starts.
     out = check_out(args.json, ".json", "--json") if args.json else None
-    if args.num_env_runners is not None and args.num_env_runners < 0:
-        raise ValueError(f"--num-env-runners {args.num_env_runners} is invalid; allowed: an "
-                         "integer >= 0")
+    if args.num_env_runners is not None:  # None: one per CPU of the cluster
+        check_value("--num-env-runners", args.num_env_runners, typed(kind="int", low=0))
     evaluation = Evaluation.prepare(args.checkpoint, args.opponent, args.side, args.episodes,
                                     args.seed, args.epsilon, n_agents=args.n_agents)
     with _ray(args):
@@ -163,7 +163,7 @@ def train(args: argparse.Namespace) -> int:
         stop = flags.apply_spec_flags({}, args, only_resumable=True).get("stop")
         state = train.check_resumable(args.resume, stop)
         state.spec.wandb = flags.apply_spec_flags({"wandb": state.spec.wandb}, args,
-                                             only_resumable=True)["wandb"]
+                                                  only_resumable=True)["wandb"]
         run_dir = state.run_dir
     else:
         spec = train_spec(args)
