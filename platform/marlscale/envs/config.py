@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from marlscale.envs.games import GAMES, Game
-from marlscale.specfile import check_fields, is_finite_number, setting
+from marlscale.specfile import allowed, check_fields, setting, typed, value_ok
 
 GameName = Literal["adversarial_pursuit", "battle"]
 OpponentKind = Literal["random", "learned"]
 RewardMode = Literal["team", "individual"]
+REWARD = typed(kind="float", doc="a magent2 reward argument (rewards.<key>)")
 
 
 @dataclass
@@ -146,8 +147,8 @@ class TeamEnvConfig:
         for key, value in self.rewards.items():
             if key not in reward_keys:
                 raise _bad(f"rewards.{key}", value, f"keys of {self.game}: {reward_keys}")
-            if not is_finite_number(value):
-                raise _bad(f"rewards.{key}", value, "a finite number")
+            if not value_ok(value, REWARD):
+                raise _bad(f"rewards.{key}", value, allowed(REWARD))
 
 
 def _bad(key: str, value: Any, allowed: str) -> ValueError:
