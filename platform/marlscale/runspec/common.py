@@ -179,11 +179,9 @@ class ExperimentSpec:
         return SpecError(f"{self.source}: {key}={value!r} is invalid; allowed: {allowed}")
 
     def validate(self) -> None:
-        raise NotImplementedError
-
-    def validate_common(self) -> None:
         """The shared keys: each typed field, the experiment's name, known keys in env_config,
-        training, stop and resources, a stop that can end, and W&B's settings."""
+        training, stop and resources, a stop that can end, and W&B's settings. A sweep adds its
+        grid's checks; a league checks its own keys and then its training sweep's."""
         check_typed(self, self.source, SpecError)
         if not EXPERIMENT_NAME.match(self.experiment):
             raise self.fail("experiment", self.experiment,

@@ -126,7 +126,7 @@ class SweepSpec(ExperimentSpec):
 
     def validate(self) -> None:
         """Every check, including each expanded trial as a full training run."""
-        self.validate_common()
+        super().validate()
         if "game" in self.env_config:
             raise self.fail("env_config.game", self.env_config["game"],
                             "unset (use the top-level 'game' or a grid axis)")
