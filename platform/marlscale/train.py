@@ -258,9 +258,9 @@ def check_resumable(run_dir: str | os.PathLike, stop: dict[str, Any] | None = No
         values = {**values, "stop": dict(stop)}
     spec = TrainSpec.from_dict(values, source=str(spec_file))
     numbered = sorted((run_dir / runfiles.CHECKPOINTS).glob(runfiles.TRAIN_CHECKPOINT_GLOB))
-    if not any((path / checkpoints.MARKER).is_file() for path in numbered):
+    if not any((path / runfiles.CHECKPOINT_MARKER).is_file() for path in numbered):
         raise ValueError(f"{name} {given!r} has no checkpoint (no checkpoints/iter_*/ with "
-                         f"{checkpoints.MARKER}): the run was killed before its first "
+                         f"{runfiles.CHECKPOINT_MARKER}): the run was killed before its first "
                          "checkpoint; allowed: a run with a checkpoint (set checkpoint_every "
                          "to checkpoint during a run, not only at its end)")
     checkpoint = checkpoints.load(run_dir, name)

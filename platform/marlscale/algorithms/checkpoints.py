@@ -27,8 +27,6 @@ from marlscale.curriculum import Curriculum, CurriculumConfig
 from marlscale.envs import GAME_OF_ENV, GAMES
 from marlscale.envs.config import TeamEnvConfig
 
-MARKER, CTOR_FILE, STATE_FILE = (runfiles.CHECKPOINT_MARKER, runfiles.CHECKPOINT_CTOR,
-                                 runfiles.CHECKPOINT_STATE)
 MODULES = Path("learner_group", "learner", "rl_module")
 _NUMBERED = re.compile(r"(?:iter|checkpoint)_(\d+)")
 ALLOWED = ("a checkpoint directory (checkpoints/iter_NNNNNN, checkpoint_NNNNNN), a `marlscale "
@@ -106,7 +104,7 @@ def split_team(text: str) -> tuple[str, str | None]:
 
 def _latest(paths: list[Path]) -> Path | None:
     numbered = [(int(m[1]), p) for p in paths if (m := _NUMBERED.fullmatch(p.name))
-                and (p / MARKER).is_file()]
+                and (p / runfiles.CHECKPOINT_MARKER).is_file()]
     return max(numbered)[1] if numbered else None
 
 
@@ -116,17 +114,22 @@ def find_checkpoint(path: str | Path, name: str = "CHECKPOINT") -> Path:
     resolved = given.resolve()
     if not resolved.exists():
         raise ValueError(f"{name} {str(given)!r} does not exist; allowed: {ALLOWED}")
-    if (resolved / MARKER).is_file():
+    if (resolved / runfiles.CHECKPOINT_MARKER).is_file():
         return resolved
-    found = _latest(list((resolved / runfiles.CHECKPOINTS).glob(runfiles.TRAIN_CHECKPOINT_GLOB))) \
+    trained = resolved / runfiles.CHECKPOINTS
+    found = _latest(list(trained.glob(runfiles.TRAIN_CHECKPOINT_GLOB))) \
         or _latest(list(resolved.glob(runfiles.TRIAL_CHECKPOINT_GLOB)))
     if found is None:
-        raise ValueError(f"{name} {str(given)!r} is not a checkpoint: it has no {MARKER} and "
-                         f"no checkpoints/iter_*/ or checkpoint_*/ inside; allowed: {ALLOWED}")
+        raise ValueError(f"{name} {str(given)!r} is not a checkpoint: it has no "
+                         f"{runfiles.CHECKPOINT_MARKER} and no checkpoints/iter_*/ or "
+                         f"checkpoint_*/ inside; allowed: {ALLOWED}")
     return found
 
 
-def _unpickle(path: Path, name: str, given: Path) -> Any:
+def _unpickle(path: Path, name: str, given: Path, missing: Any = None) -> Any:
+    """A checkpoint's pickle; `missing` where the file is absent (None: it must be there)."""
+    if missing is not None and not path.is_file():
+        return missing
     try:
         with path.open("rb") as handle:
             return pickle.load(handle)
@@ -140,7 +143,7 @@ def load(path: str | Path, name: str = "CHECKPOINT") -> TeamCheckpoint:
     from marlscale.algorithms.algorithm import TeamQ
 
     root = find_checkpoint(path, name)
-    ctor = _unpickle(root / CTOR_FILE, name, Path(path)) if (root / CTOR_FILE).is_file() else {}
+    ctor = _unpickle(root / runfiles.CHECKPOINT_CTOR, name, Path(path), missing={})
     algo_class = ctor.get("class") if isinstance(ctor, dict) else None
     if not (isinstance(algo_class, type) and issubclass(algo_class, TeamQ)):
         kind = getattr(algo_class, "__name__", "unknown")
@@ -149,7 +152,7 @@ def load(path: str | Path, name: str = "CHECKPOINT") -> TeamCheckpoint:
     config = ctor["ctor_args_and_kwargs"][0][0]
     policies = {}
     for team in _team_order(config, root):
-        module_ctor = _unpickle(root / MODULES / team / CTOR_FILE, name, Path(path))
+        module_ctor = _unpickle(root / MODULES / team / runfiles.CHECKPOINT_CTOR, name, Path(path))
         kwargs = module_ctor["ctor_args_and_kwargs"][1]
         model = kwargs["model_config"]
         views = kwargs["observation_space"]["views"].shape
@@ -161,7 +164,7 @@ def load(path: str | Path, name: str = "CHECKPOINT") -> TeamCheckpoint:
             sizes={key: model[key] for key in MODEL_SIZES if key in model},
             path=root / MODULES / team,
         )
-    state = _unpickle(root / STATE_FILE, name, Path(path)) if (root / STATE_FILE).is_file() else {}
+    state = _unpickle(root / runfiles.CHECKPOINT_STATE, name, Path(path), missing={})
     checkpoint = TeamCheckpoint(path=root, config=config, policies=policies,
                                 iteration=int(state.get("training_iteration", 0)), n_active={})
     curriculum = Curriculum(CurriculumConfig.from_dict(config.get("curriculum")),
@@ -175,8 +178,9 @@ def load(path: str | Path, name: str = "CHECKPOINT") -> TeamCheckpoint:
 
 def _team_order(config: dict[str, Any], root: Path) -> list[str]:
     """The checkpoint's teams, the learning team first (the game's team order)."""
-    held = {p.name for p in (root / MODULES).iterdir() if (p / CTOR_FILE).is_file()} \
-        if (root / MODULES).is_dir() else set()
+    modules = root / MODULES
+    held = {p.name for p in modules.iterdir() if (p / runfiles.CHECKPOINT_CTOR).is_file()} \
+        if modules.is_dir() else set()
     game = GAME_OF_ENV.get(config.get("env"), (config.get("env_config") or {}).get("game"))
     order = list(GAMES[game].team_names) if game in GAMES else sorted(held)
     return [team for team in order if team in held]
