@@ -219,3 +219,32 @@ def test_sampling_alongside_learning_is_one_iteration_behind_and_deterministic(r
     np.testing.assert_array_equal(again_q["predator"], q["predator"])
     turns, _ = run(False)
     assert turns == [0, 0, 0, 0, 0]
+
+
+def test_the_compute_limit_probe_times_the_bare_network_at_the_learners_shapes(ray_local):
+    """`marlscale bench train`'s probe: the learner and the bare agent network timed in the
+    same process, the probe's work that of one update's three Q passes and one backward."""
+    from marlscale.bench.train import compute_limit
+
+    algo = spec("adversarial_pursuit", "qmix").algorithm_config().build_algo()
+    try:
+        while algo.counters[UPDATES] == 0:
+            algo.train()
+        updates = algo.counters[UPDATES]
+        limit = compute_limit(algo, rounds=2)
+        assert algo.counters[UPDATES] == updates + 2 * 16  # the learner's rounds really ran
+        assert limit["agent_samples_per_update"] == 8 * 4
+        assert limit["torch_threads"] == torch.get_num_threads()
+        # FLOPs of one probe update per agent-sample (views 10x10x5, hidden 32, embedding 16,
+        # 13 actions): three forward passes, then the backward pass's weight gradients of
+        # the three layers and the input gradients of the two upper ones (the views take none).
+        v, h, e, a = 500, 32, 16, 13
+        forward = 2 * (v * h + (h + e) * h + h * a)
+        backward = 2 * (v * h + 2 * (h + e) * h + 2 * h * a)
+        gflop = (3 * forward + backward) * 8 * 4 / 1e9
+        seconds = 1 / limit["compute_limit_updates_per_s"]
+        assert limit["compute_limit_gflop_per_s"] == pytest.approx(gflop / seconds, rel=0.06)
+        assert limit["learner_vs_compute_limit"] == pytest.approx(
+            limit["learner_updates_per_s"] / limit["compute_limit_updates_per_s"], rel=0.06)
+    finally:
+        algo.stop()

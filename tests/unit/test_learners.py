@@ -253,3 +253,51 @@ def test_resized_policies_keep_the_shared_network_and_grow_or_cut_the_slots():
     module.resize_agents(2, trained=2)
     torch.testing.assert_close(module.agent.embedding.weight.detach(), embedding[:2])
     assert module.mixer.w1_weight.weight.shape[:2] == (2, 32)
+
+
+@pytest.mark.parametrize("algorithm", ["qmix", "mfqmix"])
+def test_the_paired_online_and_target_pass_equals_the_two_separate_passes(algorithm):
+    module, env, team = make_module(algorithm)
+    with torch.no_grad():  # a target that differs from the online net
+        for param in module.target_agent.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    _, next_obs = split_obs(synthetic_batch(env, team))
+    with torch.no_grad():
+        online, target = module.online_and_target_q_values(next_obs)
+        torch.testing.assert_close(online, module.q_values(next_obs))
+        torch.testing.assert_close(target, module.q_values(next_obs, target=True))
+    assert not torch.equal(online, target)
+
+
+def test_clip_global_norm_gives_rllibs_norm_and_clipped_gradients():
+    from ray.rllib.utils.torch_utils import clip_gradients
+
+    from marlscale.algorithms.learner import clip_global_norm
+
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(128, 500), (128,), (13, 128), (5, 16), (3200, 64)]
+    for scale, clip in ((10.0, 1.0), (1e-3, 10.0), (10.0, None)):
+        grads = [scale * torch.randn(shape, generator=generator) for shape in shapes]
+        theirs = {i: g.clone() for i, g in enumerate(grads)}
+        norm = clip_global_norm(grads, clip)
+        if clip is None:
+            expected = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))
+            torch.testing.assert_close(norm, expected)
+            continue
+        expected = clip_gradients(theirs, grad_clip=clip, grad_clip_by="global_norm")
+        assert torch.equal(norm, expected)
+        for i, grad in enumerate(grads):
+            assert torch.equal(grad, theirs[i])
+        clipped = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))
+        assert clipped <= clip * (1 + 1e-5)
+    grads = [torch.ones(3), torch.tensor([float("inf")])]
+    assert not torch.isfinite(clip_global_norm(grads, 1.0))
+    assert torch.equal(grads[0], torch.ones(3))  # a non-finite norm leaves them as they are
+
+
+def test_building_a_team_module_turns_off_the_nan_fill_of_new_tensors():
+    import torch.utils.deterministic
+
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    make_module("qmix")
+    assert torch.utils.deterministic.fill_uninitialized_memory is False

@@ -32,7 +32,7 @@ from ray.rllib.utils.metrics import LEARNER_RESULTS
 from marlscale import keys
 from marlscale.algorithms.config import TeamQConfig
 from marlscale.algorithms.env_runner import Sample
-from marlscale.algorithms.learner import ITERATION
+from marlscale.algorithms.learner import ITERATION, phase
 from marlscale.algorithms.replay import TeamReplay
 from marlscale.curriculum import Curriculum, apply_stage
 from marlscale.envs.team_env import MagentTeamEnv
@@ -147,9 +147,10 @@ class TeamQ(Algorithm):
         # timeout None: first collect the previous sync's acknowledgement (long done: the actor
         # ran it before the sample just fetched), or RLlib may drop this sync as one too many
         # in flight; the new sync itself is not waited for.
-        self.env_runner_group.sync_weights(
-            from_worker_or_learner_group=self.learner_group, inference_only=True,
-            timeout_seconds=None)
+        with phase("weight_sync"):
+            self.env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group, inference_only=True,
+                timeout_seconds=None)
 
     def _launch_sampling(self) -> None:
         """Start every healthy remote EnvRunner's next `collect` (results: `_collect`)."""
@@ -200,18 +201,20 @@ class TeamQ(Algorithm):
         while updates > 0:
             minibatches = min(updates, MAX_MINIBATCHES_PER_CALL)
             size = minibatches * config.batch_size
-            batch = MultiAgentBatch(
-                {
-                    team: SampleBatch(replay.sample(size, config.gamma, config.n_step))
-                    for team, replay in self.replays.items()
-                },
-                env_steps=size,
-            )
-            results = self.learner_group.update(
-                batch=batch, minibatch_size=config.batch_size, num_epochs=1,
-                timesteps={ENV_STEPS: self.counters[ENV_STEPS],
-                           ITERATION: self.iteration + 1},
-            )
+            with phase("replay_sample"):
+                batch = MultiAgentBatch(
+                    {
+                        team: SampleBatch(replay.sample(size, config.gamma, config.n_step))
+                        for team, replay in self.replays.items()
+                    },
+                    env_steps=size,
+                )
+            with phase("learner_update"):
+                results = self.learner_group.update(
+                    batch=batch, minibatch_size=config.batch_size, num_epochs=1,
+                    timesteps={ENV_STEPS: self.counters[ENV_STEPS],
+                               ITERATION: self.iteration + 1},
+                )
             self.metrics.aggregate([results] if isinstance(results, dict) else results,
                                    key=LEARNER_RESULTS)
             self.counters[UPDATES] += minibatches

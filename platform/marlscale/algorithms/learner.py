@@ -37,6 +37,26 @@ ITERATION = "training_iteration"
 """The Algorithm's iteration, passed to the learner in `timesteps` (for divergence errors)."""
 
 
+PHASES = {
+    "replay_sample": "TeamReplay.sample: gathering the uint8 rows and n-step returns",
+    "learner_update": "RLlib's LearnerGroup.update, all of it (the phases below and RLlib's "
+                      "own work: batch conversion, minibatch slicing, metrics)",
+    "q_online_t": "the online Q pass at t, with gradient (uint8 -> float inside)",
+    "bootstrap_t+h": "the no-grad online and target Q passes at t + h and the double-Q "
+                     "selection (MFQ: the target pass and its Boltzmann value)",
+    "mixer_and_loss": "masks, the mixer (QMIX: hypernetworks) at t and the target mixer at "
+                      "t + h, the TD target and the loss",
+    "backward": "autograd's backward pass",
+    "grad_norm_and_clip": "the global gradient norm, its finiteness check, the clipping",
+    "optimizer_step": "Adam",
+    "target_sync": "the target networks' hard copy or soft update",
+    "weight_sync": "the weights (and epsilon) sent to the EnvRunners, once per iteration",
+}
+"""The phases of one update, each a `torch.profiler.record_function` scope of the same name
+(`marlscale bench train --profile` tables the time spent in each)."""
+phase = torch.profiler.record_function
+
+
 class DivergenceError(RuntimeError):
     """A non-finite loss, Q-value or gradient: training diverged. Deterministic: a retry from
     the last checkpoint with the same settings diverges again."""
@@ -53,12 +73,12 @@ def bootstrap_values(module, next_obs: dict[str, torch.Tensor], target: str,
                      temperature: float) -> torch.Tensor:
     """v'_i [B, N] for every agent at the bootstrap observation (no gradient)."""
     with torch.no_grad():
-        q_target = module.q_values(next_obs, target=True)
         if target == "boltzmann":
+            q_target = module.q_values(next_obs, target=True)
             policy = torch.softmax(q_target / temperature, dim=-1)
             return (policy * q_target).sum(-1)
-        best = module.q_values(next_obs).argmax(-1, keepdim=True)
-        return q_target.gather(-1, best).squeeze(-1)
+        q_online, q_target = module.online_and_target_q_values(next_obs)
+        return q_target.gather(-1, q_online.argmax(-1, keepdim=True)).squeeze(-1)
 
 
 def td_loss(
@@ -73,11 +93,19 @@ def td_loss(
     reward = batch[replay.REWARD]
     if team_reward == "mean":
         reward = reward * (1.0 / module.n_agents)
+    with phase("q_online_t"):
+        q_taken = module.q_values(obs).gather(-1, batch[replay.ACTIONS].unsqueeze(-1))
+    with phase("bootstrap_t+h"):
+        next_v = bootstrap_values(module, next_obs, module.target, temperature)
+    with phase("mixer_and_loss"):
+        return _loss(module, batch, obs, next_obs, q_taken.squeeze(-1), next_v, reward)
+
+
+def _loss(module, batch, obs, next_obs, q_taken, next_v, reward) -> tuple[torch.Tensor, dict]:
+    """`td_loss` from the agents' Q-values of the actions taken and the bootstrap values."""
     mask = (obs[keys.ALIVE] * obs[keys.ACTIVE]).float()
     next_alive = next_obs[keys.ALIVE].float()
     next_mask = next_alive * next_obs[keys.ACTIVE].float()
-    q_taken = module.q_values(obs).gather(-1, batch[replay.ACTIONS].unsqueeze(-1)).squeeze(-1)
-    next_v = bootstrap_values(module, next_obs, module.target, temperature)
     discount = batch[replay.DISCOUNT]
     if module.mixer is not None:
         state = module.state_input(obs)
@@ -105,6 +133,18 @@ def td_loss(
         }
     stats[TD_LOSS] = loss
     return loss, stats
+
+
+def clip_global_norm(grads: list[torch.Tensor], grad_clip: float | None) -> torch.Tensor:
+    """The global L2 norm of `grads`; with `grad_clip`, scales them in place so that it is at
+    most grad_clip, as RLlib's `clip_gradients(grad_clip_by="global_norm")` does (the same
+    norm and coefficient, so the same values), in two foreach calls rather than a Python loop
+    over the parameters. A non-finite norm leaves the gradients as they are."""
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    if grad_clip is not None and torch.isfinite(norm):
+        coefficient = grad_clip / torch.clamp(norm + 1e-6, min=grad_clip)
+        torch._foreach_mul_(grads, torch.clamp(coefficient, max=1.0))
+    return norm
 
 
 class TeamQLearner(TorchLearner):
@@ -159,31 +199,56 @@ class TeamQLearner(TorchLearner):
 
     @override(TorchLearner)
     def compute_gradients(self, loss_per_module, **kwargs):
-        # Checked before RLlib's own handling, which zeroes non-finite gradients with a warning.
         # Slot blocks past the active prefix took no part in the loss: their gradient is None,
         # and leaving them out lets the optimizer skip them (models/slots.py).
-        gradients = {ref: grad for ref, grad in
-                     super().compute_gradients(loss_per_module, **kwargs).items()
-                     if grad is not None}
-        for module_id in self.module.keys():
-            grads = [gradients[ref] for ref in map(self.get_param_ref,
-                                                   self.module[module_id].parameters())
-                     if gradients.get(ref) is not None]
-            if grads:
-                norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
-                if not torch.isfinite(norm):
-                    raise self._diverged(module_id, GRADIENT_NORM, norm)
-        return gradients
+        with phase("backward"):
+            gradients = super().compute_gradients(loss_per_module, **kwargs)
+        return {ref: grad for ref, grad in gradients.items() if grad is not None}
+
+    @override(TorchLearner)
+    def postprocess_gradients(self, gradients_dict):
+        """Per module: the global gradient norm, computed once (`clip_global_norm`), raises on
+        a non-finite value (before RLlib's handling, which zeroes non-finite gradients with a
+        warning), is logged as RLlib logs it, and clips."""
+        with phase("grad_norm_and_clip"):
+            for module_id in self.module.keys():
+                self._clip(module_id, gradients_dict)
+        return gradients_dict
+
+    def _clip(self, module_id, gradients_dict) -> None:
+        config = self.config.get_config_for_module(module_id)
+        for name, optimizer in self.get_optimizers_for_module(module_id):
+            grads = list(self.filter_param_dict_for_optimizer(gradients_dict,
+                                                              optimizer).values())
+            if not grads:
+                continue
+            norm = clip_global_norm(grads, config.grad_clip)
+            if not torch.isfinite(norm):
+                raise self._diverged(module_id, GRADIENT_NORM, norm)
+            if config.grad_clip is not None:
+                self.metrics.log_value((module_id, f"gradients_{name}_global_norm"), norm,
+                                       window=1)
 
     @override(TorchLearner)
     def apply_gradients(self, gradients_dict) -> None:
-        super().apply_gradients(gradients_dict)
+        with phase("optimizer_step"):
+            if self._lr_scheduler_classes is not None or self._grad_scalers is not None:
+                super().apply_gradients(gradients_dict)
+            else:
+                # Every gradient is finite (`postprocess_gradients` raised otherwise), so
+                # RLlib's two isfinite checks per parameter and update are left out.
+                for ref, grad in gradients_dict.items():
+                    self._params[ref].grad = grad
+                for module_id, names in self._module_optimizers.items():
+                    for name in names:
+                        self.get_optimizer(module_id, name).step()
         # Target networks follow every gradient step: soft (Polyak) or a periodic hard copy.
-        for module_id in self.module.keys():
-            module = self.module[module_id].unwrapped()
-            config = self.config.get_config_for_module(module_id)
-            module.num_updates += 1
-            if config.target_update == "soft":
-                module.sync_targets(config.tau)
-            elif int(module.num_updates) % config.target_update_period == 0:
-                module.sync_targets(1.0)
+        with phase("target_sync"):
+            for module_id in self.module.keys():
+                module = self.module[module_id].unwrapped()
+                config = self.config.get_config_for_module(module_id)
+                module.num_updates += 1
+                if config.target_update == "soft":
+                    module.sync_targets(config.tau)
+                elif int(module.num_updates) % config.target_update_period == 0:
+                    module.sync_targets(1.0)

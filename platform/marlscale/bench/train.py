@@ -7,6 +7,10 @@ Measured in one run, beside raw magent2 (PettingZoo parallel_env, random actions
   pursuit N=25 (or `--n-agents N`, `--active K` of them trained), env-steps/s end to end;
 * learner updates/s at batch 128, and the replay's bytes per stored env step and agent-step.
 
+Each training case also times the bare agent network at the learner's shapes in the same
+process (`compute_limit`) and reports `learner_vs_compute_limit`. With `--profile`: where one
+update's time goes, phase by phase, from torch.profiler (`profile`).
+
 With `--cores`: training at N=25 and N=100 on one core, then on two, first taking turns (the
 learner's torch on both cores), then with a remote EnvRunner sampling alongside the learner.
 
@@ -17,14 +21,20 @@ With `--active K` < N, the same measurement at N=K with every agent active runs 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from typing import Any
 
 from marlscale import cluster, keys
+from marlscale.algorithms.algorithm import MAX_MINIBATCHES_PER_CALL as MAX_MINIBATCHES
 from marlscale.bench.env import _raw_pettingzoo, machine
 from marlscale.envs import register_envs
 from marlscale.runspec import TrainSpec
+
+TRAINING = {"batch_size": 128, "updates_per_env_step": 0.1, "learning_starts": 200,
+            "rollout_length": 100, "replay_capacity": 20_000}
+"""The training settings every measurement uses: 1 update of batch 128 per 10 env steps."""
 
 
 def _spec(n_agents: int, n_active: int | None = None, **training) -> TrainSpec:
@@ -75,8 +85,7 @@ def training(steps: int, n_agents: int = 25, n_active: int | None = None,
     core each, and the learner keeps the rest."""
     import ray
 
-    spec = _spec(n_agents, n_active, batch_size=128, updates_per_env_step=0.1,
-                 learning_starts=200, rollout_length=100, replay_capacity=20_000)
+    spec = _spec(n_agents, n_active, **TRAINING)
     every = os.sched_getaffinity(0)
     pinned = set(sorted(every)[:cores]) if cores else every
     os.sched_setaffinity(0, pinned)  # before Ray starts: its processes inherit it
@@ -98,10 +107,10 @@ def training(steps: int, n_agents: int = 25, n_active: int | None = None,
         elapsed = time.perf_counter() - start
         env_steps = algo.counters[keys.ENV_STEPS] - env0
         updates = algo.counters[keys.UPDATES] - upd0
-        # Learner alone: 16 updates of batch 128 per call, as the Algorithm does.
-        start = time.perf_counter()
-        algo.learn(64)
-        learner_updates_per_s = 64 / (time.perf_counter() - start)
+        # Learner alone (16 updates of batch 128 per call, as the Algorithm does), in rounds
+        # interleaved with the bare network's probe at the same shapes (`compute_limit`).
+        limit = compute_limit(algo)
+        learner_updates_per_s = limit["learner_updates_per_s"]
         replay = next(iter(algo.replays.values()))
         bytes_per_agent_step = replay.bytes_per_agent_step
         bytes_per_env_step = replay.bytes_per_env_step
@@ -127,10 +136,156 @@ def training(steps: int, n_agents: int = 25, n_active: int | None = None,
         "agent_steps_per_s": {"training": round(ours * n_agents, 1)},  # end to end, as in train
         "training_vs_raw": round(ours / raw_env_steps_per_s, 4),
         "learner_updates_per_s": round(learner_updates_per_s, 1),
+        "compute_limit_updates_per_s": limit["compute_limit_updates_per_s"],
+        "compute_limit_gflop_per_s": limit["compute_limit_gflop_per_s"],
+        "learner_vs_compute_limit": limit["learner_vs_compute_limit"],
+        "torch_threads": limit["torch_threads"],
+        "peak_rss_mib": peak_rss_mib(),
         "replay_bytes_per_env_step": round(bytes_per_env_step, 1),
         "replay_bytes_per_agent_step": round(bytes_per_agent_step, 1),
         "replay_observation_bytes_per_env_step": round(obs_bytes, 1),
         "replay_stored_agents": replay.stored_agents,
+    }
+
+
+LIMIT_ROUNDS = 5
+"""Interleaved rounds of `compute_limit` (16 learner updates, then 16 probe updates, each)."""
+
+
+def compute_limit(algo, rounds: int = LIMIT_ROUNDS) -> dict[str, Any]:
+    """The learner's updates/s against the bare agent network's at the same shapes, timed in
+    the same process, with the same torch threads, in interleaved rounds (the fastest round
+    of each counts, so a noisy machine slows both alike).
+
+    The probe is what an update cannot do without: the agent network (a copy of the
+    learner's online and target nets, uint8 -> float included, as the network's own forward
+    does it) on one replay batch of the learner's size, B transitions x K agents: a
+    forward/backward pass at t, and no-grad passes of the online net (argmax) and the target
+    net at t + 1, as separate plain calls; the loss is the squared TD error of the agents'
+    Q-values. No replay sampling, mixer, optimizer or target sync, nor any of RLlib's work.
+    Its GFLOP/s are counted by torch's FlopCounterMode."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from marlscale.algorithms import replay as replay_columns
+
+    config = algo.config
+    team = next(iter(algo.replays))
+    module = algo.learner_module(team)
+    online, target = copy.deepcopy(module.agent), copy.deepcopy(module.target_agent)
+    batch = {key: torch.from_numpy(value) for key, value in
+             algo.replays[team].sample(config.batch_size, config.gamma).items()}
+    now, nxt = {}, {}
+    for key, value in batch.items():
+        (nxt if key.startswith(replay_columns.NEXT) else now)[
+            key.removeprefix(replay_columns.NEXT)] = value
+    views, mean = now[keys.VIEWS], module.mean_action_input(now)
+    next_views, next_mean = nxt[keys.VIEWS], module.mean_action_input(nxt)
+    actions = batch[replay_columns.ACTIONS].unsqueeze(-1)
+
+    def probe_update() -> None:
+        q_taken = online(views, mean).gather(-1, actions).squeeze(-1)
+        with torch.no_grad():
+            best = online(next_views, next_mean).argmax(-1, keepdim=True)
+            next_v = target(next_views, next_mean).gather(-1, best).squeeze(-1)
+        online.zero_grad(set_to_none=True)
+        F.mse_loss(q_taken, config.gamma * next_v).backward()
+
+    with FlopCounterMode(display=False) as counter:
+        probe_update()
+    flop = counter.get_total_flops()
+    per_round = MAX_MINIBATCHES
+    learner_s, probe_s = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        algo.learn(per_round)
+        learner_s.append((time.perf_counter() - start) / per_round)
+        start = time.perf_counter()
+        for _ in range(per_round):
+            probe_update()
+        probe_s.append((time.perf_counter() - start) / per_round)
+    learner, probe = min(learner_s), min(probe_s)
+    return {
+        "learner_updates_per_s": 1 / learner,
+        "compute_limit_updates_per_s": round(1 / probe, 1),
+        "compute_limit_gflop_per_s": round(flop / probe / 1e9, 1),
+        "learner_vs_compute_limit": round(probe / learner, 3),
+        "agent_samples_per_update": int(views.shape[0] * views.shape[1]),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, MiB (the driver's: the Algorithm, its
+    replay and its learner live here)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def profile(n_agents: int, iterations: int = 10) -> dict[str, Any]:
+    """Where training's time goes at N (pursuit, the `training` settings, sampling and
+    learning taking turns in this process): `iterations` training iterations under
+    torch.profiler, each phase of an update (`algorithms.learner.PHASES`) in ms per update
+    and as a share of the learner's time; RLlib's own work is `learner_update` less the
+    phases inside it. The uint8 -> float conversion of the views, inside the Q passes, is
+    shown apart. The profiler slows small ops: read the shares, not the absolute times."""
+    import ray
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from marlscale.algorithms.learner import PHASES
+
+    spec = _spec(n_agents, None, **TRAINING)
+    local = contextlib.ExitStack()
+    if not ray.is_initialized():
+        local.enter_context(cluster.connect(None, len(os.sched_getaffinity(0))))
+        register_envs()
+    algo = spec.algorithm_config().resources(
+        num_cpus_for_main_process=len(os.sched_getaffinity(0))).build_algo()
+    try:
+        while algo.counters[keys.UPDATES] < 2 * MAX_MINIBATCHES:  # past warm-up
+            algo.train()
+        updates0 = algo.counters[keys.UPDATES]
+        start = time.perf_counter()
+        with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for _ in range(iterations):
+                algo.train()
+        wall = time.perf_counter() - start
+        updates = algo.counters[keys.UPDATES] - updates0
+        view_size = int(math.prod(algo.replays["predator"].agent_obs[keys.VIEWS].item_shape))
+    finally:
+        algo.stop()
+        local.close()
+    totals = dict.fromkeys(PHASES, 0.0)
+    conversion = 0.0
+    for event in prof.events():
+        if event.name in totals:
+            totals[event.name] += event.cpu_time_total
+        elif event.name == "aten::_to_copy" and event.input_shapes and \
+                len(event.input_shapes[0]) == 3 and event.input_shapes[0][-1] == view_size:
+            conversion += event.cpu_time_total
+    per_update = {name: total / 1000 / updates for name, total in totals.items()}
+    inside = ("q_online_t", "bootstrap_t+h", "mixer_and_loss", "backward",
+              "grad_norm_and_clip", "optimizer_step", "target_sync")
+    learner = per_update["replay_sample"] + per_update["learner_update"]
+    rows = {name: per_update[name] for name in ("replay_sample", *inside)}
+    rows["rllib_update_overhead"] = per_update["learner_update"] - sum(rows[n] for n in inside)
+    rows["weight_sync"] = per_update["weight_sync"]
+    return {
+        "n_agents": n_agents, "iterations": iterations, "updates": updates,
+        "wall_s_profiled": round(wall, 2),
+        "ms_per_update": {name: round(value, 3) for name, value in rows.items()},
+        "share_of_learner": {name: round(value / learner, 3) for name, value in rows.items()
+                             if name != "weight_sync"},
+        "uint8_to_float_in_q_passes_ms_per_update": round(conversion / 1000 / updates, 3),
+        "learner_ms_per_update": round(learner, 3),
+        "rest_of_training_ms_per_update": round(wall * 1000 / updates - learner
+                                                - per_update["weight_sync"], 3),
+        "phases": {name: PHASES[name] for name in ("replay_sample", *inside, "weight_sync")},
     }
 
 
@@ -210,16 +365,22 @@ def check(n_agents: int | None, n_active: int | None) -> None:
 
 
 def run(steps: int = 1000, n_agents: int | None = None, n_active: int | None = None,
-        cores: bool = False) -> dict[str, Any]:
+        cores: bool = False, profile_updates: bool = False) -> dict[str, Any]:
     """The default measurements, or with `n_agents` (and `n_active`) the training case at that
     size (and its scale ratios against n_active agents all trained), or with `cores` the
-    one- and two-core training at N=25 and N=100 (`alongside`)."""
+    one- and two-core training at N=25 and N=100 (`alongside`), or with `profile_updates`
+    where an update's time goes (`profile`) at N=25 and N=100 (or `n_agents`)."""
     report: dict[str, Any] = {"benchmark": "train", "machine": machine()}
-    if cores:
+    if profile_updates:
+        report["profile"] = [profile(n) for n in ((n_agents,) if n_agents else (25, 100))]
+    elif cores:
         report["cores"] = alongside(steps)
     elif n_agents is None and n_active is None:
         report["sampling"] = [sampling(25, steps), sampling(100, steps)]
-        report["training"] = training(steps)
+        report["training"] = [training(steps), training(steps, 100)]
+        report["learner_vs_compute_limit"] = {
+            f"N={row['n_agents']}": row["learner_vs_compute_limit"]
+            for row in report["training"]}
         report["replay_sampling"] = replay_sampling()
     elif n_active is None or n_active == (n_agents or 25):
         report["training"] = training(steps, n_agents or 25)

@@ -269,6 +269,9 @@ def _add_bench(commands) -> None:
     train_bench.add_argument("--cores", action="store_true",
                              help="instead: training at N=25 and N=100 on one core, and on two "
                                   "cores taking turns and with an EnvRunner sampling alongside")
+    train_bench.add_argument("--profile", action="store_true",
+                             help="instead: where a learner update's time goes, phase by phase "
+                                  "(torch.profiler), at N=25 and N=100 (or --n-agents)")
 
 def _add_matchup_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opponent", default=None, metavar="random|CKPT[:team]",

@@ -54,14 +54,34 @@ class AgentQNet(nn.Module):
     def forward(self, views: torch.Tensor, mean_action: torch.Tensor | None = None) -> torch.Tensor:
         """views: uint8 [B, K, *view_shape] of slots 0..K-1 (K <= N); mean_action: [B, K, A] or
         None -> Q [B, K, A]."""
-        batch, n = views.shape[:2]
-        # x/255 folded into the weight: scaling 128x500 weights is cheaper than B*N*500 inputs.
-        encoder = self.view_encoder
-        x = F.relu(F.linear(views.reshape(batch, n, -1).float(), encoder.weight * (1.0 / 255.0),
-                            encoder.bias))
-        parts = [x, self.embedding.prefix(n).expand(batch, n, -1)]
+        return paired_forward((self,), views, mean_action)[0]
+
+    def head_forward(self, encoded: torch.Tensor, mean_action: torch.Tensor | None) -> torch.Tensor:
+        """Q [B, K, A] from the view encoder's output [B, K, hidden] (after its ReLU)."""
+        batch, n = encoded.shape[:2]
+        parts = [encoded, self.embedding.prefix(n).expand(batch, n, -1)]
         if self.mean_action_encoder is not None:
             if mean_action is None:
                 raise ValueError("this agent network takes a mean action input; none given")
             parts.append(self.mean_action_encoder(mean_action.float()))
-        return self.head(torch.cat(parts, dim=-1))
+        hidden, out = self.head[0], self.head[2]
+        return F.linear(F.linear(torch.cat(parts, dim=-1), hidden.weight, hidden.bias).relu_(),
+                        out.weight, out.bias)
+
+
+def paired_forward(nets: tuple[AgentQNet, ...], views: torch.Tensor,
+                   mean_action: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Q [B, K, A] of each of `nets` (networks of one shape: the online and the target) on the
+    same inputs. The views are converted to float once, and their first layers run as one
+    matmul against the nets' stacked weights: a [B*K, V] x [V, len(nets) * hidden] product
+    keeps the cores busier than one per net, and the view batch is read once. Each Q equals
+    `net(views, mean_action)`."""
+    batch, n = views.shape[:2]
+    encoders = [net.view_encoder for net in nets]
+    # x/255 folded into the weight: scaling 128x500 weights is cheaper than B*N*500 inputs.
+    weight = encoders[0].weight if len(nets) == 1 else torch.cat([e.weight for e in encoders])
+    bias = encoders[0].bias if len(nets) == 1 else torch.cat([e.bias for e in encoders])
+    encoded = F.linear(views.reshape(batch, n, -1).float(), weight * (1.0 / 255.0), bias).relu_()
+    hidden = encoders[0].out_features
+    return [net.head_forward(encoded[..., i * hidden:(i + 1) * hidden], mean_action)
+            for i, net in enumerate(nets)]

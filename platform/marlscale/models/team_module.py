@@ -18,8 +18,9 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
 from marlscale import keys
-from marlscale.models.agent_net import AgentQNet
+from marlscale.models.agent_net import AgentQNet, paired_forward
 from marlscale.models.mixers import MIXERS
+from marlscale.models.runtime import fast_cpu_torch
 
 LEARNER_ONLY = ["mixer", "target_agent", "target_mixer"]
 
@@ -50,6 +51,7 @@ class TeamQModule(TorchRLModule, InferenceOnlyAPI):
 
     @override(TorchRLModule)
     def setup(self):
+        fast_cpu_torch()  # every process that runs the networks builds a module first
         cfg = self.model_config
         self.algorithm, self.target = cfg["algorithm"], cfg["target"]
         self.mean_action = cfg["mean_action"]
@@ -92,6 +94,14 @@ class TeamQModule(TorchRLModule, InferenceOnlyAPI):
         or the active prefix) from the online (or target) agent network."""
         net = self.target_agent if target else self.agent
         return net(obs[keys.VIEWS], self.mean_action_input(obs))
+
+    def online_and_target_q_values(
+            self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`q_values(obs)` and `q_values(obs, target=True)` from one pass over the inputs (the
+        two first layers as one matmul: `agent_net.paired_forward`); equal to the two calls."""
+        online, target = paired_forward((self.agent, self.target_agent), obs[keys.VIEWS],
+                                        self.mean_action_input(obs))
+        return online, target
 
     def state_input(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The mixer's state: the pooled global state, flattened and scaled to [0, 1]."""
