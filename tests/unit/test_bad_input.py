@@ -143,6 +143,9 @@ def test_the_memory_estimate_is_the_replay_actually_allocated():
     (["--active", "26"], "--active 26 is invalid; allowed: 1..25 (--n-agents)"),
     (["--n-agents", "100", "--active", "10", "--cores"], "--cores is invalid with"),
     (["--n-agents", "3000000", "--active", "10"], "needs about"),
+    (["--profile", "--cores"], "--profile is invalid with --cores"),
+    (["--profile", "--changes"], "--profile is invalid with --cores, --active or another"),
+    (["--changes", "--n-agents", "100", "--active", "10"], "--changes is invalid with"),
 ])
 def test_bench_train_refuses_a_case_it_cannot_run_before_ray_starts(args, expected, capsys,
                                                                     monkeypatch):

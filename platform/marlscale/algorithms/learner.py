@@ -14,6 +14,8 @@ there is no mixer). Targets sync after every gradient step that the settings ask
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
 import torch
@@ -52,9 +54,44 @@ PHASES = {
     "target_sync": "the target networks' hard copy or soft update",
     "weight_sync": "the weights (and epsilon) sent to the EnvRunners, once per iteration",
 }
-"""The phases of one update, each a `torch.profiler.record_function` scope of the same name
-(`marlscale bench train --profile` tables the time spent in each)."""
-phase = torch.profiler.record_function
+"""The phases of one update (and of an iteration around it), each a `phase` scope of the same
+name: `marlscale bench train --profile` tables the time spent in each."""
+_phase_seconds: dict[str, float] | None = None
+
+
+@contextlib.contextmanager
+def phase(name: str):
+    """A named scope of `PHASES`: a `torch.profiler.record_function` (it shows in torch's
+    profiler traces) whose wall time is added up while `timing_phases` is on. CPU kernels are
+    synchronous, so the wall time is the phase's own; on CUDA each boundary synchronizes."""
+    with torch.profiler.record_function(name):
+        if _phase_seconds is None:
+            yield
+            return
+        _synchronize()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            _synchronize()
+            _phase_seconds[name] = _phase_seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def timing_phases():
+    """Within it, `phase` scopes add up their wall time into the dict it yields (seconds per
+    phase name; a phase inside another counts in both)."""
+    global _phase_seconds
+    _phase_seconds = totals = {}
+    try:
+        yield totals
+    finally:
+        _phase_seconds = None
 
 
 class DivergenceError(RuntimeError):

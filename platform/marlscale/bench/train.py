@@ -9,7 +9,7 @@ Measured in one run, beside raw magent2 (PettingZoo parallel_env, random actions
 
 Each training case also times the bare agent network at the learner's shapes in the same
 process (`compute_limit`) and reports `learner_vs_compute_limit`. With `--profile`: where one
-update's time goes, phase by phase, from torch.profiler (`profile`).
+update's time goes, phase by phase (`profile`).
 
 With `--cores`: training at N=25 and N=100 on one core, then on two, first taking turns (the
 learner's torch on both cores), then with a remote EnvRunner sampling alongside the learner.
@@ -21,7 +21,6 @@ With `--active K` < N, the same measurement at N=K with every agent active runs 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
 from typing import Any
@@ -228,47 +227,47 @@ def peak_rss_mib() -> float:
 
 def profile(n_agents: int, iterations: int = 10) -> dict[str, Any]:
     """Where training's time goes at N (pursuit, the `training` settings, sampling and
-    learning taking turns in this process): `iterations` training iterations under
-    torch.profiler, each phase of an update (`algorithms.learner.PHASES`) in ms per update
-    and as a share of the learner's time; RLlib's own work is `learner_update` less the
-    phases inside it. The uint8 -> float conversion of the views, inside the Q passes, is
-    shown apart. The profiler slows small ops: read the shares, not the absolute times."""
+    learning taking turns in this process, the learner's torch on every core): `iterations`
+    training iterations with the learner's `phase` scopes timed (`timing_phases`), each phase
+    (`algorithms.learner.PHASES`) in ms per update and as a share of the learner's time
+    (replay sampling and RLlib's update call). RLlib's own work is `learner_update` less the
+    phases inside it. The uint8 -> float conversion of the views happens inside the Q passes
+    (once at t, once for both nets at t + 1): it is timed apart, on the same batch shapes."""
     import ray
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
+    import torch
 
-    from marlscale.algorithms.learner import PHASES
+    from marlscale.algorithms.learner import PHASES, timing_phases
 
     spec = _spec(n_agents, None, **TRAINING)
+    cores = len(os.sched_getaffinity(0))
     local = contextlib.ExitStack()
     if not ray.is_initialized():
-        local.enter_context(cluster.connect(None, len(os.sched_getaffinity(0))))
+        local.enter_context(cluster.connect(None, cores))
         register_envs()
-    algo = spec.algorithm_config().resources(
-        num_cpus_for_main_process=len(os.sched_getaffinity(0))).build_algo()
+    algo = spec.algorithm_config().resources(num_cpus_for_main_process=cores).build_algo()
     try:
         while algo.counters[keys.UPDATES] < 2 * MAX_MINIBATCHES:  # past warm-up
             algo.train()
         updates0 = algo.counters[keys.UPDATES]
         start = time.perf_counter()
-        with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        with timing_phases() as seconds:
             for _ in range(iterations):
                 algo.train()
         wall = time.perf_counter() - start
         updates = algo.counters[keys.UPDATES] - updates0
-        view_size = int(math.prod(algo.replays["predator"].agent_obs[keys.VIEWS].item_shape))
+        config = algo.config
+        views = torch.from_numpy(next(iter(algo.replays.values())).sample(
+            config.batch_size, config.gamma)[keys.VIEWS])
+        views = views.reshape(*views.shape[:2], -1)
+        views.float()
+        start = time.perf_counter()
+        for _ in range(20):
+            views.float()
+        conversion = 2 * (time.perf_counter() - start) / 20
     finally:
         algo.stop()
         local.close()
-    totals = dict.fromkeys(PHASES, 0.0)
-    conversion = 0.0
-    for event in prof.events():
-        if event.name in totals:
-            totals[event.name] += event.cpu_time_total
-        elif event.name == "aten::_to_copy" and event.input_shapes and \
-                len(event.input_shapes[0]) == 3 and event.input_shapes[0][-1] == view_size:
-            conversion += event.cpu_time_total
-    per_update = {name: total / 1000 / updates for name, total in totals.items()}
+    per_update = {name: seconds.get(name, 0.0) * 1000 / updates for name in PHASES}
     inside = ("q_online_t", "bootstrap_t+h", "mixer_and_loss", "backward",
               "grad_norm_and_clip", "optimizer_step", "target_sync")
     learner = per_update["replay_sample"] + per_update["learner_update"]
@@ -277,11 +276,11 @@ def profile(n_agents: int, iterations: int = 10) -> dict[str, Any]:
     rows["weight_sync"] = per_update["weight_sync"]
     return {
         "n_agents": n_agents, "iterations": iterations, "updates": updates,
-        "wall_s_profiled": round(wall, 2),
+        "torch_threads": torch.get_num_threads(),
         "ms_per_update": {name: round(value, 3) for name, value in rows.items()},
         "share_of_learner": {name: round(value / learner, 3) for name, value in rows.items()
                              if name != "weight_sync"},
-        "uint8_to_float_in_q_passes_ms_per_update": round(conversion / 1000 / updates, 3),
+        "uint8_to_float_ms_per_update": round(conversion * 1000, 3),
         "learner_ms_per_update": round(learner, 3),
         "rest_of_training_ms_per_update": round(wall * 1000 / updates - learner
                                                 - per_update["weight_sync"], 3),
@@ -365,14 +364,21 @@ def check(n_agents: int | None, n_active: int | None) -> None:
 
 
 def run(steps: int = 1000, n_agents: int | None = None, n_active: int | None = None,
-        cores: bool = False, profile_updates: bool = False) -> dict[str, Any]:
+        cores: bool = False, profile_updates: bool = False,
+        changes: bool = False) -> dict[str, Any]:
     """The default measurements, or with `n_agents` (and `n_active`) the training case at that
     size (and its scale ratios against n_active agents all trained), or with `cores` the
     one- and two-core training at N=25 and N=100 (`alongside`), or with `profile_updates`
-    where an update's time goes (`profile`) at N=25 and N=100 (or `n_agents`)."""
+    where an update's time goes (`profile`), or with `changes` the effect of each of issue
+    #24's learner changes (`learner_changes`), at N=25 and N=100 (or `n_agents`)."""
     report: dict[str, Any] = {"benchmark": "train", "machine": machine()}
+    sizes = (n_agents,) if n_agents else (25, 100)
     if profile_updates:
-        report["profile"] = [profile(n) for n in ((n_agents,) if n_agents else (25, 100))]
+        report["profile"] = [profile(n) for n in sizes]
+    elif changes:
+        from marlscale.bench import learner_changes
+
+        report["changes"] = [learner_changes.run(n) for n in sizes]
     elif cores:
         report["cores"] = alongside(steps)
     elif n_agents is None and n_active is None:

@@ -304,12 +304,16 @@ def bench(args: argparse.Namespace) -> int:
         train_bench.check(args.n_agents, args.active)  # before Ray starts
         if args.cores and (args.n_agents or args.active):
             raise ValueError("--cores is invalid with --n-agents/--active; allowed: one of them")
-        if args.profile and (args.cores or args.active):
-            raise ValueError("--profile is invalid with --cores/--active; allowed: --profile "
-                             "alone or with --n-agents")
+        for flag in ("profile", "changes"):
+            if getattr(args, flag) and (args.cores or args.active or args.profile and
+                                        args.changes):
+                raise ValueError(f"--{flag} is invalid with --cores, --active or another of "
+                                 f"--profile/--changes; allowed: --{flag} alone or with "
+                                 f"--n-agents")
         print(json.dumps(train_bench.run(steps=args.steps, n_agents=args.n_agents,
                                          n_active=args.active, cores=args.cores,
-                                         profile_updates=args.profile), indent=2))
+                                         profile_updates=args.profile, changes=args.changes),
+                         indent=2))
         return 0
     from marlscale.bench import env as env_bench
 

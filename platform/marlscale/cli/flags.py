@@ -270,8 +270,11 @@ def _add_bench(commands) -> None:
                              help="instead: training at N=25 and N=100 on one core, and on two "
                                   "cores taking turns and with an EnvRunner sampling alongside")
     train_bench.add_argument("--profile", action="store_true",
-                             help="instead: where a learner update's time goes, phase by phase "
-                                  "(torch.profiler), at N=25 and N=100 (or --n-agents)")
+                             help="instead: where a learner update's time goes, phase by phase, "
+                                  "at N=25 and N=100 (or --n-agents)")
+    train_bench.add_argument("--changes", action="store_true",
+                             help="instead: the learner's updates/s with each of issue #24's "
+                                  "changes turned off alone, at N=25 and N=100 (or --n-agents)")
 
 def _add_matchup_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opponent", default=None, metavar="random|CKPT[:team]",

@@ -34,11 +34,15 @@ def fast_cpu_torch() -> None:
       page-faulted in again, every update. Blocks under 32 MiB now come from the heap, which
       keeps up to 1 GiB of freed memory for reuse. Without glibc (macOS), nothing changes."""
     torch.utils.deterministic.fill_uninitialized_memory = False
-    name = ctypes.util.find_library("c")
+    set_malloc_thresholds(MMAP_THRESHOLD, TRIM_THRESHOLD)
+
+
+def set_malloc_thresholds(mmap_threshold: int, trim_threshold: int) -> bool:
+    """glibc's M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (fixed from then on: glibc stops adjusting
+    them itself); False where there is no glibc."""
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError, TypeError):
-        return
-    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and \
+        bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))

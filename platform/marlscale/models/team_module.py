@@ -182,6 +182,12 @@ class TeamQModule(TorchRLModule, InferenceOnlyAPI):
         return {Columns.ACTIONS: self.act(batch[Columns.OBS], explore=True)}
 
     @override(TorchRLModule)
+    def forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        # RLlib's calls self.train() first, a walk over every submodule on every update; no
+        # layer here behaves differently in training mode, so the walk is skipped.
+        return self._forward_train(batch, **kwargs)
+
+    @override(TorchRLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         # The learner computes Q-values inside its loss, which needs both time steps.
         return {}
