@@ -253,7 +253,6 @@ def test_the_compute_limit_probe_times_the_bare_network_at_the_learners_shapes(r
 def test_bench_changes_turn_each_change_off_and_back_on(ray_local):
     """`marlscale bench train --changes`: each change undone on the live learner trains, and
     leaving the scope restores the change."""
-    import torch.utils.deterministic
     from marlscale.bench.learner_changes import CHANGES, turned_off
 
     algo = spec("adversarial_pursuit", "qmix").algorithm_config().build_algo()
@@ -268,8 +267,7 @@ def test_bench_changes_turn_each_change_off_and_back_on(ray_local):
                 algo.learn(2)
             after = dict(module.agent.named_parameters())
             assert any(not torch.equal(before[n], after[n]) for n in before), change
-            assert not {"online_and_target_q_values", "forward_train"} & set(vars(module))
+            assert "online_and_target_q_values" not in vars(module)
             assert not {"postprocess_gradients", "apply_gradients"} & set(vars(learner))
-            assert torch.utils.deterministic.fill_uninitialized_memory is False
     finally:
         algo.stop()

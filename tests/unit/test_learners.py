@@ -270,9 +270,8 @@ def test_the_paired_online_and_target_pass_equals_the_two_separate_passes(algori
 
 
 def test_clip_global_norm_gives_rllibs_norm_and_clipped_gradients():
-    from ray.rllib.utils.torch_utils import clip_gradients
-
     from marlscale.algorithms.learner import clip_global_norm
+    from ray.rllib.utils.torch_utils import clip_gradients
 
     generator = torch.Generator().manual_seed(0)
     shapes = [(128, 500), (128,), (13, 128), (5, 16), (3200, 64)]
@@ -294,10 +293,3 @@ def test_clip_global_norm_gives_rllibs_norm_and_clipped_gradients():
     assert not torch.isfinite(clip_global_norm(grads, 1.0))
     assert torch.equal(grads[0], torch.ones(3))  # a non-finite norm leaves them as they are
 
-
-def test_building_a_team_module_turns_off_the_nan_fill_of_new_tensors():
-    import torch.utils.deterministic
-
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    make_module("qmix")
-    assert torch.utils.deterministic.fill_uninitialized_memory is False

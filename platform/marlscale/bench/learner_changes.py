@@ -6,13 +6,13 @@ on are timed in interleaved rounds (the fastest round of each counts), so a nois
 slows both alike. `speedup` is on / off: what keeping the change buys. Turning a change off
 restores the code path it replaced, bound to the live learner and module:
 
-* `no_nan_fill`: `torch.utils.deterministic.fill_uninitialized_memory` back to True (RLlib's
-  seeding turns deterministic algorithms on, whose default fills every new tensor with NaN);
 * `heap_reuse`: glibc's mmap and trim thresholds back to their initial 128 KiB;
 * `paired_t+1_pass`: the online and target Q at t + 1 as two separate passes;
 * `foreach_grad_norm`: RLlib's gradient path (per-parameter norms, clipping and two isfinite
   checks per parameter, then the optimizer);
-* `no_train_mode_walk`: RLlib's `forward_train`, which calls `module.train()` on every update.
+
+Two more candidates were measured this way and dropped (docs/benchmarks.md): turning off
+torch's NaN fill of new tensors, and skipping RLlib's `module.train()` walk in `forward_train`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import contextlib
 import time
 from typing import Any
 
-CHANGES = ("no_nan_fill", "heap_reuse", "paired_t+1_pass", "foreach_grad_norm",
-           "no_train_mode_walk")
+CHANGES = ("heap_reuse", "paired_t+1_pass", "foreach_grad_norm")
 ROUNDS = 4
 UPDATES_PER_ROUND = 16
 
@@ -31,9 +30,7 @@ UPDATES_PER_ROUND = 16
 def turned_off(change: str, algo):
     """Within it, `change` is undone on `algo`'s learner and modules (see the module doc)."""
     import torch
-    import torch.utils.deterministic
     from ray.rllib.core.learner.torch.torch_learner import TorchLearner
-    from ray.rllib.core.rl_module.torch import TorchRLModule
 
     from marlscale.models import runtime
 
@@ -45,10 +42,7 @@ def turned_off(change: str, algo):
         undo.callback(vars(obj).pop, name, None)  # the instance attribute hides the method
         setattr(obj, name, value)
 
-    if change == "no_nan_fill":
-        torch.utils.deterministic.fill_uninitialized_memory = True
-        undo.callback(setattr, torch.utils.deterministic, "fill_uninitialized_memory", False)
-    elif change == "heap_reuse":
+    if change == "heap_reuse":
         runtime.set_malloc_thresholds(128 * 1024, 128 * 1024)
         undo.callback(runtime.set_malloc_thresholds, runtime.MMAP_THRESHOLD,
                       runtime.TRIM_THRESHOLD)
@@ -74,10 +68,6 @@ def turned_off(change: str, algo):
 
         patch(learner, "postprocess_gradients", rllib_path)
         patch(learner, "apply_gradients", rllib_apply)
-    elif change == "no_train_mode_walk":
-        for module in modules:
-            patch(module, "forward_train",
-                  lambda batch, m=module, **kw: TorchRLModule.forward_train(m, batch, **kw))
     else:
         raise ValueError(f"change={change!r} is invalid; allowed: {', '.join(CHANGES)}")
     with undo:

@@ -161,7 +161,8 @@ def compute_limit(algo, rounds: int = LIMIT_ROUNDS) -> dict[str, Any]:
     does it) on one replay batch of the learner's size, B transitions x K agents: a
     forward/backward pass at t, and no-grad passes of the online net (argmax) and the target
     net at t + 1, as separate plain calls; the loss is the squared TD error of the agents'
-    Q-values. No replay sampling, mixer, optimizer or target sync, nor any of RLlib's work.
+    Q-values. No replay sampling, mixer, optimizer or target sync, nor any of RLlib's work,
+    and no NaN fill of new tensors (RLlib's seeding turns it on; see `models/runtime.py`).
     Its GFLOP/s are counted by torch's FlopCounterMode."""
     import copy
 
@@ -202,10 +203,11 @@ def compute_limit(algo, rounds: int = LIMIT_ROUNDS) -> dict[str, Any]:
         start = time.perf_counter()
         algo.learn(per_round)
         learner_s.append((time.perf_counter() - start) / per_round)
-        start = time.perf_counter()
-        for _ in range(per_round):
-            probe_update()
-        probe_s.append((time.perf_counter() - start) / per_round)
+        with _without_nan_fill():  # the hardware's limit, whatever the learner's settings
+            start = time.perf_counter()
+            for _ in range(per_round):
+                probe_update()
+            probe_s.append((time.perf_counter() - start) / per_round)
     learner, probe = min(learner_s), min(probe_s)
     return {
         "learner_updates_per_s": 1 / learner,
@@ -215,6 +217,19 @@ def compute_limit(algo, rounds: int = LIMIT_ROUNDS) -> dict[str, Any]:
         "agent_samples_per_update": int(views.shape[0] * views.shape[1]),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+@contextlib.contextmanager
+def _without_nan_fill():
+    """torch's NaN fill of new tensors (on with deterministic algorithms) off within it."""
+    import torch.utils.deterministic
+
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 def peak_rss_mib() -> float:

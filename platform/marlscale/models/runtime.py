@@ -1,18 +1,15 @@
-"""Process-wide settings that let torch's CPU kernels run at the hardware's pace.
+"""A process-wide memory setting that lets torch's CPU kernels run at the hardware's pace.
 
-`fast_cpu_torch()` is called wherever a team module is built (the learner, every EnvRunner,
-evaluation), so that every process that runs the networks has them. Neither changes a value
-that is computed: runs stay deterministic per seed and bit-identical (docs/benchmarks.md,
-issue #24, has the measurements).
+`keep_freed_memory()` is called wherever a team module is built (the learner, every EnvRunner,
+evaluation), so that every process that runs the networks has it. It changes no value that
+is computed: runs stay deterministic per seed and bit-identical (docs/benchmarks.md, issue #24,
+has the measurements).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-
-import torch
-import torch.utils.deterministic
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 """glibc's mallopt parameters (malloc.h)."""
@@ -22,18 +19,12 @@ TRIM_THRESHOLD = 1 * 2**30
 """Free memory at the top of the heap kept for reuse, up to this, rather than given back."""
 
 
-def fast_cpu_torch() -> None:
-    """Two settings, each measured on a learner update at N = 100:
-
-    * RLlib's seeding turns on `torch.use_deterministic_algorithms` (CPU builds), whose default
-      also fills every new tensor with NaN (`fill_uninitialized_memory`, a guard for code that
-      reads memory it never wrote). Nothing here does, so the fill only costs time: 18% of an
-      update.
-    * glibc gives a freed block of 128 KiB or more back to the OS and maps it anew on the next
-      allocation, so each update's views-as-float and activations (25 MB at N = 100) were
-      page-faulted in again, every update. Blocks under 32 MiB now come from the heap, which
-      keeps up to 1 GiB of freed memory for reuse. Without glibc (macOS), nothing changes."""
-    torch.utils.deterministic.fill_uninitialized_memory = False
+def keep_freed_memory() -> None:
+    """glibc gives a freed block of 128 KiB or more back to the OS and maps it anew on the
+    next allocation (its threshold then adapts, up to 32 MiB, and trims the heap's top), so an
+    update's views-as-float and activations (25 MB at N = 100) could be page-faulted in again
+    on every update. Blocks under 32 MiB now come from the heap, which keeps up to 1 GiB of
+    freed memory for reuse. Without glibc (macOS), nothing changes."""
     set_malloc_thresholds(MMAP_THRESHOLD, TRIM_THRESHOLD)
 
 

@@ -20,7 +20,7 @@ from ray.rllib.utils.annotations import override
 from marlscale import keys
 from marlscale.models.agent_net import AgentQNet, paired_forward
 from marlscale.models.mixers import MIXERS
-from marlscale.models.runtime import fast_cpu_torch
+from marlscale.models.runtime import keep_freed_memory
 
 LEARNER_ONLY = ["mixer", "target_agent", "target_mixer"]
 
@@ -51,7 +51,7 @@ class TeamQModule(TorchRLModule, InferenceOnlyAPI):
 
     @override(TorchRLModule)
     def setup(self):
-        fast_cpu_torch()  # every process that runs the networks builds a module first
+        keep_freed_memory()  # every process that runs the networks builds a module first
         cfg = self.model_config
         self.algorithm, self.target = cfg["algorithm"], cfg["target"]
         self.mean_action = cfg["mean_action"]
@@ -180,12 +180,6 @@ class TeamQModule(TorchRLModule, InferenceOnlyAPI):
     @override(TorchRLModule)
     def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return {Columns.ACTIONS: self.act(batch[Columns.OBS], explore=True)}
-
-    @override(TorchRLModule)
-    def forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        # RLlib's calls self.train() first, a walk over every submodule on every update; no
-        # layer here behaves differently in training mode, so the walk is skipped.
-        return self._forward_train(batch, **kwargs)
 
     @override(TorchRLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
