@@ -89,6 +89,14 @@ def _no_optimizer_step(learner):
             opt.step = step
 
 
+def report(n_agents: int | None = None) -> dict[str, Any]:
+    """`marlscale bench train --changes`: `run` at N=25 and N=100 (or `n_agents`), as JSON."""
+    from marlscale.bench.env import machine
+
+    return {"benchmark": "train", "machine": machine(),
+            "changes": [run(n) for n in ((n_agents,) if n_agents else (25, 100))]}
+
+
 def run(n_agents: int) -> dict[str, Any]:
     """Each change's measured effect on the learner's updates/s at N (pursuit, QMIX)."""
     import os

@@ -379,21 +379,17 @@ def check(n_agents: int | None, n_active: int | None) -> None:
 
 
 def run(steps: int = 1000, n_agents: int | None = None, n_active: int | None = None,
-        cores: bool = False, profile_updates: bool = False,
-        changes: bool = False) -> dict[str, Any]:
+        cores: bool = False, profile_updates: bool = False) -> dict[str, Any]:
     """The default measurements, or with `n_agents` (and `n_active`) the training case at that
     size (and its scale ratios against n_active agents all trained), or with `cores` the
     one- and two-core training at N=25 and N=100 (`alongside`), or with `profile_updates`
-    where an update's time goes (`profile`), or with `changes` the effect of each of issue
-    #24's learner changes (`learner_changes`), at N=25 and N=100 (or `n_agents`)."""
+    where an update's time goes (`profile`) at N=25 and N=100 (or `n_agents`). The effect of
+    each of issue #24's learner changes is `bench.learner_changes`."""
     report: dict[str, Any] = {"benchmark": "train", "machine": machine()}
     sizes = (n_agents,) if n_agents else (25, 100)
     if profile_updates:
         report["profile"] = [profile(n) for n in sizes]
-    elif changes:
-        from marlscale.bench import learner_changes
 
-        report["changes"] = [learner_changes.run(n) for n in sizes]
     elif cores:
         report["cores"] = alongside(steps)
     elif n_agents is None and n_active is None:

@@ -310,10 +310,15 @@ def bench(args: argparse.Namespace) -> int:
                 raise ValueError(f"--{flag} is invalid with --cores, --active or another of "
                                  f"--profile/--changes; allowed: --{flag} alone or with "
                                  f"--n-agents")
-        print(json.dumps(train_bench.run(steps=args.steps, n_agents=args.n_agents,
-                                         n_active=args.active, cores=args.cores,
-                                         profile_updates=args.profile, changes=args.changes),
-                         indent=2))
+        if args.changes:
+            from marlscale.bench import learner_changes
+
+            report = learner_changes.report(args.n_agents)
+        else:
+            report = train_bench.run(steps=args.steps, n_agents=args.n_agents,
+                                     n_active=args.active, cores=args.cores,
+                                     profile_updates=args.profile)
+        print(json.dumps(report, indent=2))
         return 0
     from marlscale.bench import env as env_bench
 

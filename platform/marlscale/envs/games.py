@@ -62,9 +62,10 @@ class Game(ABC):
 
     @abstractmethod
     def step_events(
-        self, rewards: list[np.ndarray], deaths: list[int]
+        self, team_rewards: list[float], deaths: list[int]
     ) -> dict[str, tuple[int, int]]:
-        """Countable events of one step, per team: tags in pursuit, kills and deaths in battle."""
+        """Countable events of one step, per team (from each team's summed reward and its
+        deaths): tags in pursuit, kills and deaths in battle."""
 
     @abstractmethod
     def capacity_error(
@@ -117,10 +118,10 @@ class AdversarialPursuit(Game):
             size += 1
         return size
 
-    def step_events(self, rewards, deaths):
+    def step_events(self, team_rewards, deaths):
         # Each tag costs the tagged prey exactly -1 (magent2's reward rule), whatever the
         # predators' tag penalty: the prey's reward counts the predators' successful tags.
-        tags = int(round(-float(rewards[1].sum())))
+        tags = int(round(-team_rewards[1]))
         return {"tags": (tags, 0), "tagged": (0, tags)}
 
     def _predator_blocks(self, map_size: int) -> int:
@@ -171,7 +172,7 @@ class Battle(Game):
     static_hp = (False, False)
     gap = 3
 
-    def step_events(self, rewards, deaths):
+    def step_events(self, team_rewards, deaths):
         return {"kills": (deaths[1], deaths[0]), "deaths": (deaths[0], deaths[1])}
 
     def _block(self, map_size: int, n: int, left: bool) -> tuple[int, int, int, int] | None:

@@ -25,18 +25,20 @@ class StatePooler:
         # Map cell -> pooled cell, along one axis; pooled cells of unequal size when G does
         # not divide M, so we divide by each pooled cell's true area.
         self._bin = (np.arange(map_size) * grid) // map_size
+        self._cell = self._bin[:, None] * grid + self._bin[None, :]  # [x, y] -> pooled cell
         per_axis = np.bincount(self._bin, minlength=grid).astype(np.float32)
         self._area = np.maximum(np.outer(per_axis, per_axis).ravel(), 1.0)
-        self._walls = np.zeros(grid * grid, dtype=np.float32)
+        # compose's float32 (G*G, channels) buffer; the walls column changes only with the map.
+        self._stacked = np.zeros((grid * grid, N_CHANNELS), dtype=np.float32)
 
     def cells(self, positions: np.ndarray) -> np.ndarray:
         """Pooled cell index of each (x, y) position."""
-        return self._bin[positions[:, 0]] * self.grid + self._bin[positions[:, 1]]
+        return self._cell[positions[:, 0], positions[:, 1]]
 
     def set_walls(self, walls: np.ndarray) -> None:
         """Wall fraction per pooled cell; walls include the border."""
         counts = np.bincount(self.cells(walls), minlength=self.grid**2)
-        self._walls = np.minimum(counts / self._area, 1.0).astype(np.float32)
+        self._stacked[:, 0] = np.minimum(counts / self._area, 1.0).astype(np.float32)
 
     def team_channels(
         self, positions: np.ndarray, hp: np.ndarray | None, body_area: int
@@ -45,9 +47,11 @@ class StatePooler:
         size = self.grid**2
         cells = self.cells(positions)
         counts = np.bincount(cells, minlength=size).astype(np.float32)
-        presence = np.minimum(counts * body_area / self._area, 1.0)
+        presence = counts * body_area
+        presence /= self._area
+        np.minimum(presence, 1.0, out=presence)
         if hp is None:
-            mean_hp = (counts > 0).astype(np.float32)
+            mean_hp = np.minimum(counts, 1.0)  # counts are whole numbers: 1 where anyone is
         else:
             mean_hp = np.bincount(cells, weights=hp, minlength=size) / np.maximum(counts, 1.0)
         return presence, mean_hp
@@ -56,7 +60,9 @@ class StatePooler:
         self, own: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray]
     ) -> np.ndarray:
         """The (G, G, 5) uint8 state from one team's point of view."""
-        stacked = np.stack((self._walls, own[0], own[1], other[0], other[1]), axis=-1)
+        stacked = self._stacked  # float32, as quantize computes: a float64 hp mean rounds alike
+        stacked[:, 1], stacked[:, 2] = own
+        stacked[:, 3], stacked[:, 4] = other
         return quantize(stacked).reshape(self.grid, self.grid, N_CHANNELS)
 
 

@@ -21,6 +21,7 @@ pairwise computation instead.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -30,6 +31,7 @@ import numpy as np
 _GRID_FIXED_NS, _GRID_CELL_NS, _PAIR_NS = 120_000.0, 2.5, 6.5
 
 
+@functools.lru_cache(maxsize=4096)  # called every step with the same few arguments
 def neighbourhood_size(n_alive: int, fraction: float) -> int:
     """How many team-mates form an agent's neighbourhood: ceil(fraction * (n_alive - 1))."""
     mates = n_alive - 1
@@ -63,36 +65,62 @@ def neighbour_mean_actions(
     if k == 0:
         return np.zeros((n, n_actions), dtype=np.float32)
     actions = np.asarray(actions, dtype=np.int64)
-    onehot = np.zeros((n, n_actions), dtype=np.float32)
-    onehot[np.arange(n), actions] = 1.0
+    # Column 0 counts the agent, column 1 + a says whether it took action a.
+    counted = _counted_onehot(n_actions).take(actions, axis=0)
+    onehot = counted[:, 1:]
     if k == n - 1:  # every other alive team-mate: the team's counts minus the agent's own
         return ((onehot.sum(0) - onehot) / k).astype(np.float32)
 
-    positions = np.asarray(positions, dtype=np.int64)
-    positions = positions - positions.min(0)
-    width, height = (int(s) for s in positions.max(0) + 1)
+    # Coordinate-major (x row, y row), shifted to the team's bounding box.
+    xy = np.array(np.asarray(positions).T, dtype=np.int64, order="C")
+    xy -= xy.min(1, keepdims=True)
+    width, height = (int(s) + 1 for s in xy.max(1))
     grid_ns = _GRID_FIXED_NS + _GRID_CELL_NS * width * height * (n_actions + 1)
     if grid_ns < _PAIR_NS * n * n:
-        sums = _square_sums_grid(positions, actions, onehot, k, width, height)
+        sums = _square_sums_grid(xy.T, actions, onehot, k, width, height)
     else:
-        sums = _square_sums_pairs(positions, onehot, k)
+        sums = _square_sums_pairs(xy, counted, k, max(width, height))
     inner, n_inner, ring, n_ring = sums
     # Fill the neighbourhood with everyone inside, then an equal share of the ring.
     share = (k - n_inner) / n_ring
-    return ((inner + share[:, None] * ring) / k).astype(np.float32)
+    means = share[:, None] * ring
+    means += inner
+    means /= k
+    return means.astype(np.float32, copy=False)
 
 
-def _square_sums_pairs(positions, onehot, k):
-    """(inner sums, inner counts, ring sums, ring counts), from the N x N distance matrix."""
-    n = len(positions)
-    x, y = positions[:, 0], positions[:, 1]
-    dist = np.abs(np.subtract.outer(x, x))
-    np.maximum(dist, np.abs(np.subtract.outer(y, y)), out=dist)
-    dist[np.arange(n), np.arange(n)] = np.iinfo(dist.dtype).max  # not one's own neighbour
+@functools.cache
+def _counted_onehot(n_actions: int) -> np.ndarray:
+    """Row a: [1, one-hot of a], float32 [n_actions, 1 + n_actions] (read-only)."""
+    table = np.zeros((n_actions, n_actions + 1), dtype=np.float32)
+    table[:, 0] = 1.0
+    table[:, 1:] = np.eye(n_actions, dtype=np.float32)
+    table.flags.writeable = False
+    return table
+
+
+def _square_sums_pairs(xy, counted, k, side):
+    """(inner sums, inner counts, ring sums, ring counts), from the N x N distance matrix;
+    `xy`: (2, n) coordinates in [0, side)."""
+    n = xy.shape[1]
+    # Coordinates and distances are below `side`: int32 holds them (and halves the memory
+    # traffic) unless the team spreads over more than 2**30 cells.
+    if side < 2**30:
+        xy, far = xy.astype(np.int32), 2**31 - 1
+    else:
+        far = 2**63 - 1
+    deltas = xy[:, :, None] - xy[:, None, :]  # [dx, dy] of every pair, (2, n, n)
+    np.abs(deltas, out=deltas)
+    dist = np.maximum(deltas[0], deltas[1], out=deltas[0])
+    dist.flat[:: n + 1] = far  # not one's own neighbour
     radius = np.partition(dist, k - 1, axis=1)[:, k - 1 : k]
-    inside = (dist < radius).astype(np.float32)
-    ring = (dist == radius).astype(np.float32)
-    return inside @ onehot, inside.sum(1), ring @ onehot, ring.sum(1)
+    # Who is strictly inside the radius, and who is on it. One (stacked) product gives both
+    # sets' counts (column 0) and per-action sums; sums of 0/1 in float32 are exact.
+    masks = np.empty((2, n, n), dtype=np.float32)
+    np.less(dist, radius, out=masks[0])
+    np.equal(dist, radius, out=masks[1])
+    inner, ring = masks @ counted
+    return inner[:, 1:], inner[:, 0], ring[:, 1:], ring[:, 0]
 
 
 def _square_sums_grid(positions, actions, onehot, k, width, height):

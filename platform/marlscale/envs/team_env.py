@@ -47,7 +47,14 @@ class _Team:
         self.body_area = game.body_size[index] ** 2
         self.static_hp = game.static_hp[index]
         self.active = np.ones(n, dtype=bool)
+        self.all_active = True
         self.reset_tallies()
+
+    def set_active(self, n_active: int) -> None:
+        """The policy controls the first `n_active` slots; the others act at random."""
+        self.active[:] = False
+        self.active[:n_active] = True
+        self.all_active = n_active == self.n
 
     def reset_tallies(self) -> None:
         # Slots of the agents the engine holds, in engine order (the order of its arrays).
@@ -61,6 +68,12 @@ class _Team:
     @property
     def n_alive(self) -> int:
         return len(self.engine_slots)
+
+    @property
+    def all_alive(self) -> bool:
+        """Everyone alive: the engine order is then the slot order (engine_slots keeps the
+        survivors of arange(n) in order)."""
+        return len(self.engine_slots) == self.n
 
 
 class MagentTeamEnv(MultiAgentEnv):
@@ -117,7 +130,7 @@ class MagentTeamEnv(MultiAgentEnv):
         self._t = 0
         if cfg.n_active is not None:
             for team in self._learning:
-                team.active[cfg.n_active:] = False
+                team.set_active(cfg.n_active)
 
         self.possible_agents = [team.name for team in self._learning]
         self.agents = list(self.possible_agents)
@@ -156,8 +169,7 @@ class MagentTeamEnv(MultiAgentEnv):
             if team is None or t.name == team:
                 if not 0 <= n_active <= t.n:
                     raise ValueError(f"n_active={n_active!r} is invalid; allowed: 0..{t.n}")
-                t.active[:] = False
-                t.active[:n_active] = True
+                t.set_active(n_active)
 
     def alive_counts(self) -> dict[str, int]:
         """Agents alive now in each team, opponents included (for throughput accounting)."""
@@ -245,27 +257,32 @@ class MagentTeamEnv(MultiAgentEnv):
     def step(self, action_dict: dict[str, Any]):
         engine = self._engine
         for team in self._teams:
-            team.last_actions = self._team_actions(team, action_dict)
-            # Dead agents' actions are dropped: the engine takes one per agent it holds.
-            engine.set_action(team.handle,
-                              np.ascontiguousarray(team.last_actions[team.engine_slots]))
+            actions = team.last_actions = self._team_actions(team, action_dict)
+            if not team.all_alive:  # dead agents' actions are dropped: one per engine agent
+                actions = actions[team.engine_slots]
+            engine.set_action(team.handle, np.ascontiguousarray(actions))
 
         game_over = engine.step()
         self._t += 1
 
         rewards, team_rewards = [], []
         for team in self._teams:
-            slot_reward = np.zeros(team.n, dtype=np.float32)
-            slot_reward[team.engine_slots] = engine.get_reward(team.handle)
+            slot_reward = engine.get_reward(team.handle)  # a new array, in engine order
+            if not team.all_alive:
+                slot_reward, engine_reward = np.zeros(team.n, dtype=np.float32), slot_reward
+                slot_reward[team.engine_slots] = engine_reward
+            team_reward = float(slot_reward.sum())
             rewards.append(slot_reward)
-            team_rewards.append(float(slot_reward.sum()))
-            team.episode_return += team_rewards[-1]
-            team.active_return += float(slot_reward[team.active].sum())
+            team_rewards.append(team_reward)
+            team.episode_return += team_reward
+            # (With every slot active, the sum of the same float32 values in the same order.)
+            team.active_return += (team_reward if team.all_active
+                                   else float(slot_reward[team.active].sum()))
         alive_before = [team.n_alive for team in self._teams]
         observed = self._observe()
         deaths = [before - team.n_alive for before, team in zip(alive_before, self._teams)]
         engine.clear_dead()
-        for name, counts in self.game.step_events(rewards, deaths).items():
+        for name, counts in self.game.step_events(team_rewards, deaths).items():
             for team, count in zip(self._teams, counts):
                 team.events[name] = team.events.get(name, 0) + count
 
@@ -285,8 +302,8 @@ class MagentTeamEnv(MultiAgentEnv):
                 infos[team.name][keys.EPISODE] = self._episode_metrics(team)
         if terminated or truncated:
             self.agents = []
-        terminateds = {name: terminated for name in obs}
-        truncateds = {name: truncated for name in obs}
+        terminateds = dict.fromkeys(obs, terminated)
+        truncateds = dict.fromkeys(obs, truncated)
         terminateds["__all__"] = terminated
         truncateds["__all__"] = truncated
         return obs, reward, terminateds, truncateds, infos
@@ -301,10 +318,11 @@ class MagentTeamEnv(MultiAgentEnv):
         if team.name not in action_dict:
             raise KeyError(f"no action for team {team.name!r}; got {list(action_dict)}")
         actions = np.asarray(action_dict[team.name], dtype=np.int32).reshape(team.n)
-        if actions.min() < 0 or actions.max() >= team.n_actions:
+        # One reduction checks both ends: a negative int32 read as uint32 is >= 2**31.
+        if actions.view(np.uint32).max() >= team.n_actions:
             raise ValueError(f"action of team {team.name!r}: {actions.tolist()} is invalid; "
                              f"allowed: integers in [0, {team.n_actions})")
-        if not team.active.all():
+        if not team.all_active:
             random_slots = ~team.active
             actions = actions.copy()
             actions[random_slots] = rng.integers(0, team.n_actions, int(random_slots.sum()),
@@ -329,7 +347,7 @@ class MagentTeamEnv(MultiAgentEnv):
             positions = engine.get_pos(team.handle)
             alive_engine = engine.get_alive(team.handle)
             slots = team.engine_slots
-            if not alive_engine.all():
+            if np.count_nonzero(alive_engine) < len(alive_engine):
                 slots = slots[alive_engine]
                 positions = positions[alive_engine]
                 if views is not None:
@@ -347,11 +365,12 @@ class MagentTeamEnv(MultiAgentEnv):
         slots, positions, views, own_channels = observed[team.index]
         other_channels = observed[1 - team.index][3]
 
-        team_views = np.zeros((team.n, *team.view_shape), dtype=np.uint8)
-        if len(slots) == team.n and slots[0] == 0 and (np.diff(slots) == 1).all():
-            quantize(views, out=team_views)  # everyone alive, engine order == slot order
-        elif len(slots):
-            team_views[slots] = quantize(views)
+        if len(slots) == team.n:  # everyone alive: engine order == slot order
+            team_views = quantize(views)
+        else:
+            team_views = np.zeros((team.n, *team.view_shape), dtype=np.uint8)
+            if len(slots):
+                team_views[slots] = quantize(views)
 
         obs = {
             keys.VIEWS: team_views,
@@ -368,15 +387,20 @@ class MagentTeamEnv(MultiAgentEnv):
     def _mean_actions(self, team: _Team, slots: np.ndarray, positions: np.ndarray) -> dict:
         """The previous step's neighbour and team mean actions (zero at reset: nobody has
         acted yet)."""
-        neighbour_means = np.zeros((team.n, team.n_actions), dtype=np.float32)
-        team_means = np.zeros(team.n_actions, dtype=np.float32)
-        if self._t > 0:
-            actions = team.last_actions[slots]
-            neighbour_means[slots] = neighbour_mean_actions(
-                positions, actions, team.n_actions, self.env_config.neighbourhood_fraction
-            )
-            team_means = team_mean_action(actions, team.n_actions)
-        return {keys.NEIGHBOUR_MEAN_ACTION: neighbour_means, keys.TEAM_MEAN_ACTION: team_means}
+        n, n_actions = team.n, team.n_actions
+        if self._t == 0:
+            return {keys.NEIGHBOUR_MEAN_ACTION: np.zeros((n, n_actions), dtype=np.float32),
+                    keys.TEAM_MEAN_ACTION: np.zeros(n_actions, dtype=np.float32)}
+        everyone = len(slots) == n  # engine order == slot order
+        actions = team.last_actions if everyone else team.last_actions[slots]
+        neighbour_means = neighbour_mean_actions(
+            positions, actions, n_actions, self.env_config.neighbourhood_fraction
+        )  # a new float32 array, in engine order
+        if not everyone:
+            neighbour_means, alive_means = np.zeros((n, n_actions), np.float32), neighbour_means
+            neighbour_means[slots] = alive_means
+        return {keys.NEIGHBOUR_MEAN_ACTION: neighbour_means,
+                keys.TEAM_MEAN_ACTION: team_mean_action(actions, n_actions)}
 
     @staticmethod
     def _hp(team: _Team, views: np.ndarray | None) -> np.ndarray | None:
