@@ -162,7 +162,8 @@ def compute_limit(algo, rounds: int = LIMIT_ROUNDS) -> dict[str, Any]:
     forward/backward pass at t, and no-grad passes of the online net (argmax) and the target
     net at t + 1, as separate plain calls; the loss is the squared TD error of the agents'
     Q-values. No replay sampling, mixer, optimizer or target sync, nor any of RLlib's work,
-    and no NaN fill of new tensors (RLlib's seeding turns it on; see `models/runtime.py`).
+    and no NaN fill of new tensors (on with the deterministic algorithms RLlib's seeding turns
+    on; measured as no cost to the learner, docs/benchmarks.md).
     Its GFLOP/s are counted by torch's FlopCounterMode."""
     import copy
 
@@ -171,6 +172,7 @@ def compute_limit(algo, rounds: int = LIMIT_ROUNDS) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from marlscale.algorithms import replay as replay_columns
+    from marlscale.algorithms.learner import split_obs
 
     config = algo.config
     team = next(iter(algo.replays))
@@ -178,10 +180,7 @@ def compute_limit(algo, rounds: int = LIMIT_ROUNDS) -> dict[str, Any]:
     online, target = copy.deepcopy(module.agent), copy.deepcopy(module.target_agent)
     batch = {key: torch.from_numpy(value) for key, value in
              algo.replays[team].sample(config.batch_size, config.gamma).items()}
-    now, nxt = {}, {}
-    for key, value in batch.items():
-        (nxt if key.startswith(replay_columns.NEXT) else now)[
-            key.removeprefix(replay_columns.NEXT)] = value
+    now, nxt = split_obs(batch)
     views, mean = now[keys.VIEWS], module.mean_action_input(now)
     next_views, next_mean = nxt[keys.VIEWS], module.mean_action_input(nxt)
     actions = batch[replay_columns.ACTIONS].unsqueeze(-1)
