@@ -99,25 +99,10 @@ def report(n_agents: int | None = None) -> dict[str, Any]:
 
 def run(n_agents: int) -> dict[str, Any]:
     """Each change's measured effect on the learner's updates/s at N (pursuit, QMIX)."""
-    import os
+    from marlscale.bench.train import warm_algorithm
 
-    import ray
-
-    from marlscale import cluster, keys
-    from marlscale.bench.train import TRAINING, _spec
-    from marlscale.envs import register_envs
-
-    cores = len(os.sched_getaffinity(0))
-    local = contextlib.ExitStack()
-    if not ray.is_initialized():
-        local.enter_context(cluster.connect(None, cores))
-        register_envs()
-    algo = _spec(n_agents, None, **TRAINING).algorithm_config().resources(
-        num_cpus_for_main_process=cores).build_algo()
     rows = {}
-    try:
-        while algo.counters[keys.UPDATES] < 2 * UPDATES_PER_ROUND:  # past warm-up
-            algo.train()
+    with warm_algorithm(n_agents, 2 * UPDATES_PER_ROUND) as algo:
         for change in CHANGES:
             on, off = [], []
             for _ in range(ROUNDS):
@@ -127,9 +112,6 @@ def run(n_agents: int) -> dict[str, Any]:
             rows[change] = {"updates_per_s_on": round(1 / min(on), 2),
                             "updates_per_s_off": round(1 / min(off), 2),
                             "speedup": round(min(off) / min(on), 3)}
-    finally:
-        algo.stop()
-        local.close()
     return {"n_agents": n_agents, "rounds": ROUNDS, "updates_per_round": UPDATES_PER_ROUND,
             "changes": rows}
 

@@ -239,6 +239,26 @@ def peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+@contextlib.contextmanager
+def warm_algorithm(n_agents: int, warm_updates: int = 2 * MAX_MINIBATCHES):
+    """A `TRAINING` Algorithm at N (pursuit, QMIX) on this process's cores, its torch on all of
+    them and sampling in this process (a local Ray of its own if none is up), trained past
+    `warm_updates` updates; stopped on exit."""
+    import ray
+
+    cores = len(os.sched_getaffinity(0))
+    with contextlib.ExitStack() as local:
+        if not ray.is_initialized():
+            local.enter_context(cluster.connect(None, cores))
+            register_envs()
+        algo = _spec(n_agents, None, **TRAINING).algorithm_config().resources(
+            num_cpus_for_main_process=cores).build_algo()
+        local.callback(algo.stop)
+        while algo.counters[keys.UPDATES] < warm_updates:
+            algo.train()
+        yield algo
+
+
 def profile(n_agents: int, iterations: int = 10) -> dict[str, Any]:
     """Where training's time goes at N (pursuit, the `training` settings, sampling and
     learning taking turns in this process, the learner's torch on every core): `iterations`
@@ -247,21 +267,11 @@ def profile(n_agents: int, iterations: int = 10) -> dict[str, Any]:
     (replay sampling and RLlib's update call). RLlib's own work is `learner_update` less the
     phases inside it. The uint8 -> float conversion of the views happens inside the Q passes
     (once at t, once for both nets at t + 1): it is timed apart, on the same batch shapes."""
-    import ray
     import torch
 
     from marlscale.algorithms.learner import PHASES, timing_phases
 
-    spec = _spec(n_agents, None, **TRAINING)
-    cores = len(os.sched_getaffinity(0))
-    local = contextlib.ExitStack()
-    if not ray.is_initialized():
-        local.enter_context(cluster.connect(None, cores))
-        register_envs()
-    algo = spec.algorithm_config().resources(num_cpus_for_main_process=cores).build_algo()
-    try:
-        while algo.counters[keys.UPDATES] < 2 * MAX_MINIBATCHES:  # past warm-up
-            algo.train()
+    with warm_algorithm(n_agents) as algo:
         updates0 = algo.counters[keys.UPDATES]
         start = time.perf_counter()
         with timing_phases() as seconds:
@@ -278,9 +288,6 @@ def profile(n_agents: int, iterations: int = 10) -> dict[str, Any]:
         for _ in range(20):
             views.float()
         conversion = 2 * (time.perf_counter() - start) / 20
-    finally:
-        algo.stop()
-        local.close()
     per_update = {name: seconds.get(name, 0.0) * 1000 / updates for name in PHASES}
     inside = ("q_online_t", "bootstrap_t+h", "mixer_and_loss", "backward",
               "grad_norm_and_clip", "optimizer_step", "target_sync")

@@ -304,12 +304,10 @@ def bench(args: argparse.Namespace) -> int:
         train_bench.check(args.n_agents, args.active)  # before Ray starts
         if args.cores and (args.n_agents or args.active):
             raise ValueError("--cores is invalid with --n-agents/--active; allowed: one of them")
-        for flag in ("profile", "changes"):
-            if getattr(args, flag) and (args.cores or args.active or args.profile and
-                                        args.changes):
-                raise ValueError(f"--{flag} is invalid with --cores, --active or another of "
-                                 f"--profile/--changes; allowed: --{flag} alone or with "
-                                 f"--n-agents")
+        flag = "profile" if args.profile else "changes" if args.changes else None
+        if flag and (args.cores or args.active or args.profile and args.changes):
+            raise ValueError(f"--{flag} is invalid with --cores, --active or another of "
+                             f"--profile/--changes; allowed: --{flag} alone or with --n-agents")
         if args.changes:
             from marlscale.bench import learner_changes
 
