@@ -6,7 +6,8 @@ import pytest
 from marlscale.evaluation.league import LeagueSpec
 from marlscale.runspec.sweep import SpecError
 
-SPECS = sorted((Path(__file__).resolve().parents[2] / "tune_specs" / "league").glob("*.yaml"))
+TUNE_SPECS = Path(__file__).resolve().parents[2] / "tune_specs"
+SPECS = sorted(TUNE_SPECS.glob("league/*.yaml")) + [TUNE_SPECS / "study" / "c4_battle.yaml"]
 BASE = {"experiment": "l", "n_agents": 4, "stop": {"iterations": 2}}
 
 

@@ -118,7 +118,12 @@ def test_a_missing_or_broken_file_is_named(tmp_path):
         SweepSpec.load(broken)
 
 
-@pytest.mark.parametrize("path", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.name)
+STUDY_SWEEPS = [p for p in sorted(SPECS.glob("study/*.yaml")) if p.name != "c4_battle.yaml"]
+"""The studies' sweep specs (c4_battle.yaml is a league spec: tests/unit/test_league.py)."""
+
+
+@pytest.mark.parametrize("path", sorted(SPECS.glob("*.yaml")) + STUDY_SWEEPS,
+                         ids=lambda p: p.name)
 def test_every_shipped_sweep_spec_is_valid(path):
     spec = SweepSpec.load(path)
     assert spec.points() and all(spec.train_spec(p) for p in spec.points())
