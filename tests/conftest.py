@@ -37,12 +37,33 @@ def record_ray_starts(monkeypatch) -> list[dict]:
     return started
 
 
+@pytest.fixture
+def cli_in_process(monkeypatch, capsys):
+    """`cli(*args)`: run `marlscale` in-process; returns code, out, err and whether it would
+    have started or joined a Ray (`record_ray_starts`: a call that gets that far runs on the
+    session's Ray, if a test started one)."""
+    import types
+
+    from marlscale.cli import main
+
+    started = record_ray_starts(monkeypatch)
+
+    def call(*args):
+        started.clear()
+        code = main([str(arg) for arg in args])
+        out, err = capsys.readouterr()
+        return types.SimpleNamespace(code=code, out=out, err=err, ray_started=bool(started))
+
+    return call
+
+
 def ray_sessions() -> list[str]:
     """Ray's session folders on this machine (its logs live there), marlscale's local Rays'
     included (marlscale/cluster.py)."""
     import glob
 
-    return sorted(glob.glob("/tmp/ray/session_2*") + glob.glob("/tmp/ray/marlscale-*/session_2*"))
+    return sorted(glob.glob("/tmp/ray/session_2*") +
+                  glob.glob("/tmp/ray/marlscale-*/ray/session_2*"))
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +88,8 @@ def smoke_sweep(tmp_path_factory):
     done = subprocess.run(
         [sys.executable, "-m", "marlscale.cli", "sweep", str(ROOT / "tune_specs" / "smoke.yaml"),
          "--run-dir", str(run_dir), "--num-cpus", "2"],
-        env=cli_env(WANDB_API_KEY=FAKE_KEY), capture_output=True, text=True, timeout=900,
+        # its local Ray's logs kept (removed at the end otherwise), for the test to grep
+        env=cli_env(WANDB_API_KEY=FAKE_KEY, MARLSCALE_KEEP_RAY_LOGS="1"), capture_output=True,
+        text=True, timeout=900,
         cwd=ROOT)
     return run_dir, done

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from marlscale import runfiles
+from marlscale import runfiles, specfile
 
 COMMIT_ENV_VAR = "MARLSCALE_COMMIT"
 
@@ -71,12 +71,34 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
+def read(path: str | os.PathLike) -> dict[str, Any]:
+    """A provenance.json's contents; a ValueError naming the file when it is not the mapping
+    `record` writes (cut short, hand-edited)."""
+    values = specfile.read_json(path, "provenance record", ALLOWED)
+    if not isinstance(values.get("resumed", []), list):
+        raise ValueError(f"{path}: the provenance record's resumed="
+                         f"{specfile.shown(values['resumed'])} is invalid; allowed: {ALLOWED}")
+    return values
+
+
+ALLOWED = ("the JSON mapping marlscale wrote (restore it from a copy, or delete the file: "
+           "it only records where the run was made)")
+
+
+def check(run_dir: str | os.PathLike) -> None:
+    """Before a run is resumed (before Ray starts): RUN_DIR/provenance.json, if there is one,
+    can be extended; a ValueError naming the file otherwise."""
+    path = Path(run_dir) / runfiles.PROVENANCE
+    if path.exists():
+        read(path)
+
+
 def record(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Write RUN_DIR/provenance.json for a run that starts now, or add this resume to it."""
     path = Path(run_dir) / runfiles.PROVENANCE
     here = {**commit(), "machine": machine(), "versions": versions(), "started": now()}
-    if path.is_file():
-        values = json.loads(path.read_text())
+    if path.exists():
+        values = read(path)
         values.setdefault("resumed", []).append(here)
     else:
         values = here

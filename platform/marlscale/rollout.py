@@ -19,6 +19,17 @@ from marlscale.envs import MagentTeamEnv, TeamEnvConfig
 from marlscale.episodes import Game, episode_seed, play_episode
 
 
+def check_memory(configs: list[TeamEnvConfig]) -> None:
+    """Refuse, before Ray starts, rollouts whose envs (one per task, all at once) would not
+    fit this machine's memory (magent2's views and the pooled state grow with N and
+    state_grid); a ValueError with the estimate."""
+    from marlscale.algorithms import memory
+
+    biggest = max(configs, key=lambda config: config.team_counts)
+    memory.check_envs(configs, f"these rollouts ({len(configs)} envs, n_agents="
+                               f"{biggest.n_agents}, state_grid={biggest.state_grid})")
+
+
 def play_episodes(config: TeamEnvConfig, episodes: int) -> dict[str, Any]:
     """Play `episodes` random episodes (seeds from `config.seed`; None: fresh entropy); their
     episode metrics plus the env's agent-steps/s."""

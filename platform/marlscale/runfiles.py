@@ -14,7 +14,10 @@ through these names.
                   JSON lines; checkpoint_NNNNNN/), REPORT_DIR/
     league run    a sweep run, plus LEAGUE_SPEC and the cross-play tables (`table_file`:
                   league, ratings, matchups, episodes, training_curves)
-    checkpoint    CHECKPOINT_MARKER, CHECKPOINT_CTOR, CHECKPOINT_STATE (RLlib's own files)
+    any run       RUN_LOCK while a process runs it (marlscale/runlock.py)
+    checkpoint    CHECKPOINT_MARKER, CHECKPOINT_CTOR, CHECKPOINT_STATE (RLlib's own files,
+                  pickles), CHECKPOINT_META (marlscale's JSON, written last: what readers
+                  decide on, and every other file's size; `algorithms/checkpoints.py`)
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ RESULTS_CSV, TRIALS_CSV, PARAMS_JSON = "results.csv", "trials.csv", "params.json
 TRIAL_CHECKPOINT_GLOB = "checkpoint_*"
 
 LEAGUE_SPEC, LEAGUE_TABLE = "league.yaml", "league"
+RUN_LOCK = ".marlscale.lock"  # held by the one process running a run dir (runlock.py)
 REPORT_DIR, REPORT_MD = "report", "report.md"
 
 CHECKPOINT_MARKER = "rllib_checkpoint.json"
 CHECKPOINT_CTOR, CHECKPOINT_STATE = "class_and_ctor_args.pkl", "algorithm_state.pkl"
+CHECKPOINT_META = "marlscale_checkpoint.json"
 
 
 def train_checkpoint(iteration: int) -> str:

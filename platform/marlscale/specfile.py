@@ -11,6 +11,7 @@ without a dot as a float (`1e6`, `5E-4`, `-2e+3`). Everything else is PyYAML's s
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -33,9 +34,69 @@ SpecLoader.add_implicit_resolver(
 )
 
 
-def loads(text: str) -> Any:
-    """One YAML value (a `--set` value, a spec's text) with SpecLoader."""
-    return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - a SafeLoader subclass
+MAX_NODES = 100_000
+"""The most values (mappings, lists and scalars, each alias counted as a copy of what it names)
+a spec file or `--set` value may expand to: YAML aliases can make a few lines stand for
+billions of values (an "alias bomb") that every later check, copy or message would expand."""
+SHOWN_CHARS = 200
+"""The most characters of a value an error message echoes (`shown`)."""
+
+
+def loads(text: str, what: str = "the value") -> Any:
+    """One YAML value (a `--set` value, a spec's text) with SpecLoader; a ValueError when its
+    aliases expand to more than MAX_NODES values."""
+    value = yaml.load(text, Loader=SpecLoader)  # noqa: S506 - a SafeLoader subclass
+    size = expanded_size(value)
+    if size > MAX_NODES:
+        raise ValueError(f"{what} expands to more than {MAX_NODES:,} values ({_count_text(size)} "
+                         f"with its YAML aliases expanded); allowed: at most {MAX_NODES:,} "
+                         "values, each alias counted as a copy")
+    return value
+
+
+def _count_text(size: int) -> str:
+    return "over 10^18 values" if size > 10**18 else f"{size:,} values"
+
+
+def expanded_size(value: Any) -> int:
+    """How many values (mappings, lists, scalars) `value` holds with every shared object
+    counted each time it appears (as YAML aliases expand), counted without expanding it."""
+    sizes: dict[int, int] = {}
+
+    def size(item: Any) -> int:
+        if not isinstance(item, (dict, list)):
+            return 1
+        known = sizes.get(id(item))
+        if known is not None:
+            return known
+        sizes[id(item)] = 1  # a self-referencing alias counts once more
+        children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+        total = 1 + sum(size(child) for child in children)
+        sizes[id(item)] = min(total, 10**19)
+        return sizes[id(item)]
+
+    return size(value)
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """`repr(value)` as an error message echoes it: at most `limit` characters, the rest
+    replaced by '…' (a value may be huge; the message stays one readable line). Values whose
+    expansion is huge (shared objects) are not expanded to be cut."""
+    if isinstance(value, (dict, list)) and expanded_size(value) > limit:
+        text = reprlib_repr(value, limit)
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def reprlib_repr(value: Any, limit: int) -> str:
+    """A bounded repr of a nested container (reprlib's, with room for `limit` characters)."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxdict, short.maxlist = 4, 12, 12
+    short.maxstring = short.maxother = short.maxlong = limit
+    return short.repr(value)
 
 
 def read(path: str | os.PathLike, what: str = "spec") -> Any:
@@ -56,9 +117,41 @@ def read(path: str | os.PathLike, what: str = "spec") -> Any:
         raise ValueError(f"{path}: the {what} file cannot be read ({error.strerror}); "
                          f"{allowed}") from None
     try:
-        return loads(text)
+        return loads(text, f"{path}: the {what} file")
     except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from None
+        raise ValueError(f"{path}: not valid YAML: {one_line(str(error))}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: the {what} file nests too deeply; allowed: a YAML or JSON "
+                         "file of mappings, lists and values") from None
+
+
+def read_json(path: str | os.PathLike, what: str, allowed: str) -> dict[str, Any]:
+    """A run directory's JSON metadata file (spec.json, provenance.json, a fingerprint) as a
+    mapping; a ValueError naming the file, what is wrong and `allowed` (what to do) when it
+    cannot be read, is not UTF-8 JSON, or is not a mapping."""
+    path = Path(path)
+    if not path.is_file():  # a folder, or a device that never ends (/dev/zero)
+        raise ValueError(f"{path}: the {what} is not a file; allowed: {allowed}")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        problem = f"is not UTF-8 text (byte {error.start})"
+    except json.JSONDecodeError as error:
+        problem = f"is not JSON ({error})"
+    except OSError as error:
+        problem = f"cannot be read ({error.strerror or error})"
+    except RecursionError:
+        problem = "nests too deeply"
+    else:
+        if isinstance(values, dict):
+            return values
+        problem = f"holds a {type(values).__name__}, not a mapping"
+    raise ValueError(f"{path}: the {what} {problem}; allowed: {allowed}")
+
+
+def one_line(text: str) -> str:
+    """A multi-line message (PyYAML's, say) as one line."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def is_finite_number(value: Any) -> bool:
@@ -156,7 +249,7 @@ def value_ok(value: Any, meta: dict[str, Any]) -> bool:
 def check_value(name: str, value: Any, meta: dict[str, Any]) -> None:
     """A ValueError naming the setting, the value and what is allowed, if `value` is not."""
     if not value_ok(value, meta):
-        raise ValueError(f"{name}={value!r} is invalid; allowed: {allowed(meta)}")
+        raise ValueError(f"{name}={shown(value)} is invalid; allowed: {allowed(meta)}")
 
 
 def check_fields(instance: Any, prefix: str = "") -> None:
@@ -179,7 +272,7 @@ def normalise(cls: Any, values: dict[str, Any], what: str) -> dict[str, Any]:
     fields = {f.name: f.metadata.get("kind") for f in dataclasses.fields(cls)}
     for key in values:
         if key not in fields:
-            raise ValueError(f"{what} {key!r} is unknown; allowed: {', '.join(fields)}")
+            raise ValueError(f"{what} {shown(key)} is unknown; allowed: {', '.join(fields)}")
     return {key: int(value) if fields[key] == "int" and isinstance(value, float)
             and math.isfinite(value) and value.is_integer() else value
             for key, value in values.items()}

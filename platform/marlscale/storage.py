@@ -11,6 +11,11 @@ Credentials and endpoints come from the environment, as pyarrow reads them:
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, and AWS_ENDPOINT_URL for an
 S3-compatible server (MinIO, Ceph, moto). On a cluster every node needs them, since trials
 write their checkpoints from wherever they run.
+
+Every S3 request marlscale makes is bounded: `TIMEOUT_S` to connect and without a byte
+received, and `ATTEMPTS` tries (the first check of a run directory, before Ray starts, one),
+so an endpoint that accepts connections and never answers fails with one line naming the URI
+and the endpoint, instead of hanging (the AWS SDK's defaults retry for minutes).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+TIMEOUT_S = 10.0
+ATTEMPTS = 3
 SKIP = re.compile(r"(^|/)(checkpoint_\d+|wandb)(/|$)")  # large, and not read by marlscale
 ALLOWED = ("allowed: a local folder, or an object-store URI such as s3://BUCKET/PATH (with "
            "credentials, region and for S3-compatible servers AWS_ENDPOINT_URL in the "
@@ -31,15 +38,29 @@ def is_uri(path: str | os.PathLike | None) -> bool:
     return path is not None and "://" in str(path)
 
 
-def filesystem(uri: str, name: str = "--run-dir"):
+def filesystem(uri: str, name: str = "--run-dir", attempts: int | None = None):
     """(pyarrow filesystem, path inside it) of a URI; a clear error when pyarrow cannot use
-    it (unknown scheme, no bucket)."""
+    it (unknown scheme, no bucket). S3's requests time out (`TIMEOUT_S`, `attempts` tries)."""
     from pyarrow import fs
 
     try:
-        return fs.FileSystem.from_uri(uri.rstrip("/"))
+        filesystem_, path = fs.FileSystem.from_uri(uri.rstrip("/"))
     except (ValueError, OSError) as error:
         raise ValueError(f"{name} {uri!r} is invalid ({error}); {ALLOWED}") from None
+    if isinstance(filesystem_, fs.S3FileSystem):  # rebuilt with the same options, bounded
+        rebuild, (options,) = filesystem_.__reduce__()
+        filesystem_ = rebuild({**options, "connect_timeout": TIMEOUT_S,
+                               "request_timeout": TIMEOUT_S,
+                               "retry_strategy": fs.AwsStandardS3RetryStrategy(
+                                   max_attempts=attempts or ATTEMPTS)})
+    return filesystem_, path
+
+
+def _unreachable(uri: str, name: str, error: OSError) -> ValueError:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+    where = f"the endpoint {endpoint} (AWS_ENDPOINT_URL)" if endpoint else "the object store"
+    return ValueError(f"{name} {uri!r} cannot be reached ({error}); check that {where} "
+                      f"answers within {TIMEOUT_S:g} s and the credentials; {ALLOWED}")
 
 
 def split(uri: str) -> tuple[str, str]:
@@ -53,11 +74,12 @@ def split(uri: str) -> tuple[str, str]:
 
 
 def _info(uri: str, name: str):
-    filesystem_, path = filesystem(uri, name)
+    filesystem_, path = filesystem(uri, name, attempts=1)  # the first request: one try
     try:
-        return filesystem_, path, filesystem_.get_file_info(path)
+        info = filesystem_.get_file_info(path)
     except OSError as error:
-        raise ValueError(f"{name} {uri!r} cannot be reached ({error}); {ALLOWED}") from None
+        raise _unreachable(uri, name, error) from None
+    return filesystem(uri, name)[0], path, info
 
 
 def check_new(uri: str, name: str = "--run-dir", hint: str = "") -> None:
@@ -75,7 +97,7 @@ def check_new(uri: str, name: str = "--run-dir", hint: str = "") -> None:
     try:
         found = filesystem_.get_file_info(bucket).type != fs.FileType.NotFound
     except OSError as error:
-        raise ValueError(f"{name} {uri!r} cannot be reached ({error}); {ALLOWED}") from None
+        raise _unreachable(uri, name, error) from None
     if not found:
         raise ValueError(f"{name} {uri!r} is invalid: bucket {bucket!r} does not exist; "
                          f"allowed: a folder in an existing bucket")

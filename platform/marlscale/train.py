@@ -186,24 +186,27 @@ def _train(algo, spec: TrainSpec, run_dir: Path, rows: list[dict[str, Any]], log
         writer.writeheader()
         writer.writerows(rows)
     final = {"last": rows[-1], "greedy_evaluation": evaluation, "random_evaluation": random,
-             "wall_s": time.perf_counter() - start, "interrupted": interrupted.is_set()}
+             "wall_s": time.perf_counter() - start, "interrupted": interrupted.is_set(),
+             "signal": interrupted.received.name if interrupted.is_set() else None}
     (run_dir / runfiles.RESULT_JSON).write_text(json.dumps(final, indent=2))
     return final
 
 
 @contextlib.contextmanager
 def _stop_on_interrupt(log) -> Iterator[threading.Event]:
-    """Within: the first SIGINT (Ctrl-C) sets the event it yields, so the loop stops at the
-    end of its iteration with a checkpoint and the result files; a second one raises
-    KeyboardInterrupt (marlscale/interrupts.py)."""
+    """Within: the first SIGINT (Ctrl-C) or SIGTERM sets the event it yields (its `received`
+    says which signal), so the loop stops at the end of its iteration with a checkpoint and
+    the result files; a second one raises Interrupted (marlscale/interrupts.py)."""
     interrupted = threading.Event()
 
     def first() -> None:
         interrupted.set()
-        log("interrupted: stopping at the end of this iteration with a checkpoint, "
-            "metrics.csv and result.json (Ctrl-C again to abort without them)")
+        log(f"interrupted ({received.name}): stopping at the end of this iteration with a "
+            "checkpoint, metrics.csv and result.json (Ctrl-C or SIGTERM again to abort "
+            "without them)")
 
-    with interrupts.on_sigint([first]):
+    with interrupts.on_interrupt([first]) as received:
+        interrupted.received = received
         yield interrupted
 
 
@@ -243,11 +246,11 @@ def check_resumable(run_dir: str | os.PathLike, stop: dict[str, Any] | None = No
     if not spec_file.is_file():
         raise ValueError(f"{name} {given!r} is not a `marlscale train` run directory (it has no "
                          f"{runfiles.TRAIN_SPEC}); {allowed}")
-    try:
-        values = json.loads(spec_file.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{name} {given!r}: {runfiles.TRAIN_SPEC} is not JSON ({error}); "
-                         f"{allowed}") from None
+    from marlscale import specfile
+
+    values = specfile.read_json(spec_file, "run's spec", "the JSON mapping `marlscale "
+                                "train` wrote (docs/specs.md)")
+    provenance.check(run_dir)
     extra = {key: values.pop(key) for key in list(values) if key not in SPEC_KEYS} \
         if isinstance(values, dict) else {}
     unknown = sorted(set(extra) - set(EXTRA_KEYS))
@@ -375,12 +378,12 @@ def check_warm_start(spec: TrainSpec, text: str | os.PathLike,
     curriculum = config.curriculum_config()
     init = curriculum.embedding_init if curriculum.schedule != "none" else "mean"
     probe = MagentTeamEnv(env_config)
-    states = {}
-    for team, source in teams.items():
+    for team, source in teams.items():  # from its marlscale_checkpoint.json: nothing unpickled
         policy = checkpoint.policies[source]
-        module = policy.load_module()
-        have = _shapes(module.observation_space, module.action_space)
-        want = _shapes(probe.observation_spaces[team], probe.action_spaces[team])
+        have = _shapes(policy.observation_shapes, policy.n_actions)
+        want = _shapes({key: space.shape for key, space in
+                        probe.observation_spaces[team].spaces.items()},
+                       int(probe.action_spaces[team].nvec[0]))
         for key in sorted(set(have) & set(want)):
             if have[key] != want[key]:
                 raise ValueError(
@@ -388,6 +391,10 @@ def check_warm_start(spec: TrainSpec, text: str | os.PathLike,
                     f"{have[key]}; the run's {team} team has {want[key]}; allowed: a "
                     "checkpoint whose env gives the same observation and action shapes per "
                     "agent (game, state_grid)")
+    states = {}  # accepted: now RLlib reads (unpickles) the modules
+    for team, source in teams.items():
+        policy = checkpoint.policies[source]
+        module = policy.load_module()
         if counts[team] != policy.n_agents:  # continue the policy at another population size
             module.resize_agents(counts[team], trained=checkpoint.n_active[source], init=init)
         states[team] = {key: value for key, value in module.get_state().items()
@@ -395,10 +402,11 @@ def check_warm_start(spec: TrainSpec, text: str | os.PathLike,
     return WarmStart(checkpoint=checkpoint.path, teams=teams, states=states)
 
 
-def _shapes(observation_space, action_space) -> dict[str, tuple[Any, ...]]:
+def _shapes(observation_shapes: dict[str, tuple[int, ...]],
+            n_actions: int) -> dict[str, tuple[Any, ...]]:
     """Observation and action shapes, the per-agent columns' team size written "N"."""
     per_agent = (*keys.PER_AGENT_KEYS, keys.ALIVE, keys.ACTIVE)
-    shapes = {key: ("N", *space.shape[1:]) if key in per_agent else tuple(space.shape)
-              for key, space in observation_space.spaces.items()}
-    shapes["actions"] = ("N", int(action_space.nvec[0]))
+    shapes = {key: ("N", *shape[1:]) if key in per_agent else tuple(shape)
+              for key, shape in observation_shapes.items()}
+    shapes["actions"] = ("N", int(n_actions))
     return shapes

@@ -1,8 +1,9 @@
 """Failing well, run the way users run the CLI (a subprocess on a local Ray it starts):
 
-* Ctrl-C (SIGINT) stops `train` at the end of its iteration with a checkpoint and the result
-  files, exit 130 and the resume command; `--resume` then continues. A sweep stops too, exit
-  130, and `--resume` finishes every trial.
+* Ctrl-C (SIGINT) and SIGTERM stop `train` at the end of its iteration with a checkpoint and
+  the result files, exit 130 or 143 and the resume command; `--resume` then continues, alone:
+  a second one at once is refused. A sweep and a league stop too, and `--resume` finishes
+  every trial.
 * SIGKILL of the driver leaves no Ray process of its local Ray behind, and every one of those
   processes listens on 127.0.0.1 only (the dashboard included, when asked for).
 """
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from cli_helpers import ROOT, cli_env
+from marlscale import runlock
 from marlscale.sweeps.results import read_results
 from test_sweeps import saved_state, small_spec, stop_group, sweep_cmd, trials
 from test_train_resume import TINY
@@ -48,7 +51,10 @@ def wait_for(condition, process: subprocess.Popen, timeout_s: float = 240, what:
         time.sleep(0.2)
 
 
-def test_sigint_stops_train_with_a_checkpoint_and_resume_continues(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_signal_stops_train_with_a_checkpoint_and_resume_continues_alone(signum, tmp_path):
+    """Ctrl-C (SIGINT) and SIGTERM (Kubernetes, SLURM, `ray job stop`) alike. While the resume
+    runs, a second `--resume` of the same run is refused: it would interleave its rows."""
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(TRAIN))
     run_dir = tmp_path / "run"
@@ -57,12 +63,14 @@ def test_sigint_stops_train_with_a_checkpoint_and_resume_continues(tmp_path):
                               text=True, start_new_session=True, cwd=ROOT)
     try:
         wait_for(lambda: len(metric_rows(run_dir)) >= 2, driver, what="two iterations")
-        driver.send_signal(signal.SIGINT)  # what Ctrl-C sends the foreground process
+        driver.send_signal(signum)  # SIGINT: what Ctrl-C sends the foreground process
         out, err = driver.communicate(timeout=120)
     finally:
         stop_group(driver)
-    assert driver.returncode == 130, err[-3000:]
+    assert driver.returncode == 128 + signum, err[-3000:]  # 130, 143
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "SIGTERM received" not in err  # Ray's C++ handler's stack dump
+    assert f"interrupted by {signum.name} at iteration" in err
     assert f"continue with: marlscale train --resume {run_dir}" in err
     rows = metric_rows(run_dir)
     last = rows[-1]["training_iteration"]
@@ -70,38 +78,60 @@ def test_sigint_stops_train_with_a_checkpoint_and_resume_continues(tmp_path):
     assert len(pd.read_csv(run_dir / "metrics.csv")) == len(rows) == last
     result = json.loads((run_dir / "result.json").read_text())
     assert result["interrupted"] and result["last"]["training_iteration"] == last
+    assert result["signal"] == signum.name
 
-    done = subprocess.run(train_cmd("--resume", run_dir, "--iterations", last + 2, "--num-cpus",
-                                    "1", "--no-report"),
-                          env=cli_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
+    resume = train_cmd("--resume", run_dir, "--iterations", last + 2, "--num-cpus", "1",
+                       "--no-report")
+    first = subprocess.Popen(resume, env=cli_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=ROOT)
+    try:
+        wait_for(lambda: (runlock.holder(run_dir) or {}).get("pid") == first.pid, first,
+                 what="the resume to take the run's lock")
+        second = subprocess.run(resume, env=cli_env(), capture_output=True, text=True,
+                                timeout=120, cwd=ROOT)
+        out, err = first.communicate(timeout=300)
+    finally:
+        stop_group(first)
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-3000:]
+    assert f"is in use by pid {first.pid} on host" in second.stderr
+    assert first.returncode == 0, err[-3000:]
     assert [r["training_iteration"] for r in metric_rows(run_dir)] == list(range(1, last + 3))
     assert not json.loads((run_dir / "result.json").read_text())["interrupted"]
+    assert runlock.holder(run_dir) is None  # released
 
 
-def test_sigint_checkpoints_a_sweeps_running_trials_and_resume_finishes_every_trial(tmp_path):
-    """No periodic checkpoints (checkpoint_every is past the stop): what a trial has trained
-    when Ctrl-C comes is kept only by the checkpoint the interrupt asks for."""
-    stop = 120  # long enough that no trial can finish before the interrupt takes effect
-    spec = small_spec(tmp_path, "sigint", grid={"algorithm": ["qmix"], "n_agents": [3],
-                                                "seed": [0, 1]},
+def interrupt_sweep(tmp_path: Path, command: str, signum: int, stop: int):
+    """Start a `command` (sweep or league) of two one-CPU QMIX trials, send `signum` once a
+    trial is three iterations in, and check that it stopped as an interrupted run should:
+    exit 128 + signum, the resume command, every trial that had started checkpointed by the
+    interrupt (no periodic checkpoints: checkpoint_every is past the stop) and not finished.
+    Returns the run dir and each trial's iteration at the signal."""
+    spec = small_spec(tmp_path, command, grid={"algorithm": ["qmix"], "n_agents": [3],
+                                               "seed": [0, 1]},
                       stop={"iterations": stop}, checkpoint_every=1000, max_concurrent_trials=2,
                       wandb={"mode": "offline"})  # its logging actors must not hold the exit
-    run_dir = tmp_path / "sigint"
-    driver = subprocess.Popen(sweep_cmd(str(spec), "--run-dir", str(run_dir), "--num-cpus", "2"),
-                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    if command == "league":  # its one trial: QMIX against MFQ in battle
+        values = yaml.safe_load((ROOT / "tune_specs" / "league" / "smoke.yaml").read_text())
+        spec.write_text(yaml.safe_dump({**values, "stop": {"iterations": stop},
+                                        "checkpoint_every": 1000, "wandb": {"mode": "offline"}}))
+    run_dir = tmp_path / command
+    cmd = [sys.executable, "-m", "marlscale.cli", command, str(spec), "--run-dir", str(run_dir),
+           "--num-cpus", "2"]
+    driver = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, start_new_session=True, cwd=ROOT)
     try:
         wait_for(lambda: any(len(rows) >= 3 for rows in trials(run_dir).values()), driver,
                  what="a trial three iterations in")
         at_signal = {name: rows[-1]["training_iteration"]
                      for name, rows in trials(run_dir).items() if rows}
-        driver.send_signal(signal.SIGINT)
+        driver.send_signal(signum)
         out, err = driver.communicate(timeout=180)
     finally:
         stop_group(driver)
-    assert driver.returncode == 130, err[-3000:]
-    assert f"marlscale sweep --resume {run_dir}" in err and "Traceback" not in err
+    assert driver.returncode == 128 + signum, err[-3000:]
+    assert f"interrupted by {signal.Signals(signum).name} with" in err
+    assert f"marlscale {command} --resume {run_dir}" in err and "Traceback" not in err
+    assert "SIGTERM received" not in err  # Ray's C++ handler's stack dump
     assert "running trial(s) checkpointed; stopping the sweep" in out + err
     state = saved_state(run_dir)  # what --resume reads: status and last checkpoint per trial
     assert all(status != "TERMINATED" for status, _ in state.values()), state
@@ -109,6 +139,22 @@ def test_sigint_checkpoints_a_sweeps_running_trials_and_resume_finishes_every_tr
     assert "TERMINATED" not in pd.read_csv(run_dir / "trials.csv")["status"].tolist()
     for name in at_signal:  # each trial's W&B run was closed, not left to Ray's 30-min wait
         assert "finishing run" in (run_dir / name / "wandb" / "debug.log").read_text(), name
+    assert runlock.holder(run_dir) is None  # the lock was released
+    return run_dir, at_signal
+
+
+@pytest.mark.parametrize("command", ["sweep", "league"])
+def test_sigterm_checkpoints_a_sweeps_and_a_leagues_running_trials(command, tmp_path):
+    run_dir, _ = interrupt_sweep(tmp_path, command, signal.SIGTERM, stop=120)
+    if command == "league":  # cross-play waits for every policy
+        assert not (run_dir / "league.csv").exists()
+
+
+def test_sigint_checkpoints_a_sweeps_running_trials_and_resume_finishes_every_trial(tmp_path):
+    """What a trial has trained when Ctrl-C comes is kept only by the checkpoint the
+    interrupt asks for, and `--resume` goes on from it."""
+    stop = 120  # long enough that no trial can finish before the interrupt takes effect
+    run_dir, at_signal = interrupt_sweep(tmp_path, "sweep", signal.SIGINT, stop)
 
     done = subprocess.run(sweep_cmd("--resume", str(run_dir), "--num-cpus", "2", "--no-report"),
                           env=cli_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)

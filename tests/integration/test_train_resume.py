@@ -12,10 +12,8 @@ import types
 
 import numpy as np
 import pytest
-from conftest import record_ray_starts
 from marlscale import train
 from marlscale.algorithms import checkpoints
-from marlscale.cli import main
 from marlscale.models.team_module import LEARNER_ONLY
 
 pytestmark = pytest.mark.integration
@@ -47,18 +45,9 @@ def rows(run_dir):
 
 
 @pytest.fixture
-def cli(ray_local, monkeypatch, capsys):
-    """`cli(*args)`: run `marlscale` in-process; returns code, out, err and whether it called
-    ray.init."""
-    started = record_ray_starts(monkeypatch)
-
-    def call(*args):
-        started.clear()
-        code = main([str(arg) for arg in args])
-        out, err = capsys.readouterr()
-        return types.SimpleNamespace(code=code, out=out, err=err, ray_started=bool(started))
-
-    return call
+def cli(ray_local, cli_in_process):
+    """`cli(*args)`: run `marlscale` in-process on the session's Ray (conftest.py)."""
+    return cli_in_process
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +202,7 @@ def test_train_from_a_relative_checkpoint_and_team_records_its_source(cli, sourc
     monkeypatch.chdir(source.parent)
     # learning_starts beyond iteration 1: its checkpoint holds the starting weights
     spec = spec_file(tmp_path / "spec.json", stop={"iterations": 1},
-                     training={"learning_starts": 1000}, seed=4)
+                     training={"learning_starts": 500}, seed=4)
     done = cli("train", spec, "--from-checkpoint", "run:predator", "--run-dir", run_dir)
     assert done.code == 0, done.err
     saved = json.loads((run_dir / "spec.json").read_text())
@@ -257,7 +246,7 @@ def test_from_checkpoint_at_another_n_keeps_the_network_and_grows_or_cuts_the_sl
     for n in (9, 2):
         run_dir = tmp_path / f"n{n}"
         done = cli("train", spec_file(tmp_path / "spec.json", stop={"iterations": 1},
-                                      training={"learning_starts": 1000}),
+                                      training={"learning_starts": 500}),
                    "--from-checkpoint", source, "--n-agents", n, "--run-dir", run_dir)
         assert done.code == 0, done.err
         module = checkpoints.load(run_dir).policies["predator"].load_module()

@@ -93,9 +93,10 @@ def test_every_command_prints_its_help(command, capsys):
 
 @pytest.mark.parametrize("args, expected", [
     (["--n-agents", "10000000"], "this run (n_agents=10000000, replay_capacity=20000, 2 envs) "
-                                 "needs about 93,798.0 GiB (replay 93,691.1 GiB"),
+                                 "needs about 99,567.4 GiB (replay 93,691.1 GiB"),
     (["--n-agents", "2000", "--set", "replay_capacity=2e5"],
-     "needs about 187.5 GiB (replay 187.4 GiB, observations 0.0 GiB), more than this machine's"),
+     "needs about 188.6 GiB (replay 187.4 GiB, observations 0.0 GiB, learner 1.1 GiB), more "
+     "than this machine's"),
     (["--n-agents", "2000", "--set", "replay_capacity=2e5"], "e.g. replay_capacity <= "),
 ])
 def test_a_run_too_big_for_this_machine_is_refused_with_its_estimate(args, expected, tmp_path,
@@ -287,3 +288,148 @@ def test_evaluate_refuses_a_negative_number_of_env_runners_before_reading_anythi
     err = capsys.readouterr().err
     assert "--num-env-runners=-1 is invalid; allowed: an integer >= 0" in err
     assert "Traceback" not in err and not started
+
+
+# ---- issue #25: every member of each class -----------------------------------------------
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train", "--n-agents", "abc"], "--n-agents: 'abc' is invalid; allowed: an integer >= 1"),
+    (["train", "--seed", "x"], "--seed: 'x' is invalid; allowed: an integer >= 0"),
+    (["train", "--num-gpus", "nan"], "--num-gpus: nan is invalid; allowed: a finite number >= 0"),
+    (["train", "--iterations", "soon"], "--iterations: 'soon' is invalid; allowed: a number > 0"),
+    (["evaluate", "ck", "--epsilon", "1.5"], "--epsilon: 1.5 is invalid; allowed: a number in"),
+    (["evaluate", "ck", "--num-env-runners", "two"], "--num-env-runners: 'two' is invalid; "
+                                                     "allowed: an integer"),
+    (["render", "ck", "--out", "a.gif", "--fps", "0"], "--fps: 0 is invalid; allowed: a finite "
+                                                       "number > 0"),
+    (["rollout", "--episodes", "x" * 5000], "x… is invalid; allowed: an integer >= 1"),
+])
+def test_every_flag_type_says_what_is_allowed(args, expected, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    line = capsys.readouterr().err.splitlines()[-1]  # after argparse's usage
+    assert exit_.value.code == 2 and expected in line and len(line) < 400, line
+
+
+BOMB = "".join(f"{a}: &{a} [{', '.join([f'*{b}' if b else 'x'] * 10)}]\n"
+               for a, b in zip("abcdefg", ["", *"abcdef"]))
+
+
+def test_a_yaml_alias_bomb_is_refused_in_one_short_line(tmp_path, capsys):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BOMB)
+    for command in ("train", "sweep"):
+        assert main([command, str(bomb), "--run-dir", str(tmp_path / "run")]) == 2
+        err = one_error_line(capsys)
+        assert f"{bomb}: the spec file expands to more than 100,000 values" in err
+    assert main(["train", "--set", "lr=" + BOMB.replace("\n", ", ").join("{}")]) == 2
+    assert "--set lr expands to more than 100,000 values" in one_error_line(capsys)
+
+
+def test_a_huge_value_is_echoed_cut_short(tmp_path, capsys):
+    spec = spec_file(tmp_path, "training: {algorithm: " + "x" * 100_000 + "}")
+    assert main(["train", str(spec), "--run-dir", str(tmp_path / "run")]) == 2
+    err = one_error_line(capsys)
+    assert "algorithm='xxxx" in err and "x… is invalid; allowed: iql" in err and len(err) < 600
+
+
+def test_a_grid_beyond_the_stated_size_is_refused_at_once(tmp_path, capsys):
+    """Refused from the axes' sizes alone (no grid point is built: 10^6 of them would take
+    hours to validate)."""
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("experiment: big\nenv_config: {n_agents: 4}\nstop: {iterations: 1}\n"
+                     f"grid: {{seed: {list(range(1000))}, training.lr: "
+                     f"{[1e-4 * i for i in range(1, 1001)]}}}\n")
+    assert main(["sweep", str(sweep), "--run-dir", str(tmp_path / "run")]) == 2
+    err = one_error_line(capsys)
+    assert "grid={'seed': '1000 values', 'training.lr': '1000 values'} is invalid; allowed: " \
+           "at most 2,000 trials (this grid has 1,000,000)" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("env_config: {n_agents: 4, map_size: 18, max_cycles: 1}",
+     "max_cycles=1 is invalid; allowed: None or an integer >= 2"),
+    ("training: {learning_starts: 30000}", "learning_starts=30000 is invalid with "
+                                           "replay_capacity=20000"),
+])
+def test_settings_that_would_fail_after_ray_starts_are_refused_before(extra, expected, tmp_path,
+                                                                     capsys):
+    assert main(["train", str(spec_file(tmp_path, extra)), "--run-dir",
+                 str(tmp_path / "run")]) == 2
+    assert expected in one_error_line(capsys) and not (tmp_path / "run").exists()
+
+
+def test_a_state_grid_too_big_for_this_machine_is_refused_with_its_estimate(tmp_path, capsys):
+    spec = spec_file(tmp_path, "training: {replay_capacity: 200}").read_text().replace(
+        "map_size: 18", "map_size: 18, state_grid: 5000")
+    (tmp_path / "spec.yaml").write_text(spec)
+    assert main(["train", str(tmp_path / "spec.yaml"), "--run-dir", str(tmp_path / "run")]) == 2
+    err = one_error_line(capsys)
+    assert ("(n_agents=4, replay_capacity=200, 2 envs) needs about 620.5 GiB (replay 23.3 GiB, "
+            "observations 1.2 GiB, learner 596.0 GiB)") in err
+    assert "e.g. a smaller batch_size, state_grid or network: the learner alone" in err
+
+
+def test_rollout_too_big_for_this_machine_is_refused_before_ray_starts(capsys, monkeypatch):
+    started = record_ray_starts(monkeypatch)
+    assert main(["rollout", "--n-agents", "10000000", "--games", "battle"]) == 2
+    err = one_error_line(capsys)
+    assert "these rollouts (1 envs, n_agents=10000000, state_grid=8) needs about" in err
+    assert not started
+
+
+def test_an_output_path_that_is_a_folder_is_refused_before_the_work(tmp_path, capsys):
+    folder = tmp_path / "out.json"
+    folder.mkdir()
+    assert main(["evaluate", str(tmp_path / "nowhere"), "--json", str(folder)]) == 2
+    assert f"--json '{folder}' is invalid: it is a folder" in one_error_line(capsys)
+    gif = tmp_path / "out.gif"
+    gif.mkdir()
+    assert main(["render", str(tmp_path / "nowhere"), "--out", str(gif)]) == 2
+    assert f"--out '{gif}' is invalid: it is a folder" in one_error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.gif", "out.json"]
+
+
+def test_corrupt_run_dir_metadata_is_named_before_ray_starts(tmp_path, capsys, monkeypatch):
+    started = record_ray_starts(monkeypatch)
+    run_dir = interrupted_sweep(tmp_path)
+    fingerprint = run_dir / "spec.fingerprint.json"
+    for text, problem in (('{"sha256": ', "is not JSON"), ("[1]", "holds a list, not a mapping"),
+                          ("{}", "has no sha256 and spec")):
+        fingerprint.write_text(text)
+        assert main(["sweep", "--resume", str(run_dir)]) == 2
+        assert f"{fingerprint}: the spec fingerprint {problem}" in one_error_line(capsys)
+    fingerprint.unlink()
+    (run_dir / "provenance.json").write_bytes(b"\xff{")
+    assert main(["sweep", "--resume", str(run_dir)]) == 2
+    assert f"{run_dir / 'provenance.json'}: the provenance record is not UTF-8 text" \
+        in one_error_line(capsys)
+    train_run = tmp_path / "train"
+    train_run.mkdir()
+    (train_run / "spec.json").write_bytes(b'{"env": "caf\xe9"}')
+    assert main(["train", "--resume", str(train_run)]) == 2
+    assert f"{train_run / 'spec.json'}: the run's spec is not UTF-8 text" in one_error_line(capsys)
+    assert not started
+
+
+def test_a_full_disk_is_one_line_naming_the_path(tmp_path, capsys, monkeypatch):
+    from marlscale.cli import commands
+
+    def writes_to_a_full_disk(args):  # a real ENOSPC from the kernel, wrapped as Ray wraps
+        try:
+            with open("/dev/full", "w") as out:
+                out.write("x" * 100_000)
+        except OSError as error:
+            raise RuntimeError("a task failed") from error
+
+    monkeypatch.setitem(commands.COMMANDS, "report", writes_to_a_full_disk)
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 1
+    err = one_error_line(capsys)
+    assert err.startswith(f"marlscale: error: writing under {tmp_path / 'r'}: No space left on "
+                          "device (ENOSPC)")

@@ -21,7 +21,7 @@ BAD = [
     ({"map_size": 5}, "map_size", "5", ">= 7"),
     ({"game": "battle", "map_size": 10}, "map_size", "10", ">= 12"),
     ({"n_active": 30}, "n_active", "30", "0..n_agents"),
-    ({"max_cycles": 0}, "max_cycles", "0", ">= 1"),
+    ({"max_cycles": 1}, "max_cycles", "1", ">= 2"),
     ({"state_grid": 0}, "state_grid", "0", ">= 1"),
     ({"wall_density": 1.2}, "wall_density", "1.2", "[0, 1)"),
     ({"rewards": {"kill_reward": 3}}, "rewards.kill_reward", "3", "tag_penalty"),

@@ -12,7 +12,8 @@ weights a sample used is fixed: runs stay deterministic per seed. Greedy evaluat
 (`evaluate_greedy`) are spread over the EnvRunners, each in an env of its own with its own
 seed, through the one episode loop (`marlscale.episodes`). Checkpoints add what RLlib's
 `get_state` leaves out: counters (the evaluation episodes played among them), epsilon, RNG
-states and, optionally, the replay.
+states and, optionally, the replay; and, beside RLlib's pickles, marlscale_checkpoint.json
+(`save_to_path`; what readers check before unpickling anything).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import LEARNER_RESULTS
 
 from marlscale import keys
+from marlscale.algorithms import checkpoints
 from marlscale.algorithms.config import TeamQConfig
 from marlscale.algorithms.env_runner import Sample
 from marlscale.algorithms.learner import ITERATION, phase
@@ -313,6 +315,20 @@ class TeamQ(Algorithm):
         return next(iter(self.learner_group.foreach_learner(func))).get()
 
     # ---- checkpoints --------------------------------------------------------------------------
+    @override(Algorithm)
+    def save_to_path(self, path=None, *, state=None, filesystem=None, use_msgpack=False) -> str:
+        """RLlib's checkpoint, then marlscale_checkpoint.json (what readers decide on before
+        unpickling anything, and every file's size: algorithms/checkpoints.py), written last.
+        Every checkpoint goes through here: `marlscale train`'s and Tune's (sweeps, leagues)."""
+        if path is not None and filesystem is None:
+            from pyarrow import fs
+
+            filesystem, path = fs.FileSystem.from_uri(str(path))
+        saved = super().save_to_path(path, state=state, filesystem=filesystem,
+                                     use_msgpack=use_msgpack)
+        checkpoints.write_metadata(self, saved, filesystem)
+        return saved
+
     @override(Algorithm)
     def get_state(self, components=None, *, not_components=None, **kwargs) -> dict[str, Any]:
         state = super().get_state(components, not_components=not_components, **kwargs)

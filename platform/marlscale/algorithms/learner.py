@@ -25,6 +25,7 @@ from ray.rllib.utils.annotations import override
 
 from marlscale import keys
 from marlscale.algorithms import replay
+from marlscale.algorithms.q_bound import QBound, q_bound
 
 TD_LOSS = "td_loss"
 Q_MEAN = "q_mean"
@@ -33,6 +34,16 @@ GRADIENT_NORM = "gradient_norm"
 MIXER_GAIN = "mixer_gain"
 """QMIX's mean dQ_tot/dQ_i on the batch (VDN: 1): the share of the value's scale the mixer
 carries; see docs/algorithms/qmix.md#ablation."""
+Q_ABS_MAX = "q_abs_max"
+"""The largest |Q_i| of the agents' own Q-values (actions taken, unmasked agents) on the batch:
+what the divergence check bounds (`q_bound.py`). Mixed values can hide it: QMIX's ELU saturates,
+so a diverged team can show a healthy q_mean and TD loss."""
+DEAD_MIXER_GAIN = 1e-6
+DEAD_MIXER_UPDATES = 50
+"""A mixer slope (`MIXER_GAIN`) below DEAD_MIXER_GAIN on DEAD_MIXER_UPDATES updates in a row,
+each with an agent in the batch, fails the run: Q_tot no longer depends on the agents' Q-values
+and they get no gradient. A healthy QMIX's slope stays within 0.1-10 (0.14 at initialisation,
+docs/algorithms/qmix.md#ablation); a saturated one is 0 or within float32's rounding of it."""
 LR_SCALE = "lr_scale"
 """An optimizer param group's lr as a multiple of the configured lr (the mixer's group)."""
 ITERATION = "training_iteration"
@@ -144,6 +155,8 @@ def _loss(module, batch, obs, next_obs, q_taken, next_v, reward) -> tuple[torch.
     next_alive = next_obs[keys.ALIVE].float()
     next_mask = next_alive * next_obs[keys.ACTIVE].float()
     discount = batch[replay.DISCOUNT]
+    masked_q = q_taken.detach() * mask
+    q_abs_max = masked_q.abs().amax()
     if module.mixer is not None:
         state = module.state_input(obs)
         gain = None
@@ -165,10 +178,11 @@ def _loss(module, batch, obs, next_obs, q_taken, next_v, reward) -> tuple[torch.
         weight = mask.sum().clamp(min=1.0)
         loss = (mask * (q_taken - target) ** 2).sum() / weight
         stats = {
-            Q_MEAN: (mask * q_taken).sum() / weight,
+            Q_MEAN: masked_q.sum() / weight,
             TARGET_MEAN: (mask * target).sum() / weight,
         }
     stats[TD_LOSS] = loss
+    stats[Q_ABS_MAX] = q_abs_max
     return loss, stats
 
 
@@ -210,29 +224,77 @@ class TeamQLearner(TorchLearner):
             group["lr"] = lr * group.get(LR_SCALE, 1.0)
 
     @override(TorchLearner)
+    def build(self) -> None:
+        super().build()
+        self._q_bounds: dict[str, QBound] = {}
+        self._dead_mixer_runs: dict[str, torch.Tensor] = {}
+        """Per module: the updates in a row, up to the last, whose mixer looked dead."""
+
+    @override(TorchLearner)
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().before_gradient_based_update(timesteps=timesteps)
         self._iteration = timesteps.get(ITERATION)
 
-    def _diverged(self, module_id, term: str, value) -> DivergenceError:
+    def _diverged(self, module_id, term: str, value, why: str = "") -> DivergenceError:
         algorithm = self.module[module_id].unwrapped().algorithm
         config = self.config.get_config_for_module(module_id)
         return DivergenceError(
-            f"{term}={float(value)} at iteration {getattr(self, '_iteration', None)} (team "
-            f"{module_id}, {algorithm}): training diverged. This is deterministic: a retry from "
-            f"the last checkpoint diverges again; change the settings (e.g. a smaller lr, now "
-            f"{config.lr}, or grad_clip, now {config.grad_clip})")
+            f"{term}={float(value):.3g} at iteration {getattr(self, '_iteration', None)} (team "
+            f"{module_id}, {algorithm}): training diverged.{why} This is deterministic: a retry "
+            f"from the last checkpoint diverges again; change the settings (e.g. a smaller lr, "
+            f"now {config.lr}, or grad_clip, now {config.grad_clip})")
+
+    def q_bound(self, module_id) -> QBound:
+        """The bound on the team's |Q_i| that its rewards allow (`q_bound.py`), computed once."""
+        bounds = self._q_bounds
+        if module_id not in bounds:
+            config = self.config.get_config_for_module(module_id)
+            env_config = config.team_env_config
+            bounds[module_id] = q_bound(
+                env_config, env_config.game_spec.team_names.index(module_id), gamma=config.gamma,
+                team_reward=config.team_reward,
+                mixer=self.module[module_id].unwrapped().mixer is not None)
+        return bounds[module_id]
 
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> Any:
         module = self.module[module_id].unwrapped()
         loss, stats = td_loss(module, batch, temperature=config.temperature,
                               team_reward=config.team_reward)
+        values = {name: value.detach() for name, value in stats.items()}
+        self._check(module_id, values)
+        for name, value in values.items():
+            self.metrics.log_value((module_id, name), value, window=1)
+        return loss
+
+    def _check(self, module_id, stats: dict[str, torch.Tensor]) -> None:
+        """Raises `DivergenceError` on a non-finite stat, agents' Q-values beyond the rewards'
+        bound (`q_bound`) or a dead mixer (`DEAD_MIXER_UPDATES`). One host sync per update: the
+        checks are reduced on the device to one flag, and only a failure looks further."""
+        bound = self.q_bound(module_id)
+        healthy = torch.isfinite(torch.stack(list(stats.values()))).all() \
+            & (stats[Q_ABS_MAX] <= bound.value)
+        dead_runs = self._dead_mixer_runs
+        if MIXER_GAIN in stats:  # an agent in the batch <=> some |Q_i| of the batch is > 0
+            dead = (stats[MIXER_GAIN] < DEAD_MIXER_GAIN) & (stats[Q_ABS_MAX] > 0)
+            run = dead_runs.get(module_id, 0) + dead.long()  # a device tensor, no sync
+            dead_runs[module_id] = run = run * dead
+            healthy = healthy & (run < DEAD_MIXER_UPDATES)
+        if bool(healthy):
+            return
         for name, value in stats.items():
             if not torch.isfinite(value):
                 raise self._diverged(module_id, name, value)
-            self.metrics.log_value((module_id, name), value.detach(), window=1)
-        return loss
+        if stats[Q_ABS_MAX] > bound.value:
+            raise self._diverged(
+                module_id, Q_ABS_MAX, stats[Q_ABS_MAX],
+                f" The agents' Q-values are beyond the bound {bound} that the rewards "
+                f"allow.")
+        raise self._diverged(
+            module_id, MIXER_GAIN, stats[MIXER_GAIN],
+            f" The mixer's slope dQ_tot/dQ_i stayed below the bound {DEAD_MIXER_GAIN:g} for "
+            f"{DEAD_MIXER_UPDATES} updates in a row: its ELU saturated, so Q_tot no longer "
+            f"depends on the agents' Q-values.")
 
     @override(TorchLearner)
     def compute_gradients(self, loss_per_module, **kwargs):

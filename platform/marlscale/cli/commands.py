@@ -5,15 +5,15 @@ local Ray of its own or the cluster (marlscale/cluster.py)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 
+from marlscale import interrupts, runlock
 from marlscale.cli import flags
 from marlscale.envs import TeamEnvConfig
-
-INTERRUPTED = 130  # the shell's exit status after Ctrl-C (128 + SIGINT)
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -26,12 +26,18 @@ def evaluate(args: argparse.Namespace) -> int:
     out = check_out(args.json, ".json", "--json") if args.json else None
     if args.num_env_runners is not None:  # None: one per CPU of the cluster
         check_value("--num-env-runners", args.num_env_runners, typed(kind="int", low=0))
+        _check_local_cpus(args, args.num_env_runners, f"--num-env-runners="
+                          f"{args.num_env_runners}", "its EnvRunners (one CPU each)")
+    envs = args.num_env_runners if args.num_env_runners is not None else \
+        min(args.episodes, args.num_cpus or os.cpu_count() or 1)  # as many as it will have here
     evaluation = Evaluation.prepare(args.checkpoint, args.opponent, args.side, args.episodes,
-                                    args.seed, args.epsilon, n_agents=args.n_agents)
-    with _ray(args):
+                                    args.seed, args.epsilon, n_agents=args.n_agents, envs=envs)
+    with _ray(args) as address:
         runners = args.num_env_runners
         if runners is None:
             runners = min(args.episodes, max(1, int(ray.cluster_resources().get("CPU", 1))))
+        if address:
+            _wait_for_cpus(args, runners, f"--num-env-runners={runners}")
         report = evaluation.run(runners)
     print(table(report))
     if out is not None:
@@ -48,13 +54,25 @@ def league(args: argparse.Namespace) -> int:
 
     spec, run_dir = _spec_and_run_dir(args, "league", LeagueSpec, league.check_resumable,
                                       "leagues")
-    with _ray(args):
+    _check_trials_fit(args, spec.sweep_spec())
+    runners = spec.eval_settings["num_env_runners"]
+    if runners:
+        _check_local_cpus(args, runners, f"evaluation.num_env_runners={runners}",
+                          "cross-play's EnvRunners (one CPU each)")
+    with _locked(run_dir, "league", bool(args.resume)), _ray(args) as address:
+        if address:  # on a cluster: nodes that can hold every trial (and cross-play), in time
+            from marlscale.sweeps.placement import wait_until_fits
+
+            log = lambda line: print(line, flush=True)  # noqa: E731
+            wait_until_fits(spec.sweep_spec(), args.resource_wait_s, log)
+            if runners:
+                _wait_for_cpus(args, runners, f"evaluation.num_env_runners={runners}")
         summary = league.run(spec, run_dir, resume=bool(args.resume),
                              log=lambda line: print(line, flush=True))
     if summary["interrupted"]:
         print(json.dumps(summary, indent=2))
         return _interrupted(f"with {summary['interrupted']} trial(s) unfinished; continue with: "
-                            f"marlscale league --resume {run_dir}")
+                            f"marlscale league --resume {run_dir}", summary["signal"])
     print(league.format_league(pd.read_csv(summary["files"]["league"]),
                                pd.read_csv(summary["files"]["ratings"])))
     print(json.dumps({k: v for k, v in summary.items() if k != "ratings"}, indent=2))
@@ -72,9 +90,83 @@ def render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ray(args: argparse.Namespace):
+@contextlib.contextmanager
+def _ray(args: argparse.Namespace, cpus: int = 0, what: str = ""):
     """Ray for a command: --address, else RAY_ADDRESS (set inside `ray job submit`), else a
-    local Ray owned by this process (marlscale/cluster.py)."""
+    local Ray owned by this process (marlscale/cluster.py). Within, SIGTERM unwinds like
+    Ctrl-C (marlscale/interrupts.py) rather than through Ray's C++ handler.
+
+    `cpus` one-CPU actors or tasks (`what`) must fit at once: on a cluster, it waits at most
+    --resource-wait-s for them (a local Ray's CPUs are checked before it starts)."""
+    with _connect(args) as address, interrupts.terminate_as_interrupt():
+        if address and cpus:
+            _wait_for_cpus(args, cpus, what)
+        yield address
+
+
+def _wait_for_cpus(args: argparse.Namespace, cpus: int, what: str) -> None:
+    from marlscale import cluster
+
+    cluster.wait_for_cpus(cpus, what, args.resource_wait_s,
+                          log=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+def _local_cpus(args: argparse.Namespace) -> tuple[int, str] | None:
+    """The CPUs of the local Ray this command starts and where that number comes from; None
+    on a cluster (--address, RAY_ADDRESS)."""
+    if args.address or os.environ.get("RAY_ADDRESS"):
+        return None
+    if args.num_cpus is not None:
+        return args.num_cpus, f"--num-cpus {args.num_cpus}"
+    from ray._private.utils import get_num_cpus
+
+    return get_num_cpus(), "all of this machine's, as Ray counts them"
+
+
+def _check_local_cpus(args: argparse.Namespace, asked: float, what: str, holders: str) -> None:
+    """Refuse, before Ray starts, what a local Ray can never place at once (it would wait for
+    the CPUs forever, printing nothing): `asked` CPUs for `what`, held by `holders`."""
+    local = _local_cpus(args)
+    if local is None or asked <= local[0]:
+        return
+    cpus, source = local
+    raise ValueError(f"{what} is invalid: {holders} hold {asked:g} CPUs at once and the local "
+                     f"Ray has {cpus} ({source}); allowed: at most {cpus} CPUs (or a larger "
+                     "--num-cpus, or a cluster: --address)")
+
+
+def _check_trials_fit(args: argparse.Namespace, spec) -> None:
+    """A sweep's (or league's) trials on a local Ray: each trial's CPUs (num_cpus plus one per
+    EnvRunner) and GPUs must fit the local Ray, else it stays PENDING forever."""
+    if _local_cpus(args) is None:
+        return
+    import logging
+
+    from marlscale.runspec.sweep import SPEC_KEY
+    from marlscale.sweeps.trial import SweepTrial
+
+    _check_gpus(spec.resources.get("num_gpus", 0), "resources.num_gpus",
+                "or a cluster (--address) whose nodes have them")
+    need, shown = 0.0, ""
+    config_log = logging.getLogger("ray.rllib.algorithms.algorithm_config")
+    level = config_log.level
+    config_log.setLevel(logging.ERROR)  # not RLlib's "new API stack" notice, once per trial
+    try:
+        requests = [SweepTrial.default_resource_request({SPEC_KEY: spec.to_dict(), **point})
+                    for point in spec.points()]
+    finally:
+        config_log.setLevel(level)
+    for request in requests:
+        cpus = float(request.required_resources.get("CPU", 0))
+        if cpus > need:
+            resources = {**{"num_cpus": 1, "num_env_runners": 0}, **spec.resources}
+            need, shown = cpus, (f"resources (num_cpus={resources['num_cpus']:g}, "
+                                 f"num_env_runners={resources['num_env_runners']})")
+    _check_local_cpus(args, need, shown, "each trial's process (num_cpus) and EnvRunners (one "
+                      "CPU each)")
+
+
+def _connect(args: argparse.Namespace):
     from marlscale import cluster
 
     return cluster.connect(args.address, args.num_cpus, dashboard=bool(args.dashboard),
@@ -109,7 +201,8 @@ def rollout(args: argparse.Namespace) -> int:
         for game in args.games
         for seed in range(args.seeds)
     ]
-    with _ray(args):
+    rollout.check_memory(configs)
+    with _ray(args, 1, "rollout's tasks"):
         start = time.perf_counter()
         results = rollout.run(configs, args.episodes)
     summaries = [rollout.summarize(result) for result in results]
@@ -135,7 +228,7 @@ def train_spec(args: argparse.Namespace):
         if not sep:
             raise ValueError(f"--set {item!r} is invalid; allowed: KEY=VALUE")
         try:
-            training[key] = specfile.loads(text)
+            training[key] = specfile.loads(text, f"--set {key}")
         except yaml.YAMLError as error:
             raise ValueError(f"--set {item!r}: the value is not valid YAML ({error}); allowed: "
                              "KEY=VALUE with a YAML value, e.g. lr=1e-4") from None
@@ -161,9 +254,14 @@ def train(args: argparse.Namespace) -> int:
     if args.resume:
         flags.check_resume_flags(args)
         stop = flags.apply_spec_flags({}, args, only_resumable=True).get("stop")
-        state = train.check_resumable(args.resume, stop)
-        state.spec.wandb = flags.apply_spec_flags({"wandb": state.spec.wandb}, args,
-                                                  only_resumable=True)["wandb"]
+
+        def resumable():
+            state = train.check_resumable(args.resume, stop)
+            state.spec.wandb = flags.apply_spec_flags({"wandb": state.spec.wandb}, args,
+                                                      only_resumable=True)["wandb"]
+            return state
+
+        state = resumable()
         run_dir = state.run_dir
     else:
         spec = train_spec(args)
@@ -178,15 +276,23 @@ def train(args: argparse.Namespace) -> int:
     _check_gpus(resources.get("num_gpus", 0),
                 "--num-gpus" if args.num_gpus is not None else "resources.num_gpus",
                 "the learner runs in this process")
-    with _ray(args):
-        final = train.resume(state, log=log) if args.resume else \
-            train.run(spec, run_dir, log=log, from_checkpoint=warm)
+    runners = int(resources.get("num_env_runners", 0))
+    what = ("--num-env-runners" if args.num_env_runners is not None else
+            "resources.num_env_runners") + f"={runners}"
+    _check_local_cpus(args, runners, what, "its EnvRunners (one CPU each)")
+    with _locked(run_dir, "train", bool(args.resume)):
+        if args.resume:  # again, now that no other process can change it
+            state = resumable()
+        with _ray(args, runners, what):
+            final = train.resume(state, log=log) if args.resume else \
+                train.run(spec, run_dir, log=log, from_checkpoint=warm)
     print(json.dumps({"run_dir": str(run_dir.resolve()),
                       "greedy_evaluation": final["greedy_evaluation"],
                       "wall_s": round(final["wall_s"], 1)}, indent=2))
     if final["interrupted"]:
         return _interrupted(f"at iteration {final['last']['training_iteration']}, checkpoint "
-                            f"saved; continue with: marlscale train --resume {run_dir}")
+                            f"saved; continue with: marlscale train --resume {run_dir}",
+                            final["signal"])
     _report_at_end(args, run_dir)
     return 0
 
@@ -236,11 +342,9 @@ def sweep(args: argparse.Namespace) -> int:
 
     spec, run_dir = _spec_and_run_dir(args, "sweep", SweepSpec, resume.check_resumable,
                                       "sweeps")
-    if not (args.address or os.environ.get("RAY_ADDRESS")):  # a local Ray: this machine's GPUs
-        _check_gpus(spec.resources.get("num_gpus", 0), "resources.num_gpus",
-                    "or a cluster (--address) whose nodes have them")
+    _check_trials_fit(args, spec)  # a local Ray: this machine's GPUs, its CPUs
     cluster = args.address or os.environ.get("RAY_ADDRESS")
-    with _ray(args):
+    with _locked(run_dir, "sweep", bool(args.resume)), _ray(args):
         summary = runner.run(spec, run_dir, resume=bool(args.resume),
                              log=lambda line: print(line, flush=True),
                              resource_wait_s=args.resource_wait_s if cluster else None)
@@ -248,7 +352,7 @@ def sweep(args: argparse.Namespace) -> int:
     if summary["interrupted"]:
         return _interrupted(f"with {summary['interrupted']} trial(s) unfinished; each "
                             "continues from its last checkpoint with: marlscale sweep --resume "
-                            f"{run_dir}")
+                            f"{run_dir}", summary["signal"])
     _report_at_end(args, run_dir)
     return 1 if summary["errored"] else 0
 
@@ -266,10 +370,32 @@ def _check_gpus(asked, what: str, where: str) -> None:
                          f"(torch.cuda.device_count()); allowed: at most {found} ({where})")
 
 
-def _interrupted(how: str) -> int:
-    """Say how an interrupted run goes on; the exit status after Ctrl-C."""
-    print(f"marlscale: interrupted {how}", file=sys.stderr)
-    return INTERRUPTED
+def _interrupted(how: str, signal_name: str | None) -> int:
+    """Say how an interrupted run goes on; the exit status after its signal (130 after
+    Ctrl-C, 143 after SIGTERM)."""
+    import signal
+
+    signum = signal.Signals[signal_name or "SIGINT"]
+    print(f"marlscale: interrupted by {signum.name} {how}", file=sys.stderr)
+    return interrupts.exit_status(signum)
+
+
+@contextlib.contextmanager
+def _locked(run_dir, command: str, resume: bool):
+    """The run directory's lock (marlscale/runlock.py) for the command's whole run, taken
+    before Ray starts; none for an object-store URI. A new run's folder is created by it and
+    checked again once locked (another process may have filled it meanwhile)."""
+    from marlscale import storage
+    from marlscale.runspec import check_new_run_dir
+
+    if storage.is_uri(run_dir):
+        yield
+        return
+    what = f"marlscale {command} " + (f"--resume {run_dir}" if resume else f"--run-dir {run_dir}")
+    with runlock.hold(run_dir, what, log=lambda line: print(line, file=sys.stderr, flush=True)):
+        if not resume:
+            check_new_run_dir(run_dir)
+        yield
 
 
 def _report_at_end(args: argparse.Namespace, run_dir) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 
 from marlscale.algorithms.registry import ALGORITHMS
 from marlscale.envs import GAMES
@@ -34,18 +36,65 @@ DESCRIPTIONS = {
 """The longer texts of `marlscale COMMAND --help`."""
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is invalid; allowed: an integer >= 1")
+def _integer(text: str, low: int | None = None) -> int:
+    """An integer flag's value (`1e3` too); argparse prints the message after the flag's
+    name, so every bad value says what is allowed."""
+    allowed = "an integer" + ("" if low is None else f" >= {low}")
+    try:
+        number = float(text) if re.fullmatch(r"[-+]?[0-9]+(\.0*)?[eE][-+]?[0-9]+", text.strip()) \
+            else None
+        value = int(number) if number is not None and number.is_integer() else int(text)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is invalid; allowed: {allowed}") \
+            from None
+    if low is not None and value < low:
+        raise argparse.ArgumentTypeError(f"{value} is invalid; allowed: {allowed}")
     return value
+
+
+def _shown(text: str) -> str:
+    """A flag's value as an error echoes it: quoted when not a number, cut when long."""
+    from marlscale.specfile import shown
+
+    return shown(text)
+
+
+def _any_int(text: str) -> int:
+    return _integer(text)
+
+
+def _positive_int(text: str) -> int:
+    return _integer(text, 1)
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is invalid; allowed: an integer >= 0")
-    return value
+    return _integer(text, 0)
+
+
+def _number(low: float | None = None, high: float | None = None, low_open: bool = False,
+            what: str = ""):
+    """A float flag's type: a finite number within the bounds (NaN and inf refused)."""
+    if low is not None and high is not None:
+        allowed = f"a number in {'(' if low_open else '['}{low:g}, {high:g}]"
+    elif low is not None:
+        allowed = f"a finite number {'>' if low_open else '>='} {low:g}"
+    else:
+        allowed = "a finite number"
+    allowed += what
+
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is invalid; allowed: {allowed}") \
+                from None
+        if not (math.isfinite(value) and (low is None or (value > low if low_open
+                                                          else value >= low))
+                and (high is None or value <= high)):
+            raise argparse.ArgumentTypeError(f"{text} is invalid; allowed: {allowed}")
+        return value
+
+    return convert
 
 
 def _stop_total(text: str) -> int | float:
@@ -53,7 +102,8 @@ def _stop_total(text: str) -> int | float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text} is invalid; allowed: a number > 0") from None
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is invalid; allowed: a number > 0") \
+            from None
     if not (value > 0 and value != float("inf")):  # NaN fails the first test
         raise argparse.ArgumentTypeError(f"{text} is invalid; allowed: a number > 0")
     return int(value) if value.is_integer() else value
@@ -95,11 +145,7 @@ def apply_spec_flags(values: dict, args: argparse.Namespace, only_resumable: boo
     return values
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):  # NaN fails the first test
-        raise argparse.ArgumentTypeError(f"{text} is invalid; allowed: a number >= 0 (seconds)")
-    return value
+_non_negative_float = _number(0, what=" (seconds)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -154,11 +200,12 @@ def _add_train(commands) -> None:
         _resumable(_spec_flag(train, f"--{stop.name.replace('_', '-')}", ("stop", stop.name),
                               type=_stop_total, help=f"stop after this many {stop.metadata['doc']} "
                               "(a total; with --resume, the new one)"))
-    _spec_flag(train, "--seed", ("seed",), type=int)
+    _spec_flag(train, "--seed", ("seed",), type=_non_negative_int)
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="a training setting, e.g. --set lr=0.001 (YAML value syntax)")
-    _spec_flag(train, "--num-env-runners", ("resources", "num_env_runners"), type=int)
-    _spec_flag(train, "--num-gpus", ("resources", "num_gpus"), type=float,
+    _spec_flag(train, "--num-env-runners", ("resources", "num_env_runners"),
+               type=_non_negative_int)
+    _spec_flag(train, "--num-gpus", ("resources", "num_gpus"), type=_number(0),
                help="GPUs for the learner")
     train.add_argument("--run-dir", default=None,
                        help="output folder (default runs/train-<algorithm>-<time>)")
@@ -184,9 +231,6 @@ def _add_sweep(commands) -> None:
     sweep = commands.add_parser(
         "sweep", help="run a sweep spec (tune_specs/*.yaml) on Ray Tune, or resume one")
     _add_spec_run_flags(sweep, "sweep", "tune_specs/*.yaml", "sweeps")
-    sweep.add_argument("--resource-wait-s", type=_non_negative_float, default=600.0,
-                       help="on a cluster: how long to wait for a node that can hold a trial's "
-                            "resources (e.g. its GPUs) before failing (default 600)")
 
 
 def _add_evaluate(commands) -> None:
@@ -203,7 +247,7 @@ def _add_evaluate(commands) -> None:
                                "mean of the trained ones) or cut to the first N")
     evaluate.add_argument("--json", default=None, metavar="OUT",
                           help="also write the figures as JSON to OUT")
-    evaluate.add_argument("--num-env-runners", type=int, default=None,
+    evaluate.add_argument("--num-env-runners", type=_any_int, default=None,
                           help="EnvRunners to spread the episodes over (default: the cluster's "
                                "CPUs, at most one per episode; 0: in this process)")
     _add_ray_flags(evaluate, default_cpus=2)
@@ -224,7 +268,8 @@ def _add_render(commands) -> None:
     _add_matchup_flags(render)
     render.add_argument("--steps", type=_positive_int, default=None,
                         help="at most this many steps (default: the whole episode)")
-    render.add_argument("--fps", type=float, default=10.0, help="frames per second (default 10)")
+    render.add_argument("--fps", type=_number(0, low_open=True), default=10.0,
+                        help="frames per second (default 10)")
     render.add_argument("--cell", type=_positive_int, default=None,
                         help="pixels per map cell (default: fit about 480 pixels)")
     render.add_argument("--out", required=True, help="the GIF to write (its folder must exist)")
@@ -285,7 +330,7 @@ def _add_matchup_flags(parser: argparse.ArgumentParser) -> None:
                         help="the side the policy plays (default: the side it was trained on)")
     parser.add_argument("--seed", type=_non_negative_int, default=0,
                         help="evaluation seed: maps, random agents and draws (default 0)")
-    parser.add_argument("--epsilon", type=float, default=0.0,
+    parser.add_argument("--epsilon", type=_number(0, 1), default=0.0,
                         help="per-agent random-action rate (default 0: greedy)")
 
 
@@ -324,6 +369,10 @@ def _add_ray_flags(parser: argparse.ArgumentParser,
                                  "127.0.0.1: this machine only; 0.0.0.0: every interface)"),
         parser.add_argument("--dashboard-port", type=_positive_int, default=None,
                             help="the local Ray's dashboard port (default 8265)"),
+        parser.add_argument("--resource-wait-s", type=_non_negative_float, default=600.0,
+                            help="on a cluster: how long to wait for nodes that can hold what "
+                                 "the command asks (a trial's resources, e.g. its GPUs; "
+                                 "EnvRunners' CPUs) before failing (default 600)"),
     )
 
 

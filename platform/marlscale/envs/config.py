@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from marlscale.envs.games import GAMES, Game
-from marlscale.specfile import allowed, check_fields, setting, typed, value_ok
+from marlscale.specfile import allowed, check_fields, setting, shown, typed, value_ok
 
 GameName = Literal["adversarial_pursuit", "battle"]
 OpponentKind = Literal["random", "learned"]
@@ -35,8 +35,9 @@ class TeamEnvConfig:
     map_size: int | None = setting(None, kind="int", low=1, optional=True)
     """Map side; None = scaled with the population so density stays at MAgent2's default."""
 
-    max_cycles: int | None = setting(None, kind="int", low=1, optional=True)
-    """Episode length limit (truncation); None = the game's default (pursuit 500, battle 1000)."""
+    max_cycles: int | None = setting(None, kind="int", low=2, optional=True)
+    """Episode length limit (truncation); None = the game's default (pursuit 500, battle 1000).
+    At least 2: RLlib checks an env with one step, which must not end the episode."""
 
     opponent: OpponentKind = setting("random", kind="str", choices=get_args(OpponentKind))
     """`random`: the other team acts uniformly at random inside the env; `learned`: it is a
@@ -83,7 +84,8 @@ class TeamEnvConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(
-                f"env config: unknown key {unknown[0]!r} (value {values[unknown[0]]!r}); "
+                f"env config: unknown key {shown(unknown[0])} (value "
+                f"{shown(values[unknown[0]])}); "
                 f"allowed keys: {sorted(known)}"
             )
         config = cls(**values)
@@ -152,4 +154,4 @@ class TeamEnvConfig:
 
 
 def _bad(key: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"env config: {key}={value!r} is invalid; allowed: {allowed}")
+    return ValueError(f"env config: {key}={shown(value)} is invalid; allowed: {allowed}")

@@ -11,6 +11,10 @@ difference (this side's return per agent minus the other's, with its 95% CI) and
 (the share of episodes the side ends with more survivors where anyone died, or with a higher
 return per agent where no one died or survivors are equal; exact ties are draws). Intervals
 are Student-t intervals over episodes.
+
+Checkpoints are untrusted until accepted: `prepare` reads only their
+marlscale_checkpoint.json and checks their files (algorithms/checkpoints.py), before Ray
+starts; RLlib unpickles the policies in `run`, once every check has passed.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from marlscale import keys, stats
+from marlscale.algorithms import memory
 from marlscale.envs.config import TeamEnvConfig
 from marlscale.episodes import Game, episode_seed
 from marlscale.evaluation.arena import (
@@ -45,8 +50,9 @@ def check_out(out: str | os.PathLike, suffix: str = ".gif", name: str = "--out")
     """An output file path whose folder exists and is writable (checked before any work)."""
     path = Path(out).expanduser()
     folder = path.parent.resolve()
-    if path.suffix.lower() != suffix:
-        raise ValueError(f"{name} {str(out)!r} is invalid; allowed: a {suffix} file")
+    if path.suffix.lower() != suffix or path.is_dir():
+        raise ValueError(f"{name} {str(out)!r} is invalid{': it is a folder' * path.is_dir()}; "
+                         f"allowed: a {suffix} file")
     if not folder.is_dir():
         raise ValueError(f"{name} {str(out)!r} is invalid: folder {str(folder)!r} does not "
                          "exist; allowed: a file in an existing, writable folder")
@@ -62,9 +68,13 @@ def write_json(path: Path, values: dict[str, Any]) -> None:
     import tempfile
 
     handle, temporary = tempfile.mkstemp(suffix=".json", dir=path.parent)
-    with os.fdopen(handle, "w") as out:
-        json.dump(values, out, indent=2)
-    os.replace(temporary, path)
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(values, out, indent=2)
+        os.replace(temporary, path)
+    finally:  # a failed write (a full disk) leaves no tmp*.json behind
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 def outcome(mine: dict[str, float], theirs: dict[str, float]) -> float:
@@ -114,9 +124,10 @@ class Evaluation:
     @classmethod
     def prepare(cls, checkpoint: str, opponent: str | None = None, side: str | None = None,
                 episodes: int = 10, seed: int = 0, epsilon: float = 0.0,
-                n_agents: int | None = None) -> Evaluation:
+                n_agents: int | None = None, envs: int = 1) -> Evaluation:
         """Read and check everything (no Ray): bad input raises ValueError naming it.
-        `n_agents`: play at this N per team, the policies resized to it (transfer across N)."""
+        `n_agents`: play at this N per team, the policies resized to it (transfer across N);
+        `envs`: how many envs will play at once (their memory is checked first)."""
         for name, value in (("episodes", episodes), ("seed", seed), ("epsilon", epsilon),
                             ("n_agents", n_agents)):
             meta = field_meta(cls, name)
@@ -131,6 +142,10 @@ class Evaluation:
         rival = at_population(contestant(opponent, "--opponent"), n_agents)
         policy = at_population(policy, n_agents)
         env_config = arena_env_config([policy, rival], ["CHECKPOINT", "--opponent"], n_agents)
+        envs = max(envs, 1)  # before any env is built (check_sides builds one)
+        memory.check_envs([env_config] * envs, f"this evaluation ({envs} env(s), n_agents="
+                                               f"{env_config.n_agents}, state_grid="
+                                               f"{env_config.state_grid})")
         names = list(env_config.game_spec.team_names)
         mine = side or policy.trained_side
         if mine not in names:

@@ -33,11 +33,13 @@ TEAM_COLOURS = ((214, 39, 40), (31, 119, 180))
 UNTRAINED_COLOURS = ((255, 160, 150), (160, 200, 235))
 """The same teams' agents that the policy's curriculum stage leaves random."""
 HEADER = 52
+"""Pixels above the map: the step, then one line per team."""
 STEPS = typed(kind="int", low=1, optional=True)
 """--steps: at most this many steps (None: the whole episode)."""
 FPS = typed(kind="float", low=0, low_open=True, high=100)
 """--fps: the GIF's frames per second."""
-"""Pixels above the map: the step, then one line per team."""
+FRAME_BYTES_PER_PIXEL = 4
+"""Every frame is held until the GIF is written: as RGB (3 bytes a pixel), then indexed (1)."""
 
 
 def palette() -> list[tuple[int, int, int]]:
@@ -94,6 +96,24 @@ class FrameDrawer:
         return image
 
 
+def check_memory(env_config, drawer: FrameDrawer) -> None:
+    """Refuse, before the episode, a GIF whose frames (held until it is written) would not fit
+    this machine's memory: they grow with --steps, --cell and the map (N). (Its env was
+    checked by `Evaluation.prepare`.)"""
+    from marlscale.algorithms import memory
+
+    frames = env_config.resolved_max_cycles + 1  # the reset's frame, then one per step
+    needed = frames * drawer.width * drawer.height * FRAME_BYTES_PER_PIXEL
+    available = memory.HEADROOM * memory.machine_bytes()
+    if needed > available:
+        raise ValueError(
+            f"--steps/--cell: the GIF's {frames:,} frames of {drawer.width:,} x "
+            f"{drawer.height:,} pixels (cell {drawer.cell}, map {env_config.resolved_map_size}) "
+            f"need about {needed / memory.GIB:,.1f} GiB, more than {memory.HEADROOM:.0%} of "
+            f"this machine's {memory.machine_bytes() / memory.GIB:,.1f} GiB; allowed: fewer "
+            "--steps or a smaller --cell")
+
+
 def render(checkpoint: str, out: str | os.PathLike, opponent: str | None = None,
            side: str | None = None, steps: int | None = None, seed: int = 0,
            epsilon: float = 0.0, fps: float = 10.0, cell: int | None = None) -> dict[str, Any]:
@@ -110,17 +130,18 @@ def render(checkpoint: str, out: str | os.PathLike, opponent: str | None = None,
         values = env_config.to_dict()
         values["max_cycles"] = min(steps, env_config.resolved_max_cycles)
         env_config = type(env_config).from_dict(values)
+    names = list(env_config.game_spec.team_names)
+    contestants = evaluation.sides
+    labels = [f"{team} {contestants[team].algorithm}" for team in names]
+    drawer = FrameDrawer(env_config.resolved_map_size, labels, cell)
+    check_memory(env_config, drawer)
 
     from marlscale.envs.team_env import MagentTeamEnv
 
     env = MagentTeamEnv(env_config)
-    names = list(env_config.game_spec.team_names)
-    contestants = evaluation.sides
-    labels = [f"{team} {contestants[team].algorithm}" for team in names]
     policies = {s: c.policy.load_module() for s, c in contestants.items() if not c.is_random}
     n_active = {s: c.n_active for s, c in contestants.items() if not c.is_random}
     game = evaluation.games()[0]
-    drawer = FrameDrawer(env.map_size, labels, cell)
     frames, alive, returns = [], [], [0.0, 0.0]
 
     def on_step(env, step, infos):

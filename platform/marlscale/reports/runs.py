@@ -37,6 +37,7 @@ from marlscale.algorithms.algorithm import (
 )
 from marlscale.algorithms.config import TeamQConfig
 from marlscale.algorithms.settings import TeamQSettings
+from marlscale.provenance import read as read_provenance
 from marlscale.runspec.sweep import PAIR_AXIS, SHORTHAND_AXES, VARIANT_AXIS, SweepSpec
 from marlscale.runspec.train import SPEC_KEYS, TrainSpec
 from marlscale.sweeps import results as sweep_results
@@ -309,7 +310,7 @@ def load(*paths: str | Path) -> Runs:
                     league.setdefault(name, []).append(table)
         if (path / runfiles.PROVENANCE).is_file():
             provenance.append({"run": str(path),
-                               **json.loads((path / runfiles.PROVENANCE).read_text())})
+                               **read_provenance(path / runfiles.PROVENANCE)})
     trial_table = pd.DataFrame(trials)
     extra_axes = [c for c in trial_table.columns if "." in c or c == ABLATION]
     curves = pd.concat(curves, ignore_index=True)

@@ -117,7 +117,8 @@ def check_new_run_dir(run_dir: str | os.PathLike, name: str = "--run-dir",
                       hint: str = "") -> None:
     """A run writes into a new or empty folder only (checked before Ray starts)."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if run_dir.exists() and (not run_dir.is_dir() or any(
+            path.name != runfiles.RUN_LOCK for path in run_dir.iterdir())):
         raise ValueError(f"{name} {str(run_dir)!r} is invalid; allowed: a new or empty "
                          f"folder{hint}")
     existing = specfile.blocking_ancestor(run_dir)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,10 @@ PAIR_TARGETS = (("training", "algorithm"), ("training", "opponent_algorithm"))
 VARIANT_AXIS = "variant"
 """Ablation shorthand: each value names an entry of the spec's `variants`, a mapping of grid
 axis paths (env_config.<field>, training.<setting>, ...) to the values that variant sets."""
+MAX_TRIALS = 2_000
+"""The most trials a sweep's grid may have: each is validated as a full run before Ray starts
+(10-20 ms each: 2,000 take under a minute), and Tune keeps every trial's state; split
+larger grids into several sweeps."""
 SPEC_KEY = "sweep"  # a trial config's copy of the spec (its axis values sit beside it)
 
 
@@ -131,6 +136,12 @@ class SweepSpec(ExperimentSpec):
             raise self.fail("env_config.game", self.env_config["game"],
                             "unset (use the top-level 'game' or a grid axis)")
         self._validate_grid()
+        size = math.prod(len(values) for values in self.grid.values())
+        if size > MAX_TRIALS:
+            raise self.fail("grid", {axis: f"{len(values)} values"
+                                     for axis, values in self.grid.items()},
+                            f"at most {MAX_TRIALS:,} trials (this grid has {size:,}); split it "
+                            "into several sweeps (docs/specs.md)")
         for point in self.points():
             try:
                 self.train_spec(point)

@@ -117,9 +117,14 @@ class TrainSpec:
                 memory.estimate(env_config, list(config.team_algorithms()),
                                 config.replay_capacity, envs, peak_active=(
                                     None if config.curriculum_config().schedule != "none"
-                                    else env_config.n_active)),
+                                    else env_config.n_active),
+                                batch_size=config.batch_size, network={
+                                    key: max(getattr(config.settings(name), key)
+                                             for name in config.team_algorithms().values())
+                                    for key in NETWORK_SIZES}),
                 f"this run (n_agents={env_config.n_agents}, replay_capacity="
                 f"{config.replay_capacity}, {envs} envs)")
+            _check_arithmetic(config, env_config)
         except ValueError as error:
             raise ValueError(f"{source}: {error}") from None
 
@@ -151,6 +156,21 @@ class TrainSpec:
         size = f"N{env_config.n_agents}"
         return (f"train/{algorithm}/{env_config.game}/{size}",
                 f"{algorithm}_{size}_seed{self.seed}")
+
+
+NETWORK_SIZES = ("hidden", "embedding_dim", "hypernet_embed", "mixing_embed_dim")
+"""The training settings the learner's memory grows with (besides batch_size and N)."""
+
+
+def _check_arithmetic(config: TeamQConfig, env_config) -> None:
+    """Settings each allowed alone that together could not train: found by running them."""
+    for name in config.team_algorithms().values():
+        settings = config.settings(name)
+        if settings.learning_starts > settings.replay_capacity:
+            raise ValueError(
+                f"learning_starts={settings.learning_starts} is invalid with replay_capacity="
+                f"{settings.replay_capacity}: the replay never holds that many env steps, so "
+                "the run would never learn; allowed: learning_starts <= replay_capacity")
 
 
 SPEC_KEYS = names(TrainSpec)

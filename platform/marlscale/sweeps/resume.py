@@ -40,14 +40,26 @@ def check_resumable(run_dir: str | Path) -> SweepSpec:
 
 
 def check_tuner_state(run_dir: Path) -> None:
-    """A clear error when Tune's tuner.pkl cannot be read (empty, cut short, not Tune's)."""
+    """A clear error when Tune's tuner.pkl cannot be read (empty, cut short, not Tune's).
+
+    Read without unpickling it (a pickle runs code when loaded; Tune unpickles it only once
+    the resume is accepted): its opcodes are parsed (`pickletools.genops`, which executes
+    nothing) to the final STOP, and the object it builds first must be a dict, Tune's."""
     import pickle
+    import pickletools
 
     path = run_dir / runfiles.TUNER
     try:
-        state = pickle.loads(path.read_bytes())
-        if not isinstance(state, dict):
-            raise TypeError(f"a {type(state).__name__}, not Tune's dict")
+        data = path.read_bytes()
+        try:
+            ops = [op.name for op, _, _ in pickletools.genops(data)]
+        except ValueError as error:  # cut short, or not a pickle
+            raise pickle.UnpicklingError(str(error)) from None
+        if not ops or ops[-1] != "STOP":
+            raise pickle.UnpicklingError("it does not end where a pickle ends")
+        first = next((name for name in ops if name not in ("PROTO", "FRAME")), None)
+        if first != "EMPTY_DICT":
+            raise TypeError(f"it starts with {first}, not with a dict, as Tune's does")
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same answer
         reason = "it is empty" if path.stat().st_size == 0 else \
             f"{type(error).__name__}: {error}"
@@ -70,10 +82,18 @@ def check_unchanged(run_dir: Path, values: dict[str, Any], spec_file: str) -> No
     """Refuse to resume a sweep whose spec file differs from the one it started with (Tune
     would resume the old trials while the driver reads the new grid). A run directory from
     before fingerprints were kept has nothing to compare with and passes."""
+    from marlscale import provenance, specfile
+
+    provenance.check(run_dir)  # resuming extends it: a corrupt one is named before Ray
     path = run_dir / runfiles.FINGERPRINT
     if not path.is_file():
         return
-    started = json.loads(path.read_text())
+    started = specfile.read_json(path, "spec fingerprint", "the JSON mapping of sha256 and "
+                                 "spec `marlscale sweep` wrote (restore it from a copy)")
+    if not isinstance(started.get("sha256"), str) or not isinstance(started.get("spec"), dict):
+        raise ValueError(f"{path}: the spec fingerprint has no sha256 and spec; allowed: the "
+                         "JSON mapping of sha256 and spec `marlscale sweep` wrote (restore it "
+                         "from a copy)")
     now = fingerprint(values)
     if now == started["sha256"]:
         return

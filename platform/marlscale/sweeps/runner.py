@@ -130,7 +130,7 @@ def run(spec: SweepSpec, run_dir: str | Path, *, resume: bool = False,
     if remote:
         storage.push(run_dir, target, own_files)
     log(f"# sweep {spec.experiment}: {len(spec.points())} trials -> {target}")
-    with _checkpoint_on_interrupt(tuner, log):
+    with _checkpoint_on_interrupt(tuner, log) as received:
         grid = tuner.fit()
     statuses = trial_statuses(target)
     if remote:
@@ -144,7 +144,8 @@ def run(spec: SweepSpec, run_dir: str | Path, *, resume: bool = False,
     errors = sum(1 for r in grid if r.error)
     unfinished = sum(1 for status in statuses.values() if status not in FINISHED)
     return {"run_dir": target, "experiment": spec.experiment, "trials": len(grid),
-            "errored": errors, "interrupted": unfinished, "results_csv": str(results_csv),
+            "errored": errors, "interrupted": unfinished, "signal": received.name or None,
+            "results_csv": str(results_csv),
             "trials_csv": str(trials_csv)}
 
 
@@ -162,10 +163,11 @@ class CheckpointOnInterrupt(tune.Callback):
         self.saved: set[str] = set()
         self.stopping = False
 
-    def request(self) -> None:
+    def request(self, why: str = "") -> None:
         self.requested_at = time.monotonic()
-        self.log("interrupted: each running trial checkpoints at the end of its iteration, "
-                 "then the sweep stops (Ctrl-C again to stop now, from the last checkpoints)")
+        self.log(f"interrupted{f' ({why})' if why else ''}: each running trial checkpoints at "
+                 "the end of its iteration, then the sweep stops (Ctrl-C or SIGTERM again to "
+                 "stop now, from the last checkpoints)")
 
     def stop(self) -> None:
         self.stopping = True
@@ -193,8 +195,9 @@ class CheckpointOnInterrupt(tune.Callback):
 
 @contextlib.contextmanager
 def _checkpoint_on_interrupt(tuner, log):
-    """Within (the main thread only): Ctrl-C as `CheckpointOnInterrupt` says; a second one
-    stops Tune at once, a third raises KeyboardInterrupt (marlscale/interrupts.py)."""
+    """Within (the main thread only): Ctrl-C or SIGTERM as `CheckpointOnInterrupt` says; a
+    second one stops Tune at once, a third raises Interrupted (marlscale/interrupts.py).
+    Yields what was received."""
     interrupt = CheckpointOnInterrupt(log)
     run_config = tuner._local_tuner.get_run_config()
     run_config.callbacks = [*(run_config.callbacks or []), interrupt]
@@ -206,8 +209,9 @@ def _checkpoint_on_interrupt(tuner, log):
     disabled = os.environ.get(TUNE_SIGINT)
     os.environ[TUNE_SIGINT] = "1"  # Tune leaves SIGINT to us (and keeps SIGUSR1)
     try:
-        with interrupts.on_sigint([interrupt.request, second]):
-            yield
+        with interrupts.on_interrupt([lambda: interrupt.request(received.name),
+                                      second]) as received:
+            yield received
     finally:
         if disabled is None:
             os.environ.pop(TUNE_SIGINT, None)
