@@ -243,7 +243,7 @@ def test_every_image_name_follows_the_convention(path):
 
 def test_cluster_doc_has_the_images_and_manifests_section():
     text = CLUSTER_DOC.read_text()
-    assert "## 6. Images and manifests, start to finish" in text
+    assert "## 7. Images and manifests, start to finish" in text
     for kind in DOCKERFILES:
         assert _image(kind) in text
     for command in ("kubectl apply -f docker/kuberay/rayjob.yaml", "ray up docker/ray-cluster.yaml",
