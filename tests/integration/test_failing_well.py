@@ -1,9 +1,9 @@
 """Failing well, run the way users run the CLI (a subprocess on a local Ray it starts):
 
-* SIGTERM (and Ctrl-C, SIGINT, taken alike) stops `train` at the end of its iteration with a
-  checkpoint and the result files, exit 143 (130) and the resume command; `--resume` then
-  continues, alone: a second one at once is refused. A sweep (SIGTERM) and a league (Ctrl-C)
-  stop too, and the sweep's `--resume` finishes every trial.
+* SIGTERM (and Ctrl-C, SIGINT, taken alike: tests/unit/test_interrupts.py) stops `train` at
+  the end of its iteration with a checkpoint and the result files, exit 143 and the resume
+  command; `--resume` then continues, alone: a second one at once is refused. A sweep and a
+  league stop too, and the sweep's `--resume` finishes every trial.
 * SIGKILL of the driver leaves no Ray process of its local Ray behind, and every one of those
   processes listens on 127.0.0.1 only (the dashboard included, when asked for).
 """
@@ -53,8 +53,8 @@ def wait_for(condition, process: subprocess.Popen, timeout_s: float = 240, what:
 
 def test_sigterm_stops_train_with_a_checkpoint_and_resume_continues_alone(tmp_path):
     """SIGTERM (Kubernetes, SLURM, `ray job stop`), taken as Ctrl-C is (`on_interrupt` handles
-    both alike: the league's test below sends SIGINT). While the resume runs, a second
-    `--resume` of the same run is refused: it would interleave its rows."""
+    both alike: tests/unit/test_interrupts.py). While the resume runs, a second `--resume` of
+    the same run is refused: it would interleave its rows."""
     signum = signal.SIGTERM
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(TRAIN))
@@ -144,8 +144,8 @@ def interrupt_sweep(tmp_path: Path, command: str, signum: int, stop: int):
     return run_dir, at_signal
 
 
-def test_ctrl_c_checkpoints_a_leagues_running_trial(tmp_path):
-    run_dir, _ = interrupt_sweep(tmp_path, "league", signal.SIGINT, stop=120)
+def test_sigterm_checkpoints_a_leagues_running_trial(tmp_path):
+    run_dir, _ = interrupt_sweep(tmp_path, "league", signal.SIGTERM, stop=120)
     assert not (run_dir / "league.csv").exists()  # cross-play waits for every policy
 
 
