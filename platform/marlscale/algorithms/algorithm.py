@@ -18,6 +18,7 @@ states and, optionally, the replay; and, beside RLlib's pickles, marlscale_check
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from typing import Any
@@ -323,7 +324,8 @@ class TeamQ(Algorithm):
         if path is not None and filesystem is None:
             from pyarrow import fs
 
-            filesystem, path = fs.FileSystem.from_uri(str(path))
+            path = str(path) if "://" in str(path) else os.path.abspath(path)  # from_uri: no
+            filesystem, path = fs.FileSystem.from_uri(path)                  # relative paths
         saved = super().save_to_path(path, state=state, filesystem=filesystem,
                                      use_msgpack=use_msgpack)
         checkpoints.write_metadata(self, saved, filesystem)
