@@ -17,7 +17,8 @@ from PIL import Image
 
 pytestmark = pytest.mark.integration
 
-SWEEP_FIGURES = ["learning_curves", "greedy_curves", "scaling", "throughput"]
+SWEEP_FIGURES = ["learning_curves", "greedy_curves", "scaling", "steps_to_threshold",
+                 "frontier_budget", "throughput"]
 TEAM = "predator"
 FINAL = 3  # the report's default --last
 
@@ -189,3 +190,66 @@ def test_bad_input_gets_a_clear_error_and_writes_nothing(case, smoke_sweep, batt
     if case == "games":
         assert "adversarial_pursuit" in done.stderr and "battle" in done.stderr
     assert not any(out.glob("*")) if out.is_dir() else True
+
+
+def test_the_budget_axis_on_a_real_sweep_matches_results_csv(smoke_sweep, tmp_path):
+    """Steps to a threshold and the final return at a budget, recomputed from results.csv:
+    each trial's greedy evaluations, the crossing interpolated between two of them, '> B'
+    where a trial never reaches it."""
+    run_dir, _ = smoke_sweep
+    results = pd.read_csv(run_dir / "results.csv")
+    column, steps = f"evaluation/{TEAM}/return_per_agent", "env_steps_sampled_lifetime"
+    greedy = results.dropna(subset=[column]).sort_values(steps)
+    threshold = float(np.median(greedy[column]))
+    out = tmp_path / "out"
+    done = marlscale("report", run_dir, "--out", out, "--threshold", threshold,
+                     "--threshold", greedy[column].max() + 1.0, "--budget", 100)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    for name in ("steps_to_threshold", "frontier_budget", "scaling"):
+        assert_not_blank(out / f"{name}.png")
+    label = f"{threshold:+.2f}"
+    shown = table_after(report, "## Sample complexity").set_index(["algorithm", "N"])
+    for (algorithm, n), trials in greedy.groupby(["algorithm", "n_agents"]):
+        cells = []
+        for _, trial in sorted(trials.groupby("trial"), key=lambda t: t[1]["seed"].iloc[0]):
+            x, y = trial[steps].to_numpy(float), trial[column].to_numpy(float)
+            above = np.flatnonzero(y >= threshold)
+            if not len(above):
+                cells.append(f"> {x[-1]:,.0f}")
+            elif above[0] == 0:
+                cells.append(f"\u2264 {x[0]:,.0f}")
+            else:
+                i = above[0]
+                at = x[i - 1] + (threshold - y[i - 1]) / (y[i] - y[i - 1]) * (x[i] - x[i - 1])
+                cells.append(f"{at:,.0f}")
+        row = shown.loc[(algorithm, str(n))]
+        assert row[f"env steps to {label} (per seed)"] == "; ".join(cells)
+        assert int(row[f"censored at {label}"]) == sum(c.startswith(">") for c in cells)
+        # above every evaluation: every trial is censored, never placed at its budget
+        assert row[f"censored at {greedy[column].max() + 1.0:+.2f}"] == "2"
+    assert "- **Thresholds given**: `--threshold" in report
+    assert "## Scaling with N at 100 env steps" in report
+    at_budget = table_after(report, "## The frontier at each budget\n\nThe scaling")
+    finals = table_after(report[report.index("([frontier_budget.csv]"):], "|").set_index(
+        ["algorithm", "N"])
+    assert list(at_budget.columns[2:]) == ["100", "150"]
+    for (algorithm, n), trials in greedy[greedy[steps] <= 100].groupby(
+            ["algorithm", "n_agents"]):
+        per_trial = trials.groupby("trial")[column].apply(lambda s: s.tail(FINAL).mean())
+        assert finals.loc[(algorithm, str(n)), "100"] == \
+            f"{per_trial.mean():+.2f} \u00b1 {per_trial.std():.2f} ({len(per_trial)})"
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--budget", "1000"], "--budget 1000 is beyond every run's last step (the longest ran "
+                           "150 env steps); allowed: a number of env steps in (0, 150]"),
+    (["--budget", "-1"], "argument --budget: -1 is invalid; allowed: a finite number > 0"),
+    (["--threshold", "nan"], "argument --threshold: nan is invalid; allowed: a finite number"),
+])
+def test_bad_budgets_and_thresholds_exit_2_and_write_nothing(flags, expected, smoke_sweep,
+                                                             tmp_path):
+    out = tmp_path / "out"
+    done = marlscale("report", smoke_sweep[0], "--out", out, *flags)
+    assert done.returncode == 2 and expected in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and not out.exists()

@@ -3,7 +3,8 @@ runs (no Ray): the report code can be changed without changing a published numbe
 
 A committed report is a report.md whose runs (the `## Runs` lines) are all in the repository;
 it is redrawn with the flags its report.md records (`--ci` from the definition of ±, `--last`
-from the one of Final) into a temporary folder, then every CSV is compared byte for byte, and
+from the one of Final, `--budget` and `--threshold` where it names them) into a temporary
+folder, then every CSV is compared byte for byte, and
 report.md line for line but for the line that says when and at which commit it was made.
 
 Also a script, to check a checkout of other code against this tree's reports:
@@ -38,6 +39,8 @@ class CommittedReport:
     runs: tuple[str, ...]
     ci: str
     last: int
+    thresholds: tuple[float, ...] = ()
+    budget: float | None = None
 
     @property
     def name(self) -> str:
@@ -57,8 +60,12 @@ def committed_reports() -> list[CommittedReport]:
         spread = next(line for line in lines if line.startswith("- **\u00b1**"))
         last = next(re.search(r"last (\d+) values", line) for line in lines
                     if line.startswith("- **Final**"))
-        found.append(CommittedReport(path.parent, runs, "95" if "Student t" in spread else "std",
-                                     int(last[1])))
+        text = "\n".join(lines)
+        budget = re.search(r"`--budget ([^`]+)`", text)
+        found.append(CommittedReport(
+            path.parent, runs, "95" if "Student t" in spread else "std", int(last[1]),
+            tuple(float(v) for v in re.findall(r"--threshold (\S+?)[ `]", text)),
+            float(budget[1]) if budget else None))
     return found
 
 
@@ -69,7 +76,8 @@ def differences(report: CommittedReport, out: Path) -> list[str]:
     cwd = os.getcwd()
     os.chdir(ROOT)  # the runs as report.md names them: relative to the repository
     try:
-        build(list(report.runs), out, ci=report.ci, last=report.last, log=lambda *_: None)
+        build(list(report.runs), out, ci=report.ci, last=report.last,
+              thresholds=report.thresholds, budget_steps=report.budget, log=lambda *_: None)
     finally:
         os.chdir(cwd)
     found = []

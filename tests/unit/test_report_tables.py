@@ -148,7 +148,8 @@ def test_the_report_draws_each_figure_its_runs_allow_and_skips_the_rest(tmp_path
     drawn, skipped = sections(synthetic_runs(), "std", tmp_path, 3)
     names = [section.name for section in drawn]
     assert names == ["learning_curves", "greedy_curves", "trained_agent_curves", "scaling",
-                     "reward_modes", "incremental", "head_to_head", "throughput"]
+                     "steps_to_threshold", "frontier_budget", "reward_modes", "incremental",
+                     "head_to_head", "throughput"]
     assert [reason.split(":")[0] for reason in skipped] == ["ablations", "league"]
     for name in names:
         pixels = np.asarray(__import__("PIL.Image").Image.open(tmp_path / f"{name}.png")

@@ -417,6 +417,7 @@ def report(args: argparse.Namespace) -> int:
     from marlscale.reports import report
 
     summary = report.build(args.runs, args.out, ci=args.ci, last=args.last, wandb=args.wandb,
+                           thresholds=tuple(args.threshold or ()), budget_steps=args.budget,
                            log=lambda line: None)
     print(json.dumps(summary, indent=2))
     print(f"report: {summary['report']}")

@@ -293,6 +293,15 @@ def _add_report(commands) -> None:
     report.add_argument("--wandb", action="store_true",
                         help="also log the figures and tables to a W&B run (offline unless "
                              "WANDB_API_KEY is set)")
+    report.add_argument("--threshold", type=_number(), action="append", default=None,
+                        metavar="RETURN",
+                        help="sample complexity: a greedy return per agent to reach; repeat "
+                             "for several (default: 25%%, 50%% and 75%% of the way from the "
+                             "random level to the best final return at the smallest N)")
+    report.add_argument("--budget", type=_number(0, low_open=True, what=" (env steps)"),
+                        default=None, metavar="STEPS",
+                        help="read the scaling figure at this many env steps (default: each "
+                             "trial's end); at most the longest run's")
 
 
 def _add_bench(commands) -> None:

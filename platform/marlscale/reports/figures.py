@@ -17,7 +17,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+)
 
 from marlscale import stats  # noqa: E402
 from marlscale.algorithms.registry import ALGORITHMS  # noqa: E402
@@ -350,4 +356,130 @@ def throughput(table: pd.DataFrame, path: Path, ci_label: str) -> Path:
     axes[1].set_title("agent steps per second")
     _suptitle(figure, axes, "Training throughput, end to end", ci_label)
     _legend(figure, axes)
+    return _save(figure, path)
+
+
+def _short_steps(value: float, _position=None) -> str:
+    """Env steps as 500, 10k, 1.5M."""
+    for size, unit in ((1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}"
+
+
+def _budget_ticks(axis, steps) -> None:
+    """A log env-steps x axis ticked at `steps`, labelled 10k, 20k, 1.5M, ..."""
+    axis.set_xscale("log")
+    axis.set_xticks(list(steps))
+    axis.set_xticklabels([_short_steps(s) for s in steps])
+    axis.minorticks_off()
+
+
+def _variant_shades(lines) -> dict[tuple[str, str], tuple]:
+    """(algorithm, variant) -> its colour: the algorithm's own for its first variant, then
+    lighter ones, so points of two variants of one learner stay apart."""
+    shades = {}
+    for algorithm in sorted({a for a, _ in lines}):
+        variants = sorted(v for a, v in lines if a == algorithm)
+        base = np.array(matplotlib.colors.to_rgb(colour(algorithm)))
+        for k, variant in enumerate(variants):
+            mix = 0.55 * k / max(1, len(variants) - 1)
+            shades[(algorithm, variant)] = tuple(base + (1.0 - base) * mix)
+    return shades
+
+
+def steps_to_threshold(steps: pd.DataFrame, alphas: pd.DataFrame, levels, path: Path) -> Path:
+    """One panel per threshold: env steps to reach it against N (log-log), one colour per
+    learner, each trial a point (filled: reached; open triangle at its last evaluation:
+    censored, needs more), and each learner's fitted line with its alpha."""
+    figure, axes = _grid(len(levels), height_scale=1.5)
+    sizes = sorted(steps["n_agents"].unique())
+    lines = sorted(set(zip(steps["algorithm"], steps["variant"])))
+    styles = _styles(steps["variant"])
+    shift = {line: 1.0 + 0.05 * (i - (len(lines) - 1) / 2) for i, line in enumerate(lines)}
+    shades = _variant_shades(lines)
+    top = max(steps["steps"].max(skipna=True) if steps["steps"].notna().any() else 0.0,
+              steps["censored_at"].max())
+    for axis, level in zip(axes, levels):
+        mine = steps[steps["threshold"] == level.value]
+        for algorithm, variant in lines:
+            line = mine[(mine["algorithm"] == algorithm) & (mine["variant"] == variant)]
+            shade = shades[(algorithm, variant)]
+            kept, cut = line[~line["censored"]], line[line["censored"]]
+            first = kept["at_first_evaluation"].astype(bool)
+            for chosen, marker in ((kept[~first], "o"), (kept[first], "v")):
+                axis.scatter(chosen["n_agents"] * shift[(algorithm, variant)],
+                             chosen["steps"], color=shade, marker=marker, s=28, zorder=3)
+            axis.scatter(cut["n_agents"] * shift[(algorithm, variant)], cut["censored_at"],
+                         marker="^", facecolors="none", edgecolors=shade, s=60, linewidths=1.5,
+                         zorder=3)
+            fit = alphas[(alphas["algorithm"] == algorithm) & (alphas["variant"] == variant)
+                         & (alphas["threshold"] == level.value)]
+            text = label(algorithm, variant)
+            if len(fit) and not pd.isna(fit["alpha"].iloc[0]):
+                alpha = fit["alpha"].iloc[0]
+                logs = np.log(kept["n_agents"].to_numpy(float))
+                intercept = np.mean(np.log(kept["steps"].to_numpy(float)) - alpha * logs)
+                x = np.array([kept["n_agents"].min(), kept["n_agents"].max()], dtype=float)
+                axis.plot(x, np.exp(intercept + alpha * np.log(x)), color=shade,
+                          linestyle=styles[variant], lw=1.6)
+                low, high = fit["low"].iloc[0], fit["high"].iloc[0]
+                text += f": \u03b1 = {alpha:.2f}" + ("" if pd.isna(low) else
+                                                     f" [{low:.2f}, {high:.2f}]")
+            else:
+                text += ": \u03b1 n/a (reached at < 2 N)"
+            axis.plot([], [], color=shade, linestyle=styles[variant], marker="o", lw=1.6,
+                      label=text)
+        axis.set_yscale("log")  # ticks at 1, 2, 5 x 10^k env steps, written 5k, 10k, ...
+        axis.set_ylim(top=top * 1.4)  # the censored triangles clear of the frame
+        axis.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.yaxis.set_major_formatter(FuncFormatter(_short_steps))
+        axis.yaxis.set_minor_formatter(NullFormatter())
+        log_n(axis, sizes)
+        axis.set_title(f"threshold: greedy return {level.label} per agent", fontsize=11)
+        axis.set_xlabel("N (learning agents)")
+        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8,
+                    frameon=False)
+    _ylabels(axes, "env steps to reach the threshold")
+    figure.suptitle("Sample complexity: env steps to a greedy return, against N (log-log; "
+                    "lines: fitted log steps = a + \u03b1 log N)", fontsize=12)
+    markers = [Line2D([], [], color="black", marker="o", linestyle="none", markersize=5),
+               Line2D([], [], color="black", marker="v", linestyle="none", markersize=5),
+               Line2D([], [], color="black", marker="^", markerfacecolor="none",
+                      linestyle="none", markersize=7)]
+    figure.legend(markers, ["a trial: the first env step at the threshold (interpolated)",
+                            "reached by its first evaluation: at or before that step",
+                            "censored: not reached by its last evaluation, drawn there "
+                            "(needs more)"], loc="outside lower center", ncols=1, frameon=False)
+    return _save(figure, path)
+
+
+def frontier_budget(edges_at: dict[int, pd.DataFrame], sizes, path: Path) -> Path:
+    """The frontier N against the budget it is read at, one line per learner."""
+    figure, (axis,) = _grid(1)
+    figure.set_size_inches(PANEL[0] * 1.9, PANEL[1] * 1.3)
+    levels = ["none", *[str(int(n)) for n in sizes]]
+    lines = sorted({(a, v) for edges in edges_at.values()
+                    for a, v in zip(edges["algorithm"], edges["variant"])})
+    styles = _styles([v for _, v in lines])
+    for i, (algorithm, variant) in enumerate(lines):
+        x, y = [], []
+        for steps, edges in sorted(edges_at.items()):
+            row = edges[(edges["algorithm"] == algorithm) & (edges["variant"] == variant)]
+            if len(row):
+                n = row["frontier"].iloc[0]
+                x.append(steps)
+                y.append(0 if n is None or pd.isna(n) else levels.index(str(int(n))))
+        offset = 0.08 * (i - (len(lines) - 1) / 2)  # lines that agree stay apart
+        axis.plot(x, np.array(y) + offset, color=colour(algorithm),
+                  linestyle=styles[variant], marker=MARKERS[i % len(MARKERS)], lw=1.8,
+                  label=label(algorithm, variant))
+    axis.set_yticks(range(len(levels)), levels)
+    axis.set_ylim(-0.5, len(levels) - 0.5)
+    _budget_ticks(axis, sorted(edges_at))
+    axis.set_xlabel("budget (env steps per trial)")
+    axis.set_ylabel("frontier N")
+    axis.set_title("The frontier at each budget: the largest N up to which the final greedy\n"
+                   "return stays above random and clearly above 0", fontsize=11)
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, borderaxespad=0)
     return _save(figure, path)

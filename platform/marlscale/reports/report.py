@@ -5,7 +5,10 @@ It draws what the runs hold and says what it skipped and why:
     learning_curves.png   epsilon-greedy training return   any trial vs random (Figs 3, 7 top)
     greedy_curves.png     greedy evaluation return         greedy evaluations (eval_interval > 0)
     trained_agent_curves.png  greedy return of the agents the policy controls  incremental runs
-    scaling.png           final return against N           two or more N
+    scaling.png           final return against N           two or more N (`--budget B`: at B)
+    steps_to_threshold.png  env steps to reach a return, against N, log-log, with the
+                          growth exponent alpha and censored trials   greedy evaluations
+    frontier_budget.png   the frontier N at each budget      greedy evaluations, two or more N
     reward_modes.png      team against individual reward   both, for one algorithm (Fig 4)
     incremental.png       with and without, trained agents both, for one algorithm and N (Fig 6)
     ablations.png         each variant's effect, 95% CI   a sweep with `variants`, one `baseline`
@@ -25,6 +28,7 @@ half-replaced. `--wandb` also logs the figures and tables to a W&B run.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import shutil
 import tempfile
@@ -37,7 +41,7 @@ from typing import Any
 import pandas as pd
 
 from marlscale import provenance, runfiles, specfile, stats, storage
-from marlscale.reports import aggregate, figures
+from marlscale.reports import aggregate, budget, figures
 from marlscale.reports.runs import ABLATION, Runs, load
 
 REFERENCE_ABLATION = "baseline"
@@ -101,6 +105,10 @@ class Inputs:
     out: Path
     """The folder the figures are drawn into."""
     last: int
+    thresholds: tuple[float, ...] = ()
+    """--threshold: greedy returns per agent to reach (empty: the defaults)."""
+    budget: float | None = None
+    """--budget: read the scaling section at this many env steps (None: each trial's end)."""
 
     @cached_property
     def runnable(self) -> pd.DataFrame:
@@ -122,6 +130,21 @@ class Inputs:
     def curves(self) -> pd.DataFrame:
         """The curves of the trials against the random team."""
         return self.runs.curves.merge(self.fixed[["run", "trial"]], on=["run", "trial"])
+
+    @cached_property
+    def levels(self) -> tuple[list[budget.Threshold], str]:
+        """The thresholds of the sample-complexity view, and how they were chosen."""
+        finals = aggregate.with_final(aggregate.per_trial(self.runs, self.fixed),
+                                      self.runs.curves, "greedy_return", self.last)
+        defaults, how = budget.default_thresholds(finals)
+        if not self.thresholds:
+            return defaults, f"The thresholds are {how}."
+        given = [budget.Threshold(value, "given") for value in self.thresholds]
+        if len(given) > 1:
+            return given, "The thresholds are the ones given (`--threshold`)."
+        return [*given, defaults[1]], (
+            "The thresholds are the one given (`--threshold`) and, so that no conclusion rests "
+            f"on one threshold, the default halfway level ({defaults[1].label}: {how}).")
 
 
 def _most_values(curves: pd.DataFrame, column: str) -> int:
@@ -205,13 +228,17 @@ def _curve_section(inputs: Inputs, trials: pd.DataFrame, kind: str) -> Section:
 def _scaling_section(inputs: Inputs) -> Section:
     runs, ci, out, last = inputs.runs, inputs.ci, inputs.out, inputs.last
     kind = aggregate.return_kind(inputs.curves)
-    table = aggregate.with_final(aggregate.per_trial(runs, inputs.fixed), runs.curves, kind,
-                                 last)
+    trials = aggregate.per_trial(runs, inputs.fixed)
+    if inputs.budget is None:
+        table = aggregate.with_final(trials, runs.curves, kind, last)
+    else:
+        table = _at_budget(trials, runs.curves, kind, inputs.budget, last)
     summary = aggregate.scaling(table, ci)
     edges = aggregate.frontiers(summary)
     what = aggregate.RETURN_KINDS[kind]
+    at = "" if inputs.budget is None else f" at {inputs.budget:,.0f} env steps"
     figures.scaling(summary, edges, f"final {what}", stats.spread_label(ci),
-                    out / "scaling.png", title="Final return per agent against N")
+                    out / "scaling.png", title=f"Final return per agent against N{at}")
     shown = pd.DataFrame({
         "algorithm": summary["algorithm"], "variant": summary["variant"],
         "N": summary["n_agents"],
@@ -226,10 +253,12 @@ def _scaling_section(inputs: Inputs) -> Section:
         "largest N above random": edges["largest_n_above_random"].map(_n),
         "largest N clearly above 0": edges["largest_n_above_zero"].map(_n)})
     greedy = kind == "greedy_return"
-    final = (f"the mean of a trial's last {last} greedy evaluations" if greedy else
+    final = (f"the mean of a trial's last {last} greedy evaluations" + (
+        "" if inputs.budget is None else f" at or before {inputs.budget:,.0f} env steps "
+        "(`--budget`; trials that ran fewer steps are left out)") if greedy else
              f"the mean of a trial's last {last} training iterations' epsilon-greedy return "
              "(these runs hold no greedy evaluations: set training.eval_interval)")
-    return Section("scaling", "Scaling with N",
+    return Section("scaling", f"Scaling with N{at}",
                    f"Final return per agent against N. **Final** is {final}, then the mean "
                    "over seeds. The random policy's level is the same evaluation with every "
                    "agent acting uniformly at random, logged by each trial (dashed grey). "
@@ -428,6 +457,127 @@ def _throughput_section(inputs: Inputs) -> Section:
                    "leaves learning out.", {"throughput": shown})
 
 
+def _at_budget(trials: pd.DataFrame, curves: pd.DataFrame, kind: str, steps: float,
+               last: int) -> pd.DataFrame:
+    """The trials that ran at least `steps` env steps, each with its `final` return read at
+    `steps` and its budget and env steps set to `steps`."""
+    finals = budget.final_at(curves, kind, steps, last)
+    table = trials.copy()
+    table["final"] = finals.reindex(pd.MultiIndex.from_frame(trials[["run", "trial"]])
+                                    ).to_numpy()
+    table = table.dropna(subset=["final"])
+    table["budget_env_steps"] = steps
+    table["env_steps"] = steps
+    return table
+
+
+def _seed_cells(group: pd.DataFrame) -> str:
+    """One cell of the steps-to-threshold table: each seed's env steps, '> B' where censored,
+    '<= S' where the first evaluation already reached it."""
+    cells = []
+    for row in group.sort_values("seed").to_dict("records"):
+        if row["censored"]:
+            cells.append(f"> {row['censored_at']:,.0f}")
+        else:
+            cells.append(("≤ " if row["at_first_evaluation"] else "")
+                         + f"{row['steps']:,.0f}")
+    return "; ".join(cells)
+
+
+def _steps_section(inputs: Inputs) -> Section:
+    levels, how = inputs.levels
+    steps = budget.steps_to_threshold(inputs.curves, inputs.fixed, levels)
+    alphas = budget.growth_exponents(steps)
+    figures.steps_to_threshold(steps, alphas, levels, inputs.out / "steps_to_threshold.png")
+    rows = []
+    for (algorithm, variant, n), group in steps.groupby(budget.STEPS_KEYS, sort=True):
+        row = {"algorithm": algorithm, "variant": variant, "N": n,
+               "seeds": group["seed"].nunique()}
+        for level in levels:
+            mine = group[group["threshold"] == level.value]
+            row[f"env steps to {level.label} (per seed)"] = _seed_cells(mine)
+            row[f"censored at {level.label}"] = int(mine["censored"].sum())
+        rows.append(row)
+    by_threshold = {level.value: level.label for level in levels}
+    exponents = pd.DataFrame({
+        "algorithm": alphas["algorithm"], "variant": alphas["variant"],
+        "threshold": alphas["threshold"].map(by_threshold),
+        "alpha": alphas["alpha"].map(lambda a: "n/a" if pd.isna(a) else f"{a:.2f}"),
+        "95% interval (bootstrap over seeds)": [
+            "n/a" if pd.isna(lo) else stats.format_interval(lo, hi)
+            for lo, hi in zip(alphas["low"], alphas["high"])],
+        "N fitted": alphas["sizes"].replace("", "none"), "trials fitted": alphas["points"],
+        "of which at the first evaluation (\u2264)": alphas["at_first_evaluation"],
+        "censored, left out": alphas["left_out"]})
+    return Section(
+        "steps_to_threshold", "Sample complexity: env steps to a threshold",
+        "For each trial, the first env step at which its greedy return per agent reaches a "
+        "threshold, linearly interpolated between the evaluation below it and the first at "
+        "or above it (≤: its first evaluation was already there). A trial that never "
+        "reaches it is **censored**: '> B' gives its last evaluation, open triangles draw "
+        "it at that step, and it is never counted as reaching the threshold. "
+        f"{how} The growth exponent **alpha** fits log(env steps) = a + alpha log N by "
+        "least squares over each learner's uncensored trials; its 95% interval is a "
+        f"percentile bootstrap ({budget.RESAMPLES:,} resamples, seeded) that resamples the "
+        "seeds within each N. Censored trials are left out of the fit and listed: where the "
+        "largest N are censored, alpha is a lower bound. A trial that reached the threshold "
+        "by its first evaluation is fitted at that step, an upper bound: where most did, the "
+        "threshold is too low to measure growth, and alpha is pulled towards 0.",
+        {"steps_to_threshold": pd.DataFrame(rows), "growth_exponent": exponents})
+
+
+def _budget_section(inputs: Inputs) -> Section:
+    runs, ci, last = inputs.runs, inputs.ci, inputs.last
+    trials = aggregate.per_trial(runs, inputs.fixed)
+    longest = inputs.curves.dropna(subset=["greedy_return"])["env_steps"].max()
+    read = budget.budgets(longest, inputs.budget)
+    frontier_rows, final_rows, edges_at = {}, {}, {}
+    for steps in read:
+        summary = aggregate.scaling(_at_budget(trials, runs.curves, "greedy_return", steps,
+                                               last), ci)
+        if not len(summary):
+            continue
+        edges = aggregate.frontiers(summary)
+        edges_at[steps] = edges
+        column = f"{steps:,}"
+        for edge in edges.to_dict("records"):
+            key = (edge["algorithm"], edge["variant"])
+            frontier_rows.setdefault(key, {})[column] = _n(edge["frontier"])
+        for row in summary.to_dict("records"):
+            key = (row["algorithm"], row["variant"], row["n_agents"])
+            final_rows.setdefault(key, {})[column] = (
+                f"{stats.format_mean(row['mean'], row['spread'])} ({row['n']})")
+    columns = [f"{steps:,}" for steps in edges_at]
+    frontier = pd.DataFrame([{"algorithm": a, "variant": v,
+                              **{c: cells.get(c, "not run") for c in columns}}
+                             for (a, v), cells in sorted(frontier_rows.items())])
+    finals = pd.DataFrame([{"algorithm": a, "variant": v, "N": n,
+                            **{c: cells.get(c, "not run") for c in columns}}
+                           for (a, v, n), cells in sorted(final_rows.items())])
+    figures.frontier_budget(edges_at, sorted(inputs.fixed["n_agents"].unique()),
+                            inputs.out / "frontier_budget.png")
+    return Section(
+        "frontier_budget", "The frontier at each budget",
+        "The scaling section's frontier (the largest N up to which the final greedy return "
+        "stays above the random level and clearly above 0) read at each budget B from the "
+        f"same curves: a trial's final return at B is the mean of its last {last} greedy "
+        "evaluations at or before B, and only trials that ran at least B env steps count at "
+        "B ('not run': none did). The second table gives those final returns per agent "
+        f"(mean ± {stats.spread_label(ci)}, seeds in brackets); columns are budgets in "
+        "env steps.", {"frontier_budget": frontier, "final_at_budget": finals})
+
+
+def _no_greedy(inputs: Inputs) -> str:
+    return (f"the runs ({', '.join(_without_greedy(inputs.runs))}) hold no greedy "
+            "evaluations; the sample-complexity view needs training.eval_interval > 0")
+
+
+def _without_greedy(runs: Runs) -> list[str]:
+    """The run dirs none of whose trials logged a greedy evaluation."""
+    held = runs.curves.dropna(subset=["greedy_return"])["run"].unique()
+    return [str(path) for path in runs.paths if str(path) not in held]
+
+
 # ---- the registry ---------------------------------------------------------------------------
 def _no_learning_curves(inputs: Inputs) -> str:
     return ("no trial against the random team has finished an episode"
@@ -487,6 +637,15 @@ SECTIONS: tuple[SectionSpec, ...] = (
                 skipped=lambda i: "needs two or more N against the random team; the runs hold "
                                   f"N = {', '.join(map(str, _sizes(i))) or 'none'}",
                 build=_scaling_section),
+    SectionSpec("sample complexity",
+                applies=lambda i: _most_values(i.curves, "greedy_return") >= 2,
+                skipped=_no_greedy, build=_steps_section),
+    SectionSpec("frontier against budget",
+                applies=lambda i: _most_values(i.curves, "greedy_return") >= 2
+                and len(_sizes(i)) >= 2,
+                skipped=lambda i: _no_greedy(i) if _most_values(i.curves, "greedy_return") < 2
+                else "needs two or more N against the random team",
+                build=_budget_section),
     SectionSpec("reward modes", applies=lambda i: len(_reward_mode_trials(i)),
                 skipped="no algorithm was run with both team and individual reward",
                 build=_reward_section),
@@ -512,9 +671,10 @@ SECTIONS: tuple[SectionSpec, ...] = (
 """The report's sections, in report.md's order."""
 
 
-def sections(runs: Runs, ci: str, out: Path, last: int) -> tuple[list[Section], list[str]]:
+def sections(runs: Runs, ci: str, out: Path, last: int, thresholds: tuple[float, ...] = (),
+             budget_steps: float | None = None) -> tuple[list[Section], list[str]]:
     """Every figure the runs allow (drawn into `out`), and why each other one was skipped."""
-    inputs = Inputs(runs, ci, out, last)
+    inputs = Inputs(runs, ci, out, last, tuple(thresholds), budget_steps)
     drawn: list[Section] = []
     skipped: list[str] = []
     for spec in SECTIONS:
@@ -557,8 +717,15 @@ def _provenance_lines(runs: Runs) -> list[str]:
     return lines
 
 
+def _flag(value: float) -> str:
+    """A flag's number as written back into report.md: short, and exact (it is read back)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
 def write_markdown(runs: Runs, drawn: list[Section], skipped: list[str], ci: str,
-                   last: int, path: Path) -> None:
+                   last: int, path: Path, thresholds: tuple[float, ...] = (),
+                   budget_steps: float | None = None) -> None:
     me = provenance.commit()
     trials = runs.trials
     learners = (set(trials["algorithm"]) | set(trials["opponent_algorithm"])) - {"random"}
@@ -582,8 +749,15 @@ def write_markdown(runs: Runs, drawn: list[Section], skipped: list[str], ci: str
         "seed.",
         f"- **Final**: the mean of a trial's last {last} values of the metric shown "
         "(greedy evaluations where the figure shows greedy returns), then over seeds.",
-        "- **Budget**: the env steps each trial was to run (its stop).", "",
+        "- **Budget**: the env steps each trial was to run (its stop).",
     ]
+    if budget_steps is not None:
+        lines.append(f"- **Read at a budget**: the scaling section reads each trial at "
+                     f"{budget_steps:,.0f} env steps (`--budget {_flag(budget_steps)}`).")
+    if thresholds:
+        lines.append("- **Thresholds given**: `"
+                     + " ".join(f"--threshold {_flag(value)}" for value in thresholds) + "`.")
+    lines.append("")
     for section in drawn:
         lines += [f"## {section.title}", "", section.text, "",
                   f"![{section.title}]({section.name}.png)", ""]
@@ -604,17 +778,54 @@ def default_out(paths: list[str | os.PathLike]) -> Path:
     return Path(paths[0]).expanduser() / runfiles.REPORT_DIR
 
 
+def check_reading(thresholds: tuple[float, ...], budget_steps: float | None,
+                  runs: Runs | None = None) -> None:
+    """--threshold and --budget: finite, a budget > 0; with the runs loaded, runs that hold
+    greedy evaluations and a budget within the longest one. Raised before anything is
+    written."""
+    for value in thresholds:
+        if not math.isfinite(value):
+            raise ValueError(f"--threshold {value} is invalid; allowed: a finite number (a "
+                             "greedy return per agent)")
+    if budget_steps is not None and not (math.isfinite(budget_steps) and budget_steps > 0):
+        raise ValueError(f"--budget {budget_steps:g} is invalid; allowed: a finite number of "
+                         "env steps > 0")
+    if runs is None or not (thresholds or budget_steps is not None):
+        return
+    flag = "--budget" if budget_steps is not None else "--threshold"
+    against_random = runs.trials[(runs.trials["opponent_algorithm"] == "random")
+                                 & (runs.trials["env_steps"] > 0)]
+    greedy = runs.curves.merge(against_random[["run", "trial"]]).dropna(
+        subset=["greedy_return"])
+    if not len(greedy):
+        raise ValueError(f"{flag} needs greedy evaluations, and the runs "
+                         f"({', '.join(str(p) for p in runs.paths)}) hold none against the "
+                         "random team; the sample-complexity view needs "
+                         "training.eval_interval > 0")
+    longest = runs.curves.merge(against_random[["run", "trial"]])["env_steps"].max()
+    if budget_steps is not None and budget_steps > longest:
+        raise ValueError(f"--budget {budget_steps:g} is beyond every run's last step (the "
+                         f"longest ran {longest:,.0f} env steps); allowed: a number of env "
+                         f"steps in (0, {longest:.0f}]")
+
+
 def build(paths: list[str | os.PathLike], out: str | os.PathLike | None = None, *,
           ci: str = "std", last: int = aggregate.FINAL_EVALUATIONS, wandb: bool = False,
+          thresholds: tuple[float, ...] = (), budget_steps: float | None = None,
           log=print) -> dict[str, Any]:
     """Load the runs, draw every figure they allow into `out`, write report.md; returns
-    {report, figures, skipped, missing} (and the W&B run's folder with `wandb`)."""
+    {report, figures, skipped, missing} (and the W&B run's folder with `wandb`).
+    `thresholds` (--threshold) and `budget_steps` (--budget): see `Inputs`."""
     if ci not in stats.SPREADS:
         raise ValueError(f"--ci {ci!r} is invalid; allowed: {', '.join(stats.SPREADS)}")
+    thresholds = tuple(float(value) for value in thresholds)
+    check_reading(thresholds, budget_steps)
     if any(storage.is_uri(path) for path in [*paths, out]):
-        return _build_from_storage(paths, out, ci=ci, last=last, wandb=wandb, log=log)
+        return _build_from_storage(paths, out, ci=ci, last=last, wandb=wandb, log=log,
+                                   thresholds=thresholds, budget_steps=budget_steps)
     out = check_out(out if out is not None else default_out(paths))
     runs = load(*paths)
+    check_reading(thresholds, budget_steps, runs)
     try:
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
@@ -622,11 +833,12 @@ def build(paths: list[str | os.PathLike], out: str | os.PathLike | None = None, 
         raise ValueError(f"--out {str(out)!r} cannot be written ({error.strerror or error}); "
                          "expected: a folder that can be created and written") from None
     try:
-        drawn, skipped = sections(runs, ci, staging, last)
+        drawn, skipped = sections(runs, ci, staging, last, thresholds, budget_steps)
         for section in drawn:
             for name, table in section.tables.items():
                 table.to_csv(staging / f"{name}.csv", index=False)
-        write_markdown(runs, drawn, skipped, ci, last, staging / runfiles.REPORT_MD)
+        write_markdown(runs, drawn, skipped, ci, last, staging / runfiles.REPORT_MD,
+                       thresholds, budget_steps)
         written = []
         for file in sorted(staging.iterdir()):
             os.replace(file, out / file.name)
