@@ -106,7 +106,9 @@ def play_episode(env, game: Game, policies: Mapping[str, Any], n_active: Mapping
                     actions[side] = rng.integers(0, space.nvec[0], space.shape[0])
                     continue
                 batch = {k: torch.from_numpy(v[None]) for k, v in obs[side].items()}
-                actions[side] = policies[key].act(batch, explore, generator)[0].numpy()
+                width, explore_width = env.acting_slots(side)
+                actions[side] = policies[key].act(batch, explore, generator, width,
+                                                  explore_width)[0].numpy()
             started = time.perf_counter()
             obs, _, terminated, truncated, infos = env.step(actions)
             env_s += time.perf_counter() - started

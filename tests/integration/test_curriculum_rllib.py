@@ -5,8 +5,11 @@ import os
 import signal
 import time
 
+import numpy as np
 import pytest
 import torch
+from marlscale import keys
+from marlscale.algorithms import replay
 from marlscale.algorithms.algorithm import TeamQ
 from marlscale.runspec import TrainSpec
 
@@ -129,5 +132,66 @@ def test_a_recreated_env_runner_gets_the_current_stage(ray_local):
             new_pids = algo.env_runner_group.foreach_env_runner(pid_of, local_env_runner=False)
         assert len(new_pids) == 1 and new_pids != [old_pid]  # a new process, by RLlib
         assert algo.curriculum.stage == 0 and active_counts(algo) == [2]
+    finally:
+        algo.stop()
+
+
+def build_with(algorithm, curriculum, **env):
+    return TrainSpec.from_dict({
+        "env_config": {"n_agents": 6, "map_size": 14, "max_cycles": 30, **env},
+        "training": {"algorithm": algorithm, "rollout_length": 20, "learning_starts": 20,
+                     "batch_size": 8, "hidden": 32, "replay_capacity": 500,
+                     "curriculum": curriculum},
+        "seed": 5,
+    }).algorithm_config().build_algo()
+
+
+def test_reward_scope_active_feeds_the_trained_agents_reward_to_the_replay(ray_local):
+    """IQL on the agents' own rewards (`agent_reward`, stored with the next observation) with
+    2 of 6 predators trained: every step's replay reward is the 2 trained agents' sum, while
+    the episodes still log the whole team's return."""
+    algo = build_with("iql", {"schedule": "linear", "start": 2, "batch": 2, "every": 100,
+                              "reward_scope": "active"}, reward_mode="individual")
+    try:
+        assert algo.config.team_env_config.reward_scope == "active"
+        sample = algo.env_runner.collect(300)
+        for chunk in sample.chunks["predator"]:
+            own = chunk["obs"][keys.AGENT_REWARD]  # [T + 1, >= 2]: row t + 1 holds step t's
+            np.testing.assert_allclose(chunk[replay.REWARD], own[1:, :2].sum(axis=1),
+                                       atol=1e-6)
+        # The env leaves the random agents out (test_team_env.py checks it step by step);
+        # the episodes still log the whole team, which their penalties pull apart.
+        episodes = [e for e in sample.episodes if e["team"] == "predator"]
+        assert any(e[keys.RETURN_PER_AGENT] * 6 != pytest.approx(
+            e[keys.ACTIVE_RETURN_PER_AGENT] * 2) for e in episodes)
+    finally:
+        algo.stop()
+
+
+def test_inactive_policy_agents_act_greedily_with_no_replay_columns_and_no_gradient(ray_local):
+    algo = build_with("mfqmix", {"schedule": "linear", "start": 2, "batch": 2, "every": 100,
+                                 "inactive": "policy"})
+    try:
+        env = algo.env_runner.team_envs[0]
+        assert env.acting_slots("predator") == (6, 2)
+        module = algo.env_runner.module["predator"]
+        obs, _ = env.reset(seed=1)
+        batch = {k: torch.from_numpy(np.repeat(v[None], 16, axis=0))
+                 for k, v in obs["predator"].items()}
+        module.epsilon.fill_(1.0)  # the trained slots always explore; the others never do
+        acted = module.act(batch, True, torch.Generator().manual_seed(0), 6, 2)
+        greedy = module.greedy_actions(batch)
+        assert torch.equal(acted[:, 2:], greedy[:, 2:])
+        assert not torch.equal(acted[:, :2], greedy[:, :2])
+        initial = embeddings(algo).detach().clone()
+        for _ in range(3):
+            result = algo.train()
+        assert result["curriculum"]["n_active"] == 2
+        stored = algo.replays["predator"]
+        assert stored.actions.width == stored.stored_width(2) == 2  # no columns for slots 2..5
+        assert set(stored.width[:len(stored)].tolist()) <= {0, 2}
+        weight = embeddings(algo).detach()
+        assert torch.equal(weight[2:], initial[2:])  # no gradient reached the untrained slots
+        assert not torch.equal(weight[:2], initial[:2])
     finally:
         algo.stop()

@@ -43,6 +43,19 @@ def test_scientific_notation_is_a_number_in_set_values_and_spec_files(text, valu
      "(iql, mfq)"),
     ("resources: {num_env_runners: .nan}",
      "resources.num_env_runners=nan is invalid; allowed: an integer >= 0"),
+    ("training: {curriculum: {schedule: linear, reward_scope: mine}}",
+     "curriculum.reward_scope='mine' is invalid; allowed: team, active"),
+    ("training: {curriculum: {schedule: linear, inactive: clone}}",
+     "curriculum.inactive='clone' is invalid; allowed: random, policy"),
+    ("training: {curriculum: {reward_scope: active}}",
+     "curriculum.reward_scope='active' is invalid; allowed: 'team' with schedule 'none' (every "
+     "agent is trained, so it would have no effect), or a schedule (linear, adaptive)"),
+    ("training: {curriculum: {schedule: adaptive, plateau: 0.1, min_env_steps: 9000, "
+     "max_env_steps: 5000}}", "curriculum.min_env_steps=9000 is invalid; allowed: at most "
+                              "curriculum.max_env_steps (5000)"),
+    ("env_config: {n_agents: 4, reward_scope: team}\ntraining: {curriculum: {schedule: linear, "
+     "reward_scope: active}}", "env reward_scope='team' is invalid with curriculum.reward_scope="
+                               "'active'; allowed: the same value, or leave the env's unset"),
 ])
 def test_impossible_settings_in_a_spec_file_are_rejected(case, expected, tmp_path, capsys):
     assert main(["train", str(spec_file(tmp_path, case)), "--run-dir",

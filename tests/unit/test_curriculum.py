@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from marlscale.curriculum import Curriculum, CurriculumConfig
 
@@ -75,6 +77,31 @@ def test_adaptive_respects_min_iterations_and_stops_at_the_whole_team():
     assert curriculum.n_active() == {"predator": 6}
 
 
+def test_an_adaptive_stage_that_never_plateaus_still_ends_at_its_maximum_length():
+    """A return that keeps improving never triggers the plateau; max_env_steps ends each
+    stage anyway, counted from the stage's own start (100 env steps per iteration)."""
+    curriculum = adaptive(plateau=0.01, max_env_steps=2_000)
+    grown = [i for i in range(1, 60)
+             if curriculum.advance(iterations=i, env_steps=100 * i, metric=float(i))]
+    assert grown == [20, 40] and curriculum.stage == curriculum.final_stage
+
+
+def test_an_adaptive_stage_runs_at_least_its_minimum_length():
+    """A flat return plateaus at once; min_env_steps holds each stage for 1,500 env steps."""
+    curriculum = adaptive(plateau=0.01, min_env_steps=1_500)
+    grown = [i for i in range(1, 60)
+             if curriculum.advance(iterations=i, env_steps=100 * i, metric=1.0)]
+    assert grown == [15, 30]
+    restored = adaptive(plateau=0.01, min_env_steps=1_500)
+    half = adaptive(plateau=0.01, min_env_steps=1_500)
+    for i in range(1, 20):
+        half.advance(iterations=i, env_steps=100 * i, metric=1.0)
+    restored.set_state(half.get_state())  # mid-stage: the stage's start in env steps travels
+    assert restored.get_state()["stage_started_env_steps"] == 1_500
+    assert [i for i in range(20, 60)
+            if restored.advance(iterations=i, env_steps=100 * i, metric=1.0)] == [30]
+
+
 def test_state_round_trip_resumes_at_the_same_stage():
     curriculum = adaptive(threshold=1.0)
     for iteration in range(1, 10):
@@ -98,9 +125,23 @@ def test_no_schedule_keeps_every_agent_or_the_fixed_count():
     ({"schedule": "linear", "embedding_init": "zero"}, "curriculum.embedding_init='zero'"),
     ({"speed": 2}, "curriculum.speed is unknown; allowed: schedule"),
     ({"schedule": "adaptive", "threshold": 1, "window": 1}, "curriculum.window=1 is invalid"),
+    ({"schedule": "linear", "reward_scope": "trained"},
+     "curriculum.reward_scope='trained' is invalid; allowed: team, active"),
+    ({"schedule": "linear", "inactive": "copy"},
+     "curriculum.inactive='copy' is invalid; allowed: random, policy"),
+    ({"reward_scope": "active"}, "curriculum.reward_scope='active' is invalid; allowed: 'team' "
+                                 "with schedule 'none' (every agent is trained, so it would have "
+                                 "no effect), or a schedule (linear, adaptive)"),
+    ({"inactive": "policy"}, "curriculum.inactive='policy' is invalid; allowed: 'random' with "
+                             "schedule 'none'"),
+    ({"schedule": "adaptive", "plateau": 0.1, "min_env_steps": 50000, "max_env_steps": 20000},
+     "curriculum.min_env_steps=50000 is invalid; allowed: at most curriculum.max_env_steps "
+     "(20000)"),
+    ({"schedule": "adaptive", "plateau": 0.1, "max_env_steps": 0},
+     "curriculum.max_env_steps=0 is invalid"),
 ])
 def test_bad_curriculum_settings_name_the_key_and_value(values, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         CurriculumConfig.from_dict(values)
 
 

@@ -29,13 +29,13 @@ def test_a_declared_curriculum_key_is_validated_with_no_other_change():
     from marlscale.specfile import setting
 
     @dataclasses.dataclass
-    class WithScope(schedules.CurriculumConfig):
-        reward_scope: str = setting("team", kind="str", choices=("team", "active"))
+    class WithSignal(schedules.CurriculumConfig):
+        signal: str = setting("team", kind="str", choices=("team", "active"))
 
-    assert WithScope.from_dict({"reward_scope": "active"}).reward_scope == "active"
-    with pytest.raises(ValueError, match=r"curriculum\.reward_scope='all' is invalid; "
+    assert WithSignal.from_dict({"signal": "active"}).signal == "active"
+    with pytest.raises(ValueError, match=r"curriculum\.signal='all' is invalid; "
                                          r"allowed: team, active"):
-        WithScope.from_dict({"reward_scope": "all"})
+        WithSignal.from_dict({"signal": "all"})
     # Sweeps take their `training.curriculum.<key>` axes from the same fields.
     assert _axis_target("training.curriculum.embedding_init") == (
         "training", "curriculum", "embedding_init")

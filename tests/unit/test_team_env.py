@@ -219,6 +219,50 @@ def test_inactive_agents_act_randomly_and_active_ones_obey():
         env.set_active(13)
 
 
+def test_reward_scope_active_returns_the_trained_agents_reward_and_logs_the_teams():
+    """2 of 10 predators trained, the 8 others random (their attacks into empty cells cost
+    the tag penalty). With `reward_scope: active` each step's reward is the 2 trained agents'
+    own rewards summed (the per-agent rewards: `agent_reward`); the `team_reward` info and the
+    episode's return stay the whole team's. The trained ones tag: they attack every step."""
+    config = {"n_agents": 10, "map_size": 16, "max_cycles": 60, "n_active": 2, "seed": 3,
+              "reward_mode": "individual"}
+    scoped = MagentTeamEnv({**config, "reward_scope": "active"})
+    team = MagentTeamEnv(config)
+    obs, _ = scoped.reset()
+    team.reset()
+    attack = scoped.action_spaces["predator"].nvec[0] - 1  # pursuit's last action: attack
+    returned, whole, tagged, penalised = 0.0, 0.0, False, False
+    for _ in range(60):
+        actions = {"predator": np.full(10, attack)}
+        obs, reward, terminated, truncated, infos = scoped.step(actions)
+        _, team_reward, *_ = team.step(actions)  # the same game, the default scope
+        own = obs["predator"][keys.AGENT_REWARD]
+        assert reward["predator"] == pytest.approx(float(own[:2].sum()), abs=1e-6)
+        assert infos["predator"][keys.TEAM_REWARD] == pytest.approx(float(own.sum()), abs=1e-6)
+        assert team_reward["predator"] == pytest.approx(float(own.sum()), abs=1e-6)
+        returned += reward["predator"]
+        whole += float(own.sum())
+        tagged |= bool((own[:2] > 0).any())
+        penalised |= bool((own[2:] < 0).any())
+        if truncated["__all__"] or terminated["__all__"]:
+            break
+    assert tagged and penalised and returned != pytest.approx(whole)
+    episode = infos["predator"][keys.EPISODE]
+    assert episode[keys.RETURN_PER_AGENT] == pytest.approx(whole / 10, abs=1e-5)
+    assert episode[keys.ACTIVE_RETURN_PER_AGENT] == pytest.approx(returned / 2, abs=1e-5)
+
+
+def test_inactive_policy_keeps_the_policys_actions_for_the_untrained_agents():
+    config = {"game": "battle", "n_agents": 12, "n_active": 4, "seed": 8}
+    policy = MagentTeamEnv({**config, "inactive": "policy"})
+    policy.reset()
+    assert policy.acting_slots("red") == (12, 4)
+    assert MagentTeamEnv(config).acting_slots("red") == (4, 4)
+    for _ in range(5):
+        policy.step({"red": np.full(12, BATTLE_STAY)})
+        assert (policy.teams[0].last_actions == BATTLE_STAY).all()  # none redrawn at random
+
+
 def test_pursuit_metrics_and_truncation():
     env = MagentTeamEnv({"n_agents": 5, "max_cycles": 40, "seed": 9, "opponent": "learned"})
     env.reset()

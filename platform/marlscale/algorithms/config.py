@@ -45,6 +45,9 @@ class TeamQConfig(AlgorithmConfig):
         these."""
         self.user_mean_actions = False
         """Whether the user's env_config sets `mean_actions` (else the teams' algorithms do)."""
+        self.user_env_stage: dict[str, Any] = {}
+        """`reward_scope` and `inactive` as the user's env_config sets them (else the
+        curriculum does)."""
         self.grad_clip_by = "global_norm"
         self.env_runner_cls = TeamEnvRunner
         self.num_env_runners = 0
@@ -64,6 +67,8 @@ class TeamQConfig(AlgorithmConfig):
         super().environment(*args, **kwargs)
         if isinstance(kwargs.get("env_config"), dict):
             self.user_mean_actions = "mean_actions" in kwargs["env_config"]
+            self.user_env_stage = {key: kwargs["env_config"][key] for key in CURRICULUM_ENV_KEYS
+                                   if key in kwargs["env_config"]}
         self._wire_teams()
         return self
 
@@ -94,11 +99,15 @@ class TeamQConfig(AlgorithmConfig):
             teams = self.team_algorithms()
             per_team = {team: self.settings(name) for team, name in teams.items()}
             modules = {team: module_config(teams[team], s) for team, s in per_team.items()}
+            curriculum = CurriculumConfig.from_dict(self.curriculum)
         except ValueError:
             return
         if not self.user_mean_actions:  # the env computes mean actions only for those reading them
             needed = any(m["mean_action"] is not None for m in modules.values())
             self.env_config = {**self.env_config, "mean_actions": needed}
+        self.env_config = {**self.env_config, **{  # the env acts out the curriculum's choices
+            key: self.user_env_stage.get(key, getattr(curriculum, key))
+            for key in CURRICULUM_ENV_KEYS}}
         self.multi_agent(policies=set(teams), policy_mapping_fn=team_module_id)
         self._per_module_overrides = {}  # RLlib's cache of per-module configs
         self.rl_module(
@@ -176,6 +185,12 @@ class TeamQConfig(AlgorithmConfig):
                         f"({', '.join(independent)})")
         curriculum = self.curriculum_config()
         curriculum.validate("curriculum", team_size=env_config.team_counts[0])
+        for key, value in self.user_env_stage.items():
+            chosen = getattr(curriculum, key)
+            if chosen != CurriculumConfig().to_dict()[key] and value != chosen:
+                raise ValueError(f"env {key}={value!r} is invalid with curriculum.{key}="
+                                 f"{chosen!r}; allowed: the same value, or leave the env's "
+                                 "unset (the curriculum sets it)")
         if curriculum.schedule != "none" and env_config.n_active is not None:
             raise ValueError(
                 f"env n_active={env_config.n_active!r} is invalid with curriculum.schedule="
@@ -192,5 +207,7 @@ def module_config(algorithm: str, settings: TeamQSettings) -> dict[str, Any]:
             settings.mixer_init}
 
 
+CURRICULUM_ENV_KEYS = ("reward_scope", "inactive")
+"""Curriculum settings the env acts out (training copies them into the env config)."""
 MODEL_SIZES = ("hidden", "embedding_dim", "mean_action_hidden", "mixing_embed_dim",
                "hypernet_embed")

@@ -114,19 +114,22 @@ class TeamEnvRunner(MultiAgentEnvRunner):
     def _actions(self, obs_per_env: list[dict], explore: bool,
                  envs: list[MagentTeamEnv]) -> list[dict[str, np.ndarray]]:
         """One forward per team over all envs, for the active agents only: {team: actions [N]}
-        per env (inactive slots 0; the env gives them random actions). Active means the envs'
-        count now: a stage that began since the observation already applies to this step."""
+        per env (inactive slots 0; the env gives them random actions), or for every agent with
+        `inactive: policy` (greedy past the active ones). Active means the envs' count now: a
+        stage that began since the observation already applies to this step."""
         out: list[dict[str, np.ndarray]] = [{} for _ in obs_per_env]
         with torch.no_grad():
             for team in obs_per_env[0]:
-                width = max(env.get_active(team) for env in envs)
+                width, explore_width = (max(w) for w in zip(*(env.acting_slots(team)
+                                                              for env in envs)))
                 batch = {
                     key: torch.from_numpy(np.stack([
                         o[team][key][:width] if key in keys.PER_AGENT_KEYS else o[team][key]
                         for o in obs_per_env]))
                     for key in obs_per_env[0][team]
                 }
-                actions = self.module[team].act(batch, explore, self._generator, width)
+                actions = self.module[team].act(batch, explore, self._generator, width,
+                                                explore_width)
                 for i, a in enumerate(actions.numpy()):
                     out[i][team] = a
         return out

@@ -8,8 +8,17 @@ are driven (and trained) by the learned policy, the rest act uniformly at random
   or env steps sampled; a pure function of the Algorithm's checkpointed counters.
 * `adaptive`: the stage grows when the learning team's return per agent, averaged over the last
   `window` iterations of the stage, has reached `threshold`, or has plateaued (the mean of the
-  window's second half is less than `plateau` above its first half). Its state (stage, when the
-  stage began, the stage's return history) is saved in the Algorithm's checkpoints.
+  window's second half is less than `plateau` above its first half), once the stage has run
+  `min_env_steps`; a stage that has run `max_env_steps` grows whatever its return, so a stage
+  that never plateaus still ends. Its state (stage, when the stage began, the stage's return
+  history) is saved in the Algorithm's checkpoints.
+
+Two more choices shape a stage (both read by the env, which training configures from here):
+`reward_scope` (`team`: the learners regress the whole team's reward, random agents' included,
+as in the paper's code; `active`: the sum of the trained agents' own rewards, the paper's
+"inactive agents are excluded from training") and `inactive` (`random`: the not-yet-trained
+agents act uniformly at random, the paper's; `policy`: they act greedily with the shared
+policy, untrained, EPC's "copies of trained agents" without their gradients).
 * `none`: every agent is active (or the env config's fixed `n_active`).
 """
 
@@ -25,6 +34,8 @@ from marlscale.specfile import check_fields, setting
 SCHEDULES = ("none", "linear", "adaptive")
 UNITS = ("iterations", "env_steps")
 EMBEDDING_INITS = ("initialised", "mean")
+REWARD_SCOPES = ("team", "active")
+INACTIVE = ("random", "policy")
 
 
 @dataclass
@@ -47,8 +58,18 @@ class CurriculumConfig:
     window: int = setting(10, kind="int", low=2, doc="adaptive: iterations averaged")
     min_iterations: int = setting(0, kind="int", low=0,
                                   doc="adaptive: at least this many iterations per stage")
+    min_env_steps: int = setting(0, kind="int", low=0,
+                                 doc="adaptive: at least this many env steps per stage")
+    max_env_steps: int | None = setting(None, kind="int", low=1, optional=True,
+                                        doc="adaptive: at most this many env steps per stage")
     embedding_init: str = setting("initialised", kind="str", choices=EMBEDDING_INITS,
                                   doc="new agents' slot embeddings: as initialised | mean")
+    reward_scope: str = setting("team", kind="str", choices=REWARD_SCOPES,
+                                doc="the reward the learners see: the whole team's | the sum of "
+                                    "the trained agents' own")
+    inactive: str = setting("random", kind="str", choices=INACTIVE,
+                            doc="the not-yet-trained agents act: uniformly at random | greedily "
+                                "with the shared policy, untrained")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, key: str = "curriculum") -> CurriculumConfig:
@@ -79,6 +100,13 @@ class CurriculumConfig:
             fail("threshold", "a number (or set plateau) with schedule 'adaptive'")
         if team_size is not None and self.schedule != "none" and self.start > team_size:
             fail("start", f"1..{team_size} (the learning team's size)")
+        if self.max_env_steps is not None and self.min_env_steps > self.max_env_steps:
+            fail("min_env_steps", f"at most {key}.max_env_steps ({self.max_env_steps}): a "
+                                  "stage's shortest length cannot exceed its longest")
+        for name, default in (("reward_scope", "team"), ("inactive", "random")):
+            if self.schedule == "none" and getattr(self, name) != default:
+                fail(name, f"{default!r} with schedule 'none' (every agent is trained, so it "
+                           "would have no effect), or a schedule (linear, adaptive)")
 
 
 class Curriculum:
@@ -96,6 +124,7 @@ class Curriculum:
             self.final_stage = max(0, math.ceil((largest - config.start) / config.batch))
         self.stage = 0
         self.stage_started = 0  # the training iteration at which the stage began
+        self.stage_started_env_steps = 0  # and the env steps sampled by then
         self.history: list[float] = []  # adaptive: the stage's return per agent, per iteration
 
     @property
@@ -124,16 +153,21 @@ class Curriculum:
             if metric is not None and math.isfinite(metric):
                 self.history.append(float(metric))
                 self.history = self.history[-self.config.window:]
-            if self._should_grow(iterations):
+            if self._should_grow(iterations, env_steps):
                 self.stage += 1
         if self.stage != before:
             self.stage_started = iterations
+            self.stage_started_env_steps = env_steps
             self.history = []
         return self.stage != before
 
-    def _should_grow(self, iterations: int) -> bool:
+    def _should_grow(self, iterations: int, env_steps: int) -> bool:
         config = self.config
-        if iterations - self.stage_started < config.min_iterations:
+        ran = env_steps - self.stage_started_env_steps
+        if config.max_env_steps is not None and ran >= config.max_env_steps:
+            return True
+        if iterations - self.stage_started < config.min_iterations or \
+                ran < config.min_env_steps:
             return False
         if len(self.history) < config.window:
             return False
@@ -160,9 +194,11 @@ class Curriculum:
 
     def get_state(self) -> dict[str, Any]:
         return {"stage": self.stage, "stage_started": self.stage_started,
+                "stage_started_env_steps": self.stage_started_env_steps,
                 "history": list(self.history)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.stage = int(state["stage"])
         self.stage_started = int(state["stage_started"])
+        self.stage_started_env_steps = int(state.get("stage_started_env_steps", 0))
         self.history = list(state["history"])

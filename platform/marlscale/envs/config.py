@@ -12,6 +12,8 @@ from marlscale.specfile import allowed, check_fields, setting, shown, typed, val
 GameName = Literal["adversarial_pursuit", "battle"]
 OpponentKind = Literal["random", "learned"]
 RewardMode = Literal["team", "individual"]
+RewardScope = Literal["team", "active"]
+InactiveKind = Literal["random", "policy"]
 REWARD = typed(kind="float", doc="a magent2 reward argument (rewards.<key>)")
 
 
@@ -53,6 +55,17 @@ class TeamEnvConfig:
     n_active: int | None = setting(None, kind="int", low=0, optional=True)
     """Agents of each learning team the policy controls at reset (the first slots); the rest
     act uniformly at random. None = all. Incremental learning grows it during training."""
+
+    reward_scope: RewardScope = setting("team", kind="str", choices=get_args(RewardScope))
+    """The reward a learning team's step returns (what its learners regress): `team`, every
+    agent's; `active`, the sum of its active (trained) agents' own rewards. Episode returns and
+    the `team_reward` info stay the whole team's. Training sets it from
+    `curriculum.reward_scope`."""
+
+    inactive: InactiveKind = setting("random", kind="str", choices=get_args(InactiveKind))
+    """How a learning team's inactive agents act: `random`, uniformly at random (the env draws
+    their actions); `policy`, the policy's action for them is kept (it acts for every slot,
+    greedily past the active ones). Training sets it from `curriculum.inactive`."""
 
     state_grid: int = setting(8, kind="int", low=1)
     """Side of the pooled global state grid, fixed whatever the map size."""

@@ -128,6 +128,8 @@ class MagentTeamEnv(MultiAgentEnv):
         self._walls = np.zeros((0, 2), dtype=np.int32)
         self._seeded = False
         self._t = 0
+        self._active_scope = cfg.reward_scope == "active"
+        self._policy_inactive = cfg.inactive == "policy"
         if cfg.n_active is not None:
             for team in self._learning:
                 team.set_active(cfg.n_active)
@@ -197,6 +199,13 @@ class MagentTeamEnv(MultiAgentEnv):
     def get_active(self, team: str) -> int:
         return int(next(t for t in self._learning if t.name == team).active.sum())
 
+    def acting_slots(self, team: str) -> tuple[int, int]:
+        """(slots the policy acts for, of which the first ones are trained and explore): the
+        active prefix twice, or every slot and the active prefix with `inactive: policy`."""
+        n_active = self.get_active(team)
+        return (self.action_spaces[team].shape[0] if self._policy_inactive else n_active,
+                n_active)
+
     def snapshot(self) -> dict[str, Any]:
         """The map as it is now, for pictures: `map_size`, `walls` (interior wall cells, (k, 2)
         x, y; the border is always walled) and per team (game order) its `name`, `body` side
@@ -265,19 +274,21 @@ class MagentTeamEnv(MultiAgentEnv):
         game_over = engine.step()
         self._t += 1
 
-        rewards, team_rewards = [], []
+        rewards, team_rewards, learned_rewards = [], [], []
         for team in self._teams:
             slot_reward = engine.get_reward(team.handle)  # a new array, in engine order
             if not team.all_alive:
                 slot_reward, engine_reward = np.zeros(team.n, dtype=np.float32), slot_reward
                 slot_reward[team.engine_slots] = engine_reward
             team_reward = float(slot_reward.sum())
+            # (With every slot active, the sum of the same float32 values in the same order.)
+            active_reward = (team_reward if team.all_active
+                             else float(slot_reward[team.active].sum()))
             rewards.append(slot_reward)
             team_rewards.append(team_reward)
+            learned_rewards.append(active_reward if self._active_scope else team_reward)
             team.episode_return += team_reward
-            # (With every slot active, the sum of the same float32 values in the same order.)
-            team.active_return += (team_reward if team.all_active
-                                   else float(slot_reward[team.active].sum()))
+            team.active_return += active_reward
         alive_before = [team.n_alive for team in self._teams]
         observed = self._observe()
         deaths = [before - team.n_alive for before, team in zip(alive_before, self._teams)]
@@ -293,7 +304,7 @@ class MagentTeamEnv(MultiAgentEnv):
         for team in self._learning:
             obs[team.name] = self._team_observation(team, observed, rewards[team.index])
             team_reward = team_rewards[team.index]
-            reward[team.name] = team_reward
+            reward[team.name] = learned_rewards[team.index]  # reward_scope's
             infos[team.name] = {
                 keys.TEAM_REWARD: team_reward,
                 keys.TEAM_REWARD_PER_AGENT: team_reward / team.n,
@@ -322,7 +333,7 @@ class MagentTeamEnv(MultiAgentEnv):
         if actions.view(np.uint32).max() >= team.n_actions:
             raise ValueError(f"action of team {team.name!r}: {actions.tolist()} is invalid; "
                              f"allowed: integers in [0, {team.n_actions})")
-        if not team.all_active:
+        if not team.all_active and not self._policy_inactive:
             random_slots = ~team.active
             actions = actions.copy()
             actions[random_slots] = rng.integers(0, team.n_actions, int(random_slots.sum()),

@@ -147,30 +147,39 @@ class TeamQModule(TorchRLModule, InferenceOnlyAPI):
         return self.q_values(obs).argmax(-1)
 
     def act(self, obs: dict[str, torch.Tensor], explore: bool,
-            generator: torch.Generator | None = None, width: int | None = None) -> torch.Tensor:
-        """Actions [B, N] for a team observation: the network runs for the active slots only
-        (the prefix 0..K-1, K the most active in the batch, or `width`: the env's count now,
-        when a new stage began after the observation); the others get 0, which the env
-        replaces with a uniformly random action."""
+            generator: torch.Generator | None = None, width: int | None = None,
+            explore_width: int | None = None) -> torch.Tensor:
+        """Actions [B, N] for a team observation: the network runs for the slots 0..W-1 (W the
+        most active in the batch, or `width`: the env's count now, when a new stage began
+        after the observation, or every slot when the inactive agents act with the policy);
+        of those, the first `explore_width` (default all W) explore when `explore`, the rest
+        act greedily. The others get 0, which the env replaces with a uniformly random
+        action."""
         width = active_width(obs) if width is None else width
         views = obs[keys.VIEWS]
         actions = torch.zeros((views.shape[0], self.n_agents), dtype=torch.int64,
                               device=views.device)
         if width:
             trimmed = trim_agents(obs, width)
-            actions[:, :width] = self.explore_actions(trimmed, generator) if explore \
-                else self.greedy_actions(trimmed)
+            actions[:, :width] = self.explore_actions(trimmed, generator, explore_width) \
+                if explore else self.greedy_actions(trimmed)
         return actions
 
     def explore_actions(
-        self, obs: dict[str, torch.Tensor], generator: torch.Generator | None = None
+        self, obs: dict[str, torch.Tensor], generator: torch.Generator | None = None,
+        width: int | None = None,
     ) -> torch.Tensor:
-        """Per-agent epsilon-greedy: each agent independently takes a uniform action w.p. eps."""
+        """Per-agent epsilon-greedy: each agent independently takes a uniform action w.p. eps
+        (only the first `width` slots; the others stay greedy)."""
         greedy = self.greedy_actions(obs)
-        random = torch.randint(0, self.n_actions, greedy.shape, generator=generator,
+        width = greedy.shape[1] if width is None else min(width, greedy.shape[1])
+        exploring = greedy[:, :width]
+        random = torch.randint(0, self.n_actions, exploring.shape, generator=generator,
                                device=greedy.device)
-        explore = torch.rand(greedy.shape, generator=generator, device=greedy.device)
-        return torch.where(explore < self.epsilon, random, greedy)
+        explore = torch.rand(exploring.shape, generator=generator, device=greedy.device)
+        explored = torch.where(explore < self.epsilon, random, exploring)
+        return explored if width == greedy.shape[1] else torch.cat(
+            [explored, greedy[:, width:]], dim=1)
 
     # ---- RLlib's forward API --------------------------------------------------------------
     @override(TorchRLModule)

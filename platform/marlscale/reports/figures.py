@@ -211,6 +211,14 @@ def reward_modes(curves: pd.DataFrame, what: str, ci_label: str, path: Path) -> 
     return _save(figure, path)
 
 
+def _stage_boundaries(trained: pd.DataFrame) -> list[float]:
+    """The env steps at which the (seed-mean) count of trained agents grows: each stage's
+    start after the first."""
+    frame = trained.sort_values("env_steps")
+    grows = frame["mean"].diff() > 0
+    return frame.loc[grows, "env_steps"].tolist()
+
+
 def incremental(curves: pd.DataFrame, active: pd.DataFrame, what: str, ci_label: str,
                 path: Path) -> Path:
     """Per (algorithm, N): with and without incremental learning; trained agents on the
@@ -230,12 +238,16 @@ def incremental(curves: pd.DataFrame, active: pd.DataFrame, what: str, ci_label:
         right.grid(False)
         right.step(trained["env_steps"], trained["mean"], where="post", color=RANDOM_COLOUR,
                    lw=1.2, label="trained agents (right axis)")
+        for boundary in _stage_boundaries(trained):
+            axis.axvline(boundary, color=RANDOM_COLOUR, linestyle=":", lw=0.9, zorder=0)
         right.set_ylim(0, n * 1.05)
         right.yaxis.set_major_locator(MaxNLocator(integer=True))
         right.set_ylabel("trained agents", color=RANDOM_COLOUR)
         axis.set_title(f"{label(algorithm, variant)}, N = {n}", fontsize=11)
         axis.set_xlabel(ENV_STEPS_LABEL)
         axis.plot([], [], color=RANDOM_COLOUR, lw=1.2, label="trained agents (right axis)")
+        axis.plot([], [], color=RANDOM_COLOUR, linestyle=":", lw=0.9,
+                  label="stage boundary (trained agents grow)")
     _ylabels(axes, RETURN_LABEL)
     _suptitle(figure, axes, f"Incremental learning: {what}", ci_label)
     _legend(figure, axes)
