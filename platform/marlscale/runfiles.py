@@ -11,7 +11,9 @@ through these names.
                   FINGERPRINT (the spec it started with and its SHA-256), PROVENANCE,
                   RESULTS_CSV, TRIALS_CSV, TUNER (Tune's state, for --resume),
                   <trial>/ (PARAMS_JSON: its Tune config; RESULT_JSON: Tune's result rows,
-                  JSON lines; checkpoint_NNNNNN/), REPORT_DIR/
+                  JSON lines; checkpoint_NNNNNN/), REPORT_DIR/,
+                  ZERO_SHOT_DIR/ (`marlscale evaluate SWEEP_DIR --n-agents ...`: ZERO_SHOT_CSV,
+                  one row per trial x N played; ZERO_SHOT_SUMMARY_CSV; ZERO_SHOT_MD)
     league run    a sweep run, plus LEAGUE_SPEC and the cross-play tables (`table_file`:
                   league, ratings, matchups, episodes, training_curves)
     any run       RUN_LOCK while a process runs it (marlscale/runlock.py)
@@ -28,11 +30,15 @@ CHECKPOINTS, TRAIN_CHECKPOINT_GLOB = "checkpoints", "iter_*"
 
 SWEEP_SPEC, FINGERPRINT, TUNER = "sweep.yaml", "spec.fingerprint.json", "tuner.pkl"
 RESULTS_CSV, TRIALS_CSV, PARAMS_JSON = "results.csv", "trials.csv", "params.json"
+RESULTS_CSV_GZ = RESULTS_CSV + ".gz"
+"""A committed study's results.csv, gzipped (reports read either; docs/results.md)."""
 TRIAL_CHECKPOINT_GLOB = "checkpoint_*"
 
 LEAGUE_SPEC, LEAGUE_TABLE = "league.yaml", "league"
 RUN_LOCK = ".marlscale.lock"  # held by the one process running a run dir (runlock.py)
 REPORT_DIR, REPORT_MD = "report", "report.md"
+ZERO_SHOT_DIR, ZERO_SHOT_CSV = "zero_shot", "zero_shot.csv"
+ZERO_SHOT_SUMMARY_CSV, ZERO_SHOT_MD = "zero_shot_summary.csv", "zero_shot.md"
 
 CHECKPOINT_MARKER = "rllib_checkpoint.json"
 CHECKPOINT_CTOR, CHECKPOINT_STATE = "class_and_ctor_args.pkl", "algorithm_state.pkl"

@@ -98,8 +98,8 @@ def _problem(path: Path, expected: str) -> ValueError:
     return ValueError(f"run directory {str(path)!r} {expected}; expected: a `marlscale train` "
                       f"run directory ({runfiles.TRAIN_SPEC} and {runfiles.METRICS_JSONL}), or a "
                       f"sweep or league run directory ({runfiles.SWEEP_SPEC} and its trials' "
-                      f"{runfiles.RESULT_JSON} or "
-                      f"{runfiles.RESULTS_CSV})")
+                      f"{runfiles.RESULT_JSON}, {runfiles.RESULTS_CSV} or "
+                      f"{runfiles.RESULTS_CSV_GZ})")
 
 
 def _plain(value: Any) -> Any:
@@ -222,6 +222,12 @@ def _train_run(path: Path):
     return [row], curves, [], {}
 
 
+def _results_file(path: Path) -> Path | None:
+    """A finished sweep's results.csv, or the gzipped one a committed study keeps."""
+    return next((path / name for name in (runfiles.RESULTS_CSV, runfiles.RESULTS_CSV_GZ)
+                 if (path / name).is_file()), None)
+
+
 def _sweep_run(path: Path):
     spec = SweepSpec.load(path / runfiles.SWEEP_SPEC)
     trial_dirs = sweep_results.trial_dirs(path)
@@ -229,8 +235,8 @@ def _sweep_run(path: Path):
         rows = sweep_results.load_results(path, spec.axes)
         points = {d.name: SweepSpec.of_trial(json.loads((d / runfiles.PARAMS_JSON).read_text()))[1]
                   for d in trial_dirs}
-    elif (path / runfiles.RESULTS_CSV).is_file():
-        rows = pd.read_csv(path / runfiles.RESULTS_CSV)
+    elif _results_file(path) is not None:
+        rows = pd.read_csv(_results_file(path))  # pandas reads a .gz as it is
         points = {name: {axis: _plain(group[axis].iloc[0]) for axis in spec.axes}
                   for name, group in rows.groupby("trial", sort=True)}
     else:
