@@ -14,12 +14,15 @@ Intervals
 Formatting: `format_number`, `format_interval`, `format_mean` ('+1.23 ± 0.45',
 '+1.23 [+0.50, +1.96]'); every table and printout writes its estimates with these.
 
-Bootstrap statistics (the next issues, not written yet): the probability of improvement of one
-algorithm over another and the interquartile mean (IQM) over runs, each with a stratified
-bootstrap confidence interval (Agarwal et al. 2021), computed with `scipy.stats.bootstrap`
-(or the `rliable` package). They belong here, below the t-intervals, taking the per-trial
-final values (`reports/aggregate.py:with_final`) grouped by configuration; the report's
-sections then show them through the same formatting functions.
+Bootstrap statistics (Agarwal et al. 2021, "rliable"), each with a 95% percentile interval
+from a stratified bootstrap (`scipy.stats.bootstrap`: every stratum, e.g. the seeds of one N or
+of one algorithm, resampled on its own), seeded so a report redraws the same numbers:
+    `stratified_interval`  the interval of any statistic of several strata (the growth
+                          exponent of reports/budget.py uses it)
+    `iqm`, `iqm_interval`  the interquartile mean (the mean of the middle 50%, scipy's
+                          trim_mean at 25%) and its interval
+    `probability_of_improvement`  P(X > Y) over pairs of runs, ties counting one half, and its
+                          interval
 """
 
 from __future__ import annotations
@@ -123,6 +126,62 @@ def ci_columns(table: pd.DataFrame) -> tuple[str, str, str]:
     if SEED_CI[0] in table.columns and np.isfinite(table[SEED_CI[0]]).any():
         return SEED_CI[0], SEED_CI[1], "seeds"
     return EPISODE_CI[0], EPISODE_CI[1], "episodes"
+
+
+# ---- bootstrap statistics ---------------------------------------------------------------------
+RESAMPLES = 4000
+"""Bootstrap resamples of every bootstrap interval."""
+BOOTSTRAP_SEED = 0
+"""The seed of every bootstrap: the same runs give the same interval."""
+
+
+def stratified_interval(strata: Sequence[Sequence[float] | np.ndarray],
+                        statistic) -> tuple[float, float]:
+    """The 95% percentile-bootstrap interval of `statistic(*strata)`, each stratum resampled
+    on its own (with replacement, its size kept). A stratum of one value is held fixed (there
+    is nothing to resample); NaN, NaN where no stratum has two values."""
+    strata = [np.asarray(values, dtype=float) for values in strata]
+    moving = [i for i, values in enumerate(strata) if len(values) >= 2]
+    if not moving:
+        return math.nan, math.nan
+
+    def resampled(*samples) -> float:
+        values = list(strata)
+        for i, sample in zip(moving, samples):
+            values[i] = sample
+        return float(statistic(*values))
+
+    result = scipy_stats.bootstrap([strata[i] for i in moving], resampled, vectorized=False,
+                                   method="percentile", n_resamples=RESAMPLES,
+                                   confidence_level=LEVEL,
+                                   rng=np.random.default_rng(BOOTSTRAP_SEED))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def iqm(values: Sequence[float] | np.ndarray) -> float:
+    """The interquartile mean: the mean of the middle 50% of the values (25% trimmed from
+    each end, as rliable computes it)."""
+    return float(scipy_stats.trim_mean(np.asarray(values, dtype=float), 0.25))
+
+
+def iqm_interval(strata: Sequence[Sequence[float] | np.ndarray]) -> tuple[float, float, float]:
+    """(IQM, low, high): the IQM of all strata's values together, and its stratified bootstrap
+    interval (e.g. one stratum per N, each N's seeds resampled)."""
+    pooled = lambda *values: iqm(np.concatenate(values))  # noqa: E731
+    return (pooled(*[np.asarray(v, dtype=float) for v in strata]),
+            *stratified_interval(strata, pooled))
+
+
+def probability_of_improvement(x: Sequence[float] | np.ndarray,
+                               y: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
+    """(P, low, high): P(X > Y), the chance that a run of X beats a run of Y, over every
+    pair (x_i, y_j), a tie counting one half (the Mann-Whitney U statistic over n m), with
+    its bootstrap interval resampling x's runs and y's runs separately."""
+    def chance(a: np.ndarray, b: np.ndarray) -> float:  # U / (n m), without scipy's p-value
+        return float((a[:, None] > b[None, :]).mean() + 0.5 * (a[:, None] == b[None, :]).mean())
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    return (chance(x, y), *stratified_interval([x, y], chance))
 
 
 # ---- formatting -------------------------------------------------------------------------------

@@ -354,6 +354,28 @@ def check_warm_start(spec: TrainSpec, text: str | os.PathLike,
     `text`: a checkpoint, `marlscale train` run or sweep trial directory (see
     algorithms/checkpoints.py), optionally `:team` to start the run's learning team from that
     team's module; without it, every team the run trains starts from the team of its name."""
+    checkpoint, teams = warm_start_teams(spec, text, name)
+    config = spec.algorithm_config()
+    env_config = config.team_env_config
+    counts = dict(zip(env_config.game_spec.team_names, env_config.team_counts))
+    curriculum = config.curriculum_config()
+    init = curriculum.embedding_init if curriculum.schedule != "none" else "mean"
+    states = {}  # accepted: now RLlib reads (unpickles) the modules
+    for team, source in teams.items():
+        policy = checkpoint.policies[source]
+        module = policy.load_module()
+        if counts[team] != policy.n_agents:  # continue the policy at another population size
+            module.resize_agents(counts[team], trained=checkpoint.n_active[source], init=init)
+        states[team] = {key: value for key, value in module.get_state().items()
+                        if key not in FRESH_BUFFERS}
+    return WarmStart(checkpoint=checkpoint.path, teams=teams, states=states)
+
+
+def warm_start_teams(spec: TrainSpec, text: str | os.PathLike, name: str = "--from-checkpoint"):
+    """`check_warm_start`'s checks, from the checkpoint's marlscale_checkpoint.json alone
+    (nothing unpickled): its TeamCheckpoint and the run's team -> the checkpoint's team whose
+    module it starts from. A sweep's `warm_start` checks every trial with it before Ray
+    starts; each trial then loads its weights with `check_warm_start`."""
     from marlscale.algorithms import checkpoints
     from marlscale.envs import MagentTeamEnv
 
@@ -375,8 +397,6 @@ def check_warm_start(spec: TrainSpec, text: str | os.PathLike,
         for team in teams
     }
     checkpoints.check_fits(checkpoint, wanted, env_config.game, name, any_n=True)
-    curriculum = config.curriculum_config()
-    init = curriculum.embedding_init if curriculum.schedule != "none" else "mean"
     probe = MagentTeamEnv(env_config)
     for team, source in teams.items():  # from its marlscale_checkpoint.json: nothing unpickled
         policy = checkpoint.policies[source]
@@ -391,15 +411,7 @@ def check_warm_start(spec: TrainSpec, text: str | os.PathLike,
                     f"{have[key]}; the run's {team} team has {want[key]}; allowed: a "
                     "checkpoint whose env gives the same observation and action shapes per "
                     "agent (game, state_grid)")
-    states = {}  # accepted: now RLlib reads (unpickles) the modules
-    for team, source in teams.items():
-        policy = checkpoint.policies[source]
-        module = policy.load_module()
-        if counts[team] != policy.n_agents:  # continue the policy at another population size
-            module.resize_agents(counts[team], trained=checkpoint.n_active[source], init=init)
-        states[team] = {key: value for key, value in module.get_state().items()
-                        if key not in FRESH_BUFFERS}
-    return WarmStart(checkpoint=checkpoint.path, teams=teams, states=states)
+    return checkpoint, teams
 
 
 def _shapes(observation_shapes: dict[str, tuple[int, ...]],

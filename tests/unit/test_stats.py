@@ -122,3 +122,44 @@ def test_an_estimate_is_written_one_way_everywhere():
     assert stats.format_interval(np.nan, 1.0) == "n/a" and stats.format_interval(None, None) == \
         "n/a"
     assert stats.format_number(-2.0) == "-2.00" and stats.format_number(np.nan) == ""
+
+
+# ---- bootstrap statistics --------------------------------------------------------------------
+def test_probability_of_improvement_is_0_one_half_and_1_in_the_hand_computed_cases():
+    low, high = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0]
+    assert stats.probability_of_improvement(high, low)[0] == 1.0  # every pair won
+    assert stats.probability_of_improvement(low, high)[0] == 0.0  # every pair lost
+    assert stats.probability_of_improvement(low, low)[0] == 0.5  # 3 ties of 9 pairs count 1/2
+    # [1, 3] against [2, 2]: pairs (1,2) (1,2) lost, (3,2) (3,2) won -> 2 of 4
+    assert stats.probability_of_improvement([1.0, 3.0], [2.0, 2.0])[0] == 0.5
+    # [2, 3, 4] against [1, 3]: wins 2>1, 3>1, 4>1, 4>3; tie 3=3; loss 2<3 -> (4 + 0.5) / 6
+    assert stats.probability_of_improvement([2.0, 3.0, 4.0], [1.0, 3.0])[0] == \
+        pytest.approx(4.5 / 6)
+    x, y = np.round(np.random.default_rng(1).normal(size=(2, 7)), 1)  # ties included
+    assert stats.probability_of_improvement(x, y)[0] == pytest.approx(
+        scipy_stats.mannwhitneyu(x, y).statistic / 49)  # the Mann-Whitney U over n m
+
+
+def test_the_interval_of_a_probability_of_improvement_is_seeded_and_brackets_it():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(1.0, 1.0, 5), rng.normal(0.0, 1.0, 5)
+    first, second = (stats.probability_of_improvement(x, y) for _ in range(2))
+    assert first == second  # the same runs give the same interval
+    p, low, high = first
+    assert 0.0 <= low <= p <= high <= 1.0 and high - low > 0.05
+    assert stats.probability_of_improvement([4.0, 5.0], [1.0, 2.0])[1:] == (1.0, 1.0)
+
+
+def test_the_iqm_of_a_known_array_is_the_mean_of_its_middle_half():
+    values = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 100.0]  # trim 2 from each end
+    assert stats.iqm(values) == pytest.approx((2.0 + 3.0 + 4.0 + 5.0) / 4)
+    assert stats.iqm([3.0, 1.0, 2.0, 4.0]) == pytest.approx(2.5)  # middle two of four
+    iqm, low, high = stats.iqm_interval([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
+    assert iqm == pytest.approx(4.5) and low < iqm < high
+
+
+def test_a_stratum_of_one_value_is_held_fixed_and_none_resampled_gives_no_interval():
+    assert all(np.isnan(stats.stratified_interval([[1.0], [2.0]], lambda a, b: a[0] - b[0])))
+    low, high = stats.stratified_interval([[5.0], [1.0, 1.0, 1.0]],
+                                          lambda a, b: a.mean() - b.mean())
+    assert low == high == 4.0  # the fixed stratum and a constant one: no spread

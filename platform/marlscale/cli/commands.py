@@ -19,19 +19,26 @@ from marlscale.envs import TeamEnvConfig
 def evaluate(args: argparse.Namespace) -> int:
     import ray
 
+    from marlscale.evaluation import zero_shot
     from marlscale.evaluation.evaluate import Evaluation, check_out, table, write_json
-    from marlscale.specfile import check_value, typed
 
     # Everything is checked before Ray starts.
+    sizes = flags.n_agents_list(args.n_agents)
+    if zero_shot.is_sweep_dir(args.checkpoint):
+        return _evaluate_sweep(args, sizes)
+    if sizes is not None and len(sizes) > 1:
+        raise ValueError(f"--n-agents {args.n_agents!r} is invalid for a checkpoint; allowed: "
+                         "one N (a list is for a sweep run directory, SWEEP_DIR)")
+    if args.out is not None:
+        raise ValueError(f"--out {args.out!r} is invalid for a checkpoint; allowed: --out with "
+                         "a sweep run directory (SWEEP_DIR), or --json OUT")
     out = check_out(args.json, ".json", "--json") if args.json else None
-    if args.num_env_runners is not None:  # None: one per CPU of the cluster
-        check_value("--num-env-runners", args.num_env_runners, typed(kind="int", low=0))
-        _check_local_cpus(args, args.num_env_runners, f"--num-env-runners="
-                          f"{args.num_env_runners}", "its EnvRunners (one CPU each)")
+    _check_evaluate_runners(args)
     envs = args.num_env_runners if args.num_env_runners is not None else \
         min(args.episodes, args.num_cpus or os.cpu_count() or 1)  # as many as it will have here
     evaluation = Evaluation.prepare(args.checkpoint, args.opponent, args.side, args.episodes,
-                                    args.seed, args.epsilon, n_agents=args.n_agents, envs=envs)
+                                    args.seed, args.epsilon,
+                                    n_agents=sizes[0] if sizes else None, envs=envs)
     with _ray(args) as address:
         runners = args.num_env_runners
         if runners is None:
@@ -43,6 +50,66 @@ def evaluate(args: argparse.Namespace) -> int:
     if out is not None:
         write_json(out, report)
         print(f"# figures written to {out}", file=sys.stderr)
+    return 0
+
+
+def _check_evaluate_runners(args: argparse.Namespace) -> None:
+    if args.num_env_runners is not None:  # None: one per CPU of the cluster
+        from marlscale.specfile import check_value, typed
+
+        check_value("--num-env-runners", args.num_env_runners, typed(kind="int", low=0))
+        _check_local_cpus(args, args.num_env_runners, f"--num-env-runners="
+                          f"{args.num_env_runners}", "its EnvRunners (one CPU each)")
+
+
+def _evaluate_sweep(args: argparse.Namespace, sizes: list[int] | None) -> int:
+    """`evaluate SWEEP_DIR --n-agents 25,100,1000`: zero-shot transfer across N
+    (evaluation/zero_shot.py)."""
+    from pathlib import Path
+
+    import ray
+
+    from marlscale import runfiles
+    from marlscale.evaluation.arena import RANDOM
+    from marlscale.evaluation.evaluate import check_out, write_json
+    from marlscale.evaluation.zero_shot import ZeroShot
+
+    sweep = args.checkpoint
+    if args.opponent not in (None, RANDOM):
+        raise ValueError(f"--opponent {args.opponent!r} is invalid with a sweep run directory "
+                         f"({sweep!r}); allowed: random (zero-shot plays every policy against "
+                         "the random team)")
+    if args.side is not None:
+        raise ValueError(f"--side {args.side!r} is invalid with a sweep run directory "
+                         f"({sweep!r}); allowed: no --side (each policy plays the side it was "
+                         "trained on)")
+    out_json = check_out(args.json, ".json", "--json") if args.json else None
+    _check_evaluate_runners(args)
+    cpus = args.num_cpus or os.cpu_count() or 1
+    envs = args.num_env_runners if args.num_env_runners is not None else cpus
+    zero_shot = ZeroShot.prepare(sweep, sizes, args.episodes, args.seed, args.epsilon,
+                                 out=args.out, envs=envs)
+    started = time.perf_counter()
+    with _ray(args) as address:
+        runners = args.num_env_runners
+        if runners is None:  # at most one per game of the largest N's group
+            most = max(len(group) + 1 for group in zero_shot.groups()) * args.episodes
+            runners = min(most, max(1, int(ray.cluster_resources().get("CPU", 1))))
+        if address:
+            _wait_for_cpus(args, runners, f"--num-env-runners={runners}")
+        table = zero_shot.run(runners, log=lambda line: print(line, file=sys.stderr,
+                                                              flush=True))
+    files = zero_shot.write(table)
+    print(Path(files[runfiles.ZERO_SHOT_MD]).read_text())
+    summary = {"sweep": str(Path(sweep).resolve()), "out": str(zero_shot.out.resolve()),
+               "n_played": list(zero_shot.sizes), "episodes": args.episodes,
+               "seed": args.seed, "epsilon": args.epsilon,
+               "trials": int(table["trial"].nunique()), "plays": len(table),
+               "skipped": list(zero_shot.skipped), "files": files,
+               "num_env_runners": runners, "wall_s": round(time.perf_counter() - started, 1)}
+    print(json.dumps(summary, indent=2))
+    if out_json is not None:
+        write_json(out_json, summary)
     return 0
 
 
@@ -338,16 +405,20 @@ def _spec_and_run_dir(args: argparse.Namespace, kind: str, spec_class, check_res
 
 def sweep(args: argparse.Namespace) -> int:
     from marlscale.runspec import SweepSpec
-    from marlscale.sweeps import resume, runner
+    from marlscale.sweeps import resume, runner, warm_start
 
     spec, run_dir = _spec_and_run_dir(args, "sweep", SweepSpec, resume.check_resumable,
                                       "sweeps")
+    # A new warm-started sweep: every trial's source trial and checkpoint (a resumed one's
+    # trials keep theirs, in Tune's state).
+    sources = None if args.resume else warm_start.resolve(spec)
     _check_trials_fit(args, spec)  # a local Ray: this machine's GPUs, its CPUs
     cluster = args.address or os.environ.get("RAY_ADDRESS")
     with _locked(run_dir, "sweep", bool(args.resume)), _ray(args):
         summary = runner.run(spec, run_dir, resume=bool(args.resume),
                              log=lambda line: print(line, flush=True),
-                             resource_wait_s=args.resource_wait_s if cluster else None)
+                             resource_wait_s=args.resource_wait_s if cluster else None,
+                             sources=sources)
     print(json.dumps(summary, indent=2))
     if summary["interrupted"]:
         return _interrupted(f"with {summary['interrupted']} trial(s) unfinished; each "

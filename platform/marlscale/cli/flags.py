@@ -26,7 +26,12 @@ HELP = {
 DESCRIPTIONS = {
     "evaluate": "Greedy evaluation of a checkpoint's team policy. CHECKPOINT is a checkpoint "
                 "directory, a `marlscale train` run directory or a sweep trial directory (its "
-                "last checkpoint), optionally with a team: CKPT:red, CKPT:blue, CKPT:predator.",
+                "last checkpoint), optionally with a team: CKPT:red, CKPT:blue, CKPT:predator. "
+                "Zero-shot transfer across N: with a sweep run directory (SWEEP_DIR, trained "
+                "against random) and --n-agents 25,100,1000, every finished trial's final "
+                "policy plays at each N and at its own, the random policy on the same "
+                "episodes; the tables go to --out (default SWEEP_DIR/zero_shot/), and "
+                "`marlscale report SWEEP_DIR` draws transfer.png from them.",
     "report": "Draw every figure the runs allow (learning curves, scaling with N, reward modes, "
               "incremental learning, league, head-to-head, throughput) into --out with a "
               "report.md of tables; say which figures were skipped and why, and which trials "
@@ -57,6 +62,32 @@ def _shown(text: str) -> str:
     from marlscale.specfile import shown
 
     return shown(text)
+
+
+def n_agents_list(text: str | None) -> list[int] | None:
+    """evaluate's --n-agents: one N, or a comma-separated list of them (a sweep run
+    directory's zero-shot grid), in the order given without repeats; None where not given.
+    Checked in the command, so that a bad value is one line (ValueError) like every other."""
+    if text is None:
+        return None
+    allowed = "an integer >= 1, or a comma-separated list of them (e.g. 25,100,1000)"
+    parts = [part.strip() for part in text.split(",")]
+    if not any(parts):
+        raise ValueError(f"--n-agents {_shown(text)} is invalid: it names no N; allowed: "
+                         f"{allowed}")
+    if "," not in text:
+        try:
+            return [_integer(text, 1)]
+        except argparse.ArgumentTypeError as error:
+            raise ValueError(f"--n-agents: {error}") from None
+    sizes = []
+    for part in parts:
+        try:
+            sizes.append(_integer(part, 1))
+        except argparse.ArgumentTypeError:
+            raise ValueError(f"--n-agents {_shown(text)} is invalid: {_shown(part)} is not an "
+                             f"integer >= 1; allowed: {allowed}") from None
+    return list(dict.fromkeys(sizes))
 
 
 def _any_int(text: str) -> int:
@@ -237,16 +268,22 @@ def _add_evaluate(commands) -> None:
     evaluate = commands.add_parser("evaluate", help=HELP["evaluate"],
                                    description=DESCRIPTIONS["evaluate"])
     evaluate.add_argument("checkpoint", metavar="CHECKPOINT",
-                          help="CKPT[:team] (default team: the checkpoint's learning team)")
+                          help="CKPT[:team] (default team: the checkpoint's learning team), or "
+                               "SWEEP_DIR (zero-shot: every trial at every --n-agents)")
     _add_matchup_flags(evaluate)
     evaluate.add_argument("--episodes", type=_positive_int, default=10,
-                          help="episodes (default 10)")
-    evaluate.add_argument("--n-agents", type=_positive_int, default=None,
+                          help="episodes (default 10; with SWEEP_DIR per trial and N)")
+    evaluate.add_argument("--n-agents", default=None, metavar="N[,N,...]",
                           help="play at this N per team instead of the trained one: the shared "
                                "network is kept, the slot embeddings grown (new slots at the "
-                               "mean of the trained ones) or cut to the first N")
+                               "mean of the trained ones) or cut to the first N. With SWEEP_DIR, "
+                               "a comma-separated list (default: the sweep's own N)")
+    evaluate.add_argument("--out", default=None, metavar="DIR",
+                          help="SWEEP_DIR only: the folder of the zero-shot tables (default "
+                               "SWEEP_DIR/zero_shot/)")
     evaluate.add_argument("--json", default=None, metavar="OUT",
-                          help="also write the figures as JSON to OUT")
+                          help="also write the figures (with SWEEP_DIR: the summary) as JSON "
+                               "to OUT")
     evaluate.add_argument("--num-env-runners", type=_any_int, default=None,
                           help="EnvRunners to spread the episodes over (default: the cluster's "
                                "CPUs, at most one per episode; 0: in this process)")

@@ -165,13 +165,23 @@ def check_sides(sides: dict[str, Contestant], env_config: TeamEnvConfig,
                 f"actions; allowed sides: {', '.join(fits)}")
 
 
+_SPACES: dict[str, dict[str, tuple[tuple[int, ...], int]]] = {}
+"""`_side_spaces` by env config: an env of 1,000 agents takes a second to build, and a zero-shot
+evaluation checks every trial of a sweep at each N."""
+
+
 def _side_spaces(env_config: TeamEnvConfig) -> dict[str, tuple[tuple[int, ...], int]]:
+    import json
+
     from marlscale.envs.team_env import MagentTeamEnv
 
-    env = MagentTeamEnv(env_config)
-    return {team: (tuple(int(d) for d in space[keys.VIEWS].shape),
-                   int(env.action_spaces[team].nvec[0]))
-            for team, space in env.observation_spaces.items()}
+    key = json.dumps(env_config.to_dict(), sort_keys=True, default=str)
+    if key not in _SPACES:
+        env = MagentTeamEnv(env_config)
+        _SPACES[key] = {team: (tuple(int(d) for d in space[keys.VIEWS].shape),
+                               int(env.action_spaces[team].nvec[0]))
+                        for team, space in env.observation_spaces.items()}
+    return _SPACES[key]
 
 
 class Arena:

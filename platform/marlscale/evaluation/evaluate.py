@@ -157,11 +157,17 @@ class Evaluation:
         return cls(sides={mine: policy, theirs: rival}, env_config=env_config,
                    episodes=episodes, seed=seed, epsilon=float(epsilon), n_agents=n_agents)
 
-    def games(self) -> list[Game]:
-        """The episodes to play: each side's policy (by side; None: random), seeds 0..K-1."""
-        sides = {side: None if c.is_random else side for side, c in self.sides.items()}
-        return [Game(index=i, sides=sides, seed=episode_seed(self.seed, i), epsilon=self.epsilon)
-                for i in range(self.episodes)]
+    def games(self, key: str | None = None, first_index: int = 0,
+              random: bool = False) -> list[Game]:
+        """The episodes to play: each side's policy (by side; None: random), seeds 0..K-1.
+        Several evaluations played in one Arena (zero_shot.py) name the evaluated policy `key`
+        and number their games from `first_index`; `random`: every side plays at random, on
+        the same episodes (maps and seeds): the random policy's level."""
+        mine = next(iter(self.sides))
+        sides = {side: None if c.is_random or random else key if key and side == mine else side
+                 for side, c in self.sides.items()}
+        return [Game(index=first_index + i, sides=sides, seed=episode_seed(self.seed, i),
+                     epsilon=self.epsilon) for i in range(self.episodes)]
 
     def run(self, num_env_runners: int) -> dict[str, Any]:
         """Play the episodes on `num_env_runners` EnvRunners (0: in this process); the report.

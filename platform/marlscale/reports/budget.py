@@ -11,7 +11,7 @@ All of it is read from the greedy evaluation curves the runs log (`training.eval
   reaching it.
 * **growth exponent**: log(steps) = a + alpha log N, fitted by least squares over the
   uncensored trials of one learner, with a 95% percentile-bootstrap interval that resamples
-  seeds within each N (scipy.stats.bootstrap, seeded, so a report redraws the same). Censored
+  seeds within each N (stats.stratified_interval, seeded, so a report redraws the same). Censored
   trials are left out and listed: where the largest N are censored, alpha is a lower bound.
 * **at a budget B**: a trial's final return at B is the mean of its last LAST greedy
   evaluations at or before B; only trials that ran at least B env steps count at B.
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
+
+from marlscale import stats
 
 DEFAULT_FRACTIONS = (0.25, 0.5, 0.75)
 """Default thresholds: these fractions of the way from the random level to the best final
@@ -33,9 +34,6 @@ BUDGET_STEPS = (1, 2, 5)
 """Budgets read: 10k, 20k, 50k, 100k, 200k, ... env steps (a 1-2-5 series), up to the
 longest run."""
 SMALLEST_BUDGET = 10_000
-RESAMPLES = 4000
-BOOTSTRAP_SEED = 0
-CONFIDENCE = 0.95
 STEPS_KEYS = ["algorithm", "variant", "n_agents"]
 
 
@@ -137,24 +135,14 @@ def growth_exponent(points: pd.DataFrame) -> dict:
         return out
     out["alpha"] = _slope(np.log(kept["n_agents"].to_numpy(float)),
                           np.log(kept["steps"].to_numpy(float)))
-    groups = [(math.log(n), np.log(kept.loc[kept["n_agents"] == n, "steps"]
-                                   .to_numpy(float))) for n in sizes]
-    resampled = [(x, y) for x, y in groups if len(y) >= 2]
-    fixed = [(x, y) for x, y in groups if len(y) < 2]
-    if not resampled:
-        return out
+    log_n = [math.log(n) for n in sizes]
+    strata = [np.log(kept.loc[kept["n_agents"] == n, "steps"].to_numpy(float)) for n in sizes]
 
-    def statistic(*samples) -> float:
-        pairs = [*zip((x for x, _ in resampled), samples), *fixed]
-        xs = np.concatenate([np.full(len(y), x) for x, y in pairs])
-        return _slope(xs, np.concatenate([y for _, y in pairs]))
+    def slope(*log_steps) -> float:
+        xs = np.concatenate([np.full(len(y), x) for x, y in zip(log_n, log_steps)])
+        return _slope(xs, np.concatenate(log_steps))
 
-    result = scipy_stats.bootstrap([y for _, y in resampled], statistic, vectorized=False,
-                                   method="percentile", n_resamples=RESAMPLES,
-                                   confidence_level=CONFIDENCE,
-                                   rng=np.random.default_rng(BOOTSTRAP_SEED))
-    out["low"], out["high"] = (float(result.confidence_interval.low),
-                               float(result.confidence_interval.high))
+    out["low"], out["high"] = stats.stratified_interval(strata, slope)
     return out
 
 

@@ -185,6 +185,48 @@ def scaling(summary: pd.DataFrame, frontier: pd.DataFrame, what: str, ci_label: 
     return _save(figure, path)
 
 
+def transfer(summary: pd.DataFrame, direct: pd.DataFrame, direct_what: str, ci_label: str,
+             path: Path) -> Path:
+    """Zero-shot transfer: return per agent against the N played (log axis), one line per
+    (algorithm, variant, N trained at) with error bars over seeds (`spread`), the random
+    level (grey, dashed) and, where `direct` (algorithm, variant, n_agents, mean) holds a
+    policy trained at an N played, a star at its final return (`direct_what`)."""
+    figure, (axis,) = _grid(1)
+    figure.set_size_inches(PANEL[0] * 1.9, PANEL[1] * 1.3)
+    trained = sorted(summary["n_trained"].unique())
+    styles = {n: LINE_STYLES[i % len(LINE_STYLES)] for i, n in enumerate(trained)}
+    markers = {n: MARKERS[i % len(MARKERS)] for i, n in enumerate(trained)}
+    played = sorted(summary["n_played"].unique())
+    lines = summary.groupby(["algorithm", "variant", "n_trained"], sort=True)
+    for i, ((algorithm, variant, n0), frame) in enumerate(lines):
+        frame = frame.sort_values("n_played")
+        dodge = 1 + 0.012 * (i - (lines.ngroups - 1) / 2)  # error bars side by side (log x)
+        axis.errorbar(frame["n_played"] * dodge, frame["mean"],
+                      yerr=frame["spread"].fillna(0.0),
+                      color=colour(algorithm), linestyle=styles[n0], marker=markers[n0],
+                      capsize=3, lw=1.8, label=f"{label(algorithm, variant)}, trained at "
+                                               f"N={n0}")
+    random = summary.groupby("n_played")["random_level"].mean().dropna()
+    if len(random):
+        axis.plot(random.index, random.to_numpy(), color=RANDOM_COLOUR, linestyle="--", lw=1.5,
+                  marker="x", label="random policy")
+    here = direct[direct["n_agents"].isin(played)] if len(direct) else direct
+    for algorithm, frame in here.groupby("algorithm", sort=True):
+        axis.scatter(frame["n_agents"], frame["mean"], marker="*", s=260, zorder=6,
+                     color=colour(algorithm), edgecolors="black", linewidths=0.8)
+    if len(here):
+        axis.scatter([], [], marker="*", s=160, color="white", edgecolors="black",
+                     linewidths=0.8, label=f"trained at that N:\n{direct_what}")
+    axis.axhline(0.0, color="black", lw=0.8)
+    axis.set_xscale("log")
+    log_n(axis, played)
+    axis.set_xlabel("N played (learning agents), log scale")
+    axis.set_ylabel(RETURN_LABEL)
+    axis.set_title(f"Zero-shot transfer across N (mean \u00b1 {ci_label})")
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, borderaxespad=0)
+    return _save(figure, path)
+
+
 def reward_modes(curves: pd.DataFrame, what: str, ci_label: str, path: Path) -> Path:
     """Per algorithm: team reward and individual reward side by side, one line per N."""
     rows = sorted({(a, v) for a, v in zip(curves["algorithm"], curves["variant"])})

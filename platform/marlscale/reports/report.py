@@ -9,6 +9,8 @@ It draws what the runs hold and says what it skipped and why:
     steps_to_threshold.png  env steps to reach a return, against N, log-log, with the
                           growth exponent alpha and censored trials   greedy evaluations
     frontier_budget.png   the frontier N at each budget      greedy evaluations, two or more N
+    transfer.png          zero-shot return against the N played, per N trained at
+                          a sweep's zero_shot/zero_shot.csv (`marlscale evaluate SWEEP_DIR`)
     reward_modes.png      team against individual reward   both, for one algorithm (Fig 4)
     incremental.png       with and without, trained agents both, for one algorithm and N (Fig 6)
     ablations.png         each variant's effect, 95% CI   a sweep with `variants`, one `baseline`
@@ -41,6 +43,7 @@ from typing import Any
 import pandas as pd
 
 from marlscale import provenance, runfiles, specfile, stats, storage
+from marlscale.evaluation import zero_shot
 from marlscale.reports import aggregate, budget, figures
 from marlscale.reports.runs import ABLATION, Runs, load
 
@@ -130,6 +133,23 @@ class Inputs:
     def curves(self) -> pd.DataFrame:
         """The curves of the trials against the random team."""
         return self.runs.curves.merge(self.fixed[["run", "trial"]], on=["run", "trial"])
+
+    @cached_property
+    def zero_shot(self) -> pd.DataFrame:
+        """The sweeps' zero-shot tables (`marlscale evaluate SWEEP_DIR --n-agents ...`), one
+        row per (trial, N played) of the trials against the random team, each with the
+        report's `variant` label."""
+        tables = []
+        for path in self.runs.paths:
+            path = path.expanduser()  # as `runs.load` names the run
+            file = path / runfiles.ZERO_SHOT_DIR / runfiles.ZERO_SHOT_CSV
+            if self.runs.kinds.get(str(path)) == "sweep" and file.is_file():
+                table = pd.read_csv(file).drop(columns="variant", errors="ignore")
+                tables.append(table.assign(run=str(path)))
+        if not tables:
+            return pd.DataFrame(columns=[*zero_shot.COLUMNS, "run"])
+        return pd.concat(tables, ignore_index=True).merge(
+            self.fixed[["run", "trial", "variant"]], on=["run", "trial"])
 
     @cached_property
     def levels(self) -> tuple[list[budget.Threshold], str]:
@@ -518,7 +538,7 @@ def _steps_section(inputs: Inputs) -> Section:
         "it at that step, and it is never counted as reaching the threshold. "
         f"{how} The growth exponent **alpha** fits log(env steps) = a + alpha log N by "
         "least squares over each learner's uncensored trials; its 95% interval is a "
-        f"percentile bootstrap ({budget.RESAMPLES:,} resamples, seeded) that resamples the "
+        f"percentile bootstrap ({stats.RESAMPLES:,} resamples, seeded) that resamples the "
         "seeds within each N. Censored trials are left out of the fit and listed: where the "
         "largest N are censored, alpha is a lower bound. A trial that reached the threshold "
         "by its first evaluation is fitted at that step, an upper bound: where most did, the "
@@ -565,6 +585,41 @@ def _budget_section(inputs: Inputs) -> Section:
         "B ('not run': none did). The second table gives those final returns per agent "
         f"(mean ± {stats.spread_label(ci)}, seeds in brackets); columns are budgets in "
         "env steps.", {"frontier_budget": frontier, "final_at_budget": finals})
+
+
+def _transfer_section(inputs: Inputs) -> Section:
+    runs, ci, last = inputs.runs, inputs.ci, inputs.last
+    summary = zero_shot.summarize(inputs.zero_shot)
+    summary["spread"] = stats.half_width(summary["std"], summary["seeds"], ci)
+    kind = aggregate.return_kind(inputs.curves)
+    direct = aggregate.scaling(aggregate.with_final(aggregate.per_trial(runs, inputs.fixed),
+                                                    runs.curves, kind, last), ci)
+    what = f"final {aggregate.RETURN_KINDS[kind]}"
+    figures.transfer(summary, direct, what, stats.spread_label(ci),
+                     inputs.out / "transfer.png")
+    shown = zero_shot.shown(summary)
+    shown.insert(shown.columns.get_loc("return per agent [95% CI]"),
+                 f"return per agent (\u00b1 {stats.spread_label(ci)})",
+                 [stats.format_mean(m, s) for m, s in zip(summary["mean"], summary["spread"])])
+    trained_here = direct.set_index(["algorithm", "variant", "n_agents"])
+    shown[f"trained at N played: {what}"] = [
+        stats.format_mean(*trained_here.loc[key, ["mean", "spread"]])
+        if key in trained_here.index else ""
+        for key in zip(summary["algorithm"], summary["variant"], summary["n_played"])]
+    files = ", ".join(f"`{path}/{runfiles.ZERO_SHOT_DIR}/{runfiles.ZERO_SHOT_CSV}`"
+                      for path in sorted(inputs.zero_shot["run"].unique()))
+    return Section(
+        "transfer", "Zero-shot transfer across N",
+        "Each policy trained at one N played greedily at other N against the random team, "
+        "without training (its shared network kept, its slot embeddings grown or cut: "
+        "`marlscale evaluate SWEEP_DIR --n-agents ...`, from " + files + "). One line per "
+        "algorithm and N it was trained at: the mean over seeds of each trial's mean return "
+        "per agent over its episodes; the 95% CI is the t-interval over seeds (over the "
+        "episodes where one seed). The random policy played the same episodes (dashed grey). "
+        f"A star marks the {what} of the runs' trials trained at that N directly. **Transfer "
+        "ratio**: the return at N over the return at the N trained at; **gain over random "
+        "kept**: (return - random level) at N over the same at the N trained at (n/a where "
+        "the policy was not above random there).", {"transfer": shown})
 
 
 def _no_greedy(inputs: Inputs) -> str:
@@ -646,6 +701,11 @@ SECTIONS: tuple[SectionSpec, ...] = (
                 skipped=lambda i: _no_greedy(i) if _most_values(i.curves, "greedy_return") < 2
                 else "needs two or more N against the random team",
                 build=_budget_section),
+    SectionSpec("transfer", applies=lambda i: len(i.zero_shot),
+                skipped="no zero-shot table in the sweeps (write one with `marlscale evaluate "
+                        f"SWEEP_DIR --n-agents N,N,...`: SWEEP_DIR/{runfiles.ZERO_SHOT_DIR}/"
+                        f"{runfiles.ZERO_SHOT_CSV})",
+                build=_transfer_section),
     SectionSpec("reward modes", applies=lambda i: len(_reward_mode_trials(i)),
                 skipped="no algorithm was run with both team and individual reward",
                 build=_reward_section),

@@ -3,7 +3,8 @@
     common.py   the stop and resource sections, the keys a sweep and a league share
                 (`ExperimentSpec`), section checks, `SpecError`, new-run-dir checks
     train.py    `TrainSpec` (one training run), `flatten` (a result as one row), `should_stop`
-    sweep.py    `SweepSpec` (a grid of TrainSpecs, with ablation variants)
+    sweep.py    `SweepSpec` (a grid of TrainSpecs, with ablation variants and an optional
+                warm start from another sweep's trials, `WarmStartSpec`)
     league.py   `LeagueSpec` (head-to-head pairs x seeds, then cross-play settings)
 
 Every key is a typed field (`specfile.setting`): adding one means adding its declaration (and
@@ -23,7 +24,7 @@ from marlscale.runspec.common import (
     names,
 )
 from marlscale.runspec.league import LeagueEvaluation, LeagueSpec
-from marlscale.runspec.sweep import SweepSpec
+from marlscale.runspec.sweep import SweepSpec, WarmStartSpec
 from marlscale.runspec.train import TrainSpec, flatten, should_stop
 from marlscale.specfile import markdown_table
 
@@ -37,6 +38,9 @@ def docs_tables() -> dict[str, str]:
         "resources": markdown_table(Resources, "resources.<key>", source=False),
         "experiment": markdown_table(ExperimentSpec, "key", source=False),
         "sweep": markdown_table(SweepSpec, "key", source=False, leave_out=shared),
+        # `from` is a Python keyword: its field is `from_`
+        "sweep_warm_start": markdown_table(WarmStartSpec, "warm_start.<key>", source=False)
+        .replace("| from_ |", "| from |"),
         "league": markdown_table(LeagueSpec, "key", source=False, leave_out=shared),
         "league_evaluation": markdown_table(LeagueEvaluation, "evaluation.<key>",
                                             source=False),

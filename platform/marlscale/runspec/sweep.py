@@ -23,9 +23,23 @@
     max_concurrent_trials: null           # null: as many as the cluster's resources allow
     wandb: {project: marlscale, mode: auto}   # auto (online iff WANDB_API_KEY is set) |
                                               # offline | online | disabled
+    warm_start:                           # transfer as a sweep arm (optional): each trial
+      from: runs/smoke                    #   starts from the final checkpoint of the one
+      match: [algorithm, seed]            #   trial of that finished sweep with the same
+      where: {n_agents: 5}                #   `match` values (among those `where` keeps)
 
 Every error names the file, the key path, the value and what is allowed; every grid point is
 expanded and validated as a full training run (`TrainSpec`) before Ray starts.
+
+`warm_start` is `marlscale train --from-checkpoint` for a whole grid: the shared network is
+kept and the slot embeddings resized (new slots at the mean of the trained ones; train.py's
+`check_warm_start`). Its keys are checked here; what needs the source run directory (that it
+is a sweep whose axes hold `match` and `where`, one source trial per trial, each with a final
+checkpoint that fits) is checked before Ray starts by `marlscale.sweeps.warm_start.resolve`,
+which a report of the sweep never needs. Each trial records its source under WARM_START_KEY
+in its params.json (trial, checkpoint, env_steps: the source's env steps, which results.csv
+and trials.csv add to the trial's own as `total_env_steps`). A resumed or retried trial
+continues from its own checkpoint; the source is read only by a trial that starts afresh.
 """
 
 from __future__ import annotations
@@ -41,9 +55,9 @@ from marlscale.algorithms.settings import TeamQSettings
 from marlscale.curriculum.schedules import CurriculumConfig
 from marlscale.envs import ENV_NAMES, GAME_OF_ENV
 from marlscale.envs.config import TeamEnvConfig
-from marlscale.runspec.common import ExperimentSpec, SpecError
+from marlscale.runspec.common import ExperimentSpec, SpecError, names
 from marlscale.runspec.train import TrainSpec
-from marlscale.specfile import setting
+from marlscale.specfile import check_value, field_meta, setting
 
 SHORTHAND_AXES = {  # grid shorthand -> where it lands in a trial's TrainSpec
     "algorithm": ("training", "algorithm"),
@@ -63,6 +77,39 @@ MAX_TRIALS = 2_000
 (10-20 ms each: 2,000 take under a minute), and Tune keeps every trial's state; split
 larger grids into several sweeps."""
 SPEC_KEY = "sweep"  # a trial config's copy of the spec (its axis values sit beside it)
+WARM_START_KEY = "warm_start"
+"""A warm-started trial's config key: its source (`trial`: the source trial's directory name,
+`checkpoint`: the final checkpoint it starts from, `env_steps`: the source's env steps)."""
+
+
+@dataclass(frozen=True)
+class WarmStartSpec:
+    """`warm_start:` — start every trial from the final checkpoint of its source trial in
+    another, finished sweep (`from` is the key; the field is `from_`, `from` being Python's)."""
+
+    from_: str = setting("", kind="str", doc="the run directory of a finished `marlscale "
+                                             "sweep` (a local or shared folder)")
+    match: list = setting(None, kind="list", default_factory=list,
+                          doc="grid axes of both sweeps whose values pick each trial's source "
+                              "trial (it must be the only one)")
+    where: dict = setting(None, kind="mapping", default_factory=dict,
+                          doc="source grid values to keep, e.g. {n_agents: 5}; the source's "
+                              "other trials are not sources")
+
+    @staticmethod
+    def keys() -> tuple[str, ...]:
+        """The spec's keys (`from`, not the field's `from_`)."""
+        return tuple(name.rstrip("_") for name in names(WarmStartSpec))
+
+    @staticmethod
+    def field_of(key: str) -> str:
+        """The field of a spec key (`from` -> `from_`)."""
+        return f"{key}_" if key == "from" else key
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> WarmStartSpec:
+        """From the spec's mapping (checked by `SweepSpec.validate`)."""
+        return cls(**{cls.field_of(key): value for key, value in values.items()})
 
 
 def _axis_targets(axis: str) -> tuple[tuple[str, ...], ...] | None:
@@ -120,6 +167,10 @@ class SweepSpec(ExperimentSpec):
     variants: dict[str, dict[str, Any]] = setting(
         None, kind="mapping", default_factory=dict,
         doc="named sets of settings, one-factor-at-a-time ablations (grid axis `variant`)")
+    warm_start: dict[str, Any] | None = setting(
+        None, kind="mapping", optional=True,
+        doc="start each trial from the final checkpoint of the matching trial of a finished "
+            "sweep: from, match, where (below)")
 
     what = "spec"
 
@@ -129,6 +180,12 @@ class SweepSpec(ExperimentSpec):
         spec = cls(**copy.deepcopy(config[SPEC_KEY]))  # validated before the sweep started
         return spec, {axis: config[axis] for axis in spec.axes}
 
+    def to_dict(self) -> dict[str, Any]:
+        values = super().to_dict()
+        if values["warm_start"] is None:  # sweep.yaml and fingerprints as before warm_start
+            del values["warm_start"]
+        return values
+
     def validate(self) -> None:
         """Every check, including each expanded trial as a full training run."""
         super().validate()
@@ -136,6 +193,7 @@ class SweepSpec(ExperimentSpec):
             raise self.fail("env_config.game", self.env_config["game"],
                             "unset (use the top-level 'game' or a grid axis)")
         self._validate_grid()
+        self._validate_warm_start()
         size = math.prod(len(values) for values in self.grid.values())
         if size > MAX_TRIALS:
             raise self.fail("grid", {axis: f"{len(values)} values"
@@ -207,6 +265,44 @@ class SweepSpec(ExperimentSpec):
         if self.variants and VARIANT_AXIS not in self.grid:
             raise self.fail("variants", list(self.variants),
                             f"used by a 'grid.{VARIANT_AXIS}' axis (none given)")
+
+    def _validate_warm_start(self) -> None:
+        """warm_start's own keys; the source sweep is checked by sweeps.warm_start.resolve."""
+        if self.warm_start is None:
+            return
+        allowed = WarmStartSpec.keys()
+        for key in self.warm_start:
+            if key not in allowed:
+                raise SpecError(f"{self.source}: key 'warm_start.{key}' is unknown; allowed: "
+                                f"{', '.join(allowed)}")
+        if "from" not in self.warm_start:
+            raise SpecError(f"{self.source}: key 'warm_start.from' is missing; allowed: the run "
+                            "directory of a finished `marlscale sweep`")
+        for key in allowed:
+            if key in self.warm_start:
+                try:
+                    check_value(f"warm_start.{key}", self.warm_start[key],
+                                {**field_meta(WarmStartSpec, WarmStartSpec.field_of(key)),
+                                 "optional": False})
+                except ValueError as error:
+                    raise SpecError(f"{self.source}: {error}") from None
+        settings = WarmStartSpec.of(self.warm_start)
+        if not settings.from_.strip():
+            raise self.fail("warm_start.from", settings.from_,
+                            "the run directory of a finished `marlscale sweep`")
+        for axis in settings.match:
+            if not isinstance(axis, str):
+                raise self.fail("warm_start.match", settings.match, "a list of grid axis names")
+            if axis not in self.grid:
+                raise self.fail("warm_start.match", settings.match,
+                                f"axes of both sweeps' grids; {axis!r} is not an axis of this "
+                                f"one (its axes: {', '.join(self.grid) or 'none'})")
+        if len(set(settings.match)) != len(settings.match):
+            raise self.fail("warm_start.match", settings.match, "a list without repeated axes")
+        for axis in settings.where:
+            if axis in settings.match:
+                raise self.fail(f"warm_start.where.{axis}", settings.where[axis],
+                                f"an axis not also in warm_start.match ({axis!r} is)")
 
     # ---- expansion ------------------------------------------------------------------------
     @property

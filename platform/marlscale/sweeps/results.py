@@ -15,6 +15,10 @@
                               the Ray nodes it ran on (node_ids: the distinct node ids of its
                               result rows in order of first appearance, space-separated; a
                               trial retried on another node has two), error
+                              A warm-started sweep's (a spec's `warm_start`) tables also have,
+                              in every row, warm_start_env_steps (its source trial's env steps)
+                              and total_env_steps (those plus the trial's own), the budget of
+                              the transfer arm
       <trial>/                Tune's trial directory: params.json, result.json (JSON lines),
                               progress.csv, checkpoint_NNNNNN/, wandb/ (offline W&B runs)
       tuner.pkl, experiment_state-*.json   Tune's own state, for `marlscale sweep --resume`
@@ -32,8 +36,11 @@ from typing import Any
 from marlscale import keys, runfiles
 from marlscale.algorithms.algorithm import NODE_ID
 from marlscale.runspec import SweepSpec, flatten
+from marlscale.runspec.sweep import WARM_START_KEY
 
 ID_COLUMNS = ("trial_id", "trial")
+WARM_START_ENV_STEPS, TOTAL_ENV_STEPS = "warm_start_env_steps", "total_env_steps"
+"""A warm-started trial's budget columns: its source's env steps, and those plus its own."""
 
 
 def trial_dirs(run_dir: str | Path) -> list[Path]:
@@ -56,9 +63,20 @@ def _rows(trial_dir: Path, axes: list[str]) -> list[dict[str, Any]]:
         row = {"trial_id": result.get("trial_id"), "trial": trial_dir.name}
         row.update({axis: params.get(axis) for axis in axes})
         row.update(flatten(result))
+        row.update(budget_columns(params, row.get(keys.ENV_STEPS, 0)))
         # A trial restored from a checkpoint repeats the iterations after it: keep the last.
         rows[int(result["training_iteration"])] = row
     return [rows[i] for i in sorted(rows)]
+
+
+def budget_columns(params: dict[str, Any], env_steps) -> dict[str, int]:
+    """A warm-started trial's WARM_START_ENV_STEPS and TOTAL_ENV_STEPS at `env_steps` of its
+    own; nothing for a trial that started from scratch."""
+    source = params.get(WARM_START_KEY)
+    if not source:
+        return {}
+    return {WARM_START_ENV_STEPS: int(source["env_steps"]),
+            TOTAL_ENV_STEPS: int(source["env_steps"]) + int(env_steps)}
 
 
 def load_results(run_dir: str | Path, axes: list[str] | None = None):
@@ -135,6 +153,7 @@ def write_tables(run_dir: str | Path, axes: list[str], result_grid=None,
                 trial_dir.name, "TERMINATED" if result_grid is not None else "UNKNOWN"),
             "iterations": int(last["training_iteration"]) if len(mine) else 0,
             "env_steps": int(last[keys.ENV_STEPS]) if len(mine) else 0,
+            **budget_columns(params, last[keys.ENV_STEPS] if len(mine) else 0),
             **columns,
             "greedy_return_per_agent": _last_greedy(mine, columns["team"]),
             "node_ids": node_ids(trial_dir),

@@ -12,6 +12,7 @@ finished trial and restarts unfinished ones from their last checkpoints.
     resume.py      what --resume checks before Ray starts; the trials' saved statuses
     placement.py   whether a cluster has a node for every trial (a bounded wait)
     results.py     results.csv and trials.csv
+    warm_start.py  a spec's `warm_start`: each trial's source trial, checked before Ray starts
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import yaml
 from ray import tune
 
 from marlscale import interrupts, keys, provenance, runfiles, storage
-from marlscale.runspec.sweep import SPEC_KEY, SweepSpec
-from marlscale.sweeps import results
+from marlscale.runspec.sweep import SPEC_KEY, WARM_START_KEY, SweepSpec, WarmStartSpec
+from marlscale.sweeps import results, warm_start
 from marlscale.sweeps.placement import wait_until_fits
 from marlscale.sweeps.resume import FINISHED, record_fingerprint, trial_statuses
 from marlscale.sweeps.trial import SweepTrial
@@ -56,10 +57,16 @@ def wandb_group(config: dict[str, Any]) -> str:
     return spec.group(point)
 
 
-def param_space(spec: SweepSpec) -> dict[str, Any]:
+def param_space(spec: SweepSpec,
+                sources: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The trials' Tune configs: the spec, each grid axis, and (`sources`: `warm_start.resolve`
+    of a warm-started spec) each trial's source, picked by its `match` values."""
     space: dict[str, Any] = {SPEC_KEY: spec.to_dict()}
     for axis, values in spec.grid.items():
         space[axis] = tune.grid_search(values)
+    if sources is not None:
+        match = WarmStartSpec.of(spec.warm_start).match
+        space[WARM_START_KEY] = tune.sample_from(warm_start.SourceOf(match, sources))
     return space
 
 
@@ -75,12 +82,16 @@ def callbacks(spec: SweepSpec) -> list:
 
 
 def run(spec: SweepSpec, run_dir: str | Path, *, resume: bool = False,
-        log=print, resource_wait_s: float | None = None) -> dict[str, Any]:
+        log=print, resource_wait_s: float | None = None,
+        sources: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run (or resume) the sweep into `run_dir`; Ray must be initialised. Returns a summary.
 
     `resource_wait_s` (on a cluster): how long to wait for a node that can hold every trial
     before failing (`wait_until_fits`); None: no check (a local Ray was checked before it
-    started)."""
+    started). `sources`: a warm-started spec's `warm_start.resolve(spec)` (resolved here if
+    not given; a resumed sweep's trials keep the sources they started with)."""
+    if spec.warm_start is not None and sources is None and not resume:
+        sources = warm_start.resolve(spec)
     if resource_wait_s is not None:  # on a cluster: before anything is written or waits
         wait_until_fits(spec, resource_wait_s, log)
     # On object storage, Tune writes the trials to the URI; marlscale's own files are written
@@ -106,7 +117,7 @@ def run(spec: SweepSpec, run_dir: str | Path, *, resume: bool = False,
         record_fingerprint(run_dir, spec.to_dict())
         tuner = tune.Tuner(
             SweepTrial,
-            param_space=param_space(spec),
+            param_space=param_space(spec, sources),
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=spec.max_concurrent_trials,
                 trial_name_creator=trial_name,

@@ -1,5 +1,6 @@
-"""`SweepTrial`: the Tune trainable of a sweep (the `TeamQ` Algorithm of one grid point), and
-the repair of a checkpoint that Tune deleted while a killed driver's state still names it."""
+"""`SweepTrial`: the Tune trainable of a sweep (the `TeamQ` Algorithm of one grid point), its
+warm start (a spec's `warm_start`: sweeps/warm_start.py), and the repair of a checkpoint that
+Tune deleted while a killed driver's state still names it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 from pathlib import Path
 
 from marlscale.algorithms.algorithm import TeamQ
-from marlscale.runspec.sweep import SPEC_KEY, SweepSpec
+from marlscale.runspec.sweep import SPEC_KEY, WARM_START_KEY, SweepSpec
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,27 @@ class SweepTrial(TeamQ):
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config=_algorithm_config(config), **kwargs)
+        # A warm-started trial's source, loaded before its first step unless Tune restores
+        # the trial's own checkpoint first (a resumed or retried trial): `restore` drops it.
+        self._warm_start = config.get(WARM_START_KEY) if isinstance(config, dict) else None
+        self._trial_spec = SweepSpec.of_trial(config) if self._warm_start else None
+
+    def step(self):
+        if self._warm_start is not None:
+            self._start_warm()
+        return super().step()
+
+    def _start_warm(self) -> None:
+        """Set the team modules to the source checkpoint's weights (train.py's warm start:
+        shared network kept, slot embeddings resized, new slots at the trained ones' mean)."""
+        from marlscale.train import check_warm_start
+
+        spec, point = self._trial_spec
+        source, self._warm_start = self._warm_start, None
+        check_warm_start(spec.train_spec(point), source["checkpoint"],
+                         f"warm_start: source trial {source['trial']}: checkpoint").apply(self)
+        logger.info("warm start from %s (source trial %s, %s env steps)", source["checkpoint"],
+                    source["trial"], source["env_steps"])
 
     @classmethod
     def default_resource_request(cls, config):
@@ -39,6 +61,7 @@ class SweepTrial(TeamQ):
         if isinstance(checkpoint, (str, Path)):
             checkpoint = tune.Checkpoint.from_directory(str(checkpoint))
         refill_deleted_checkpoint(checkpoint.filesystem, checkpoint.path)
+        self._warm_start = None  # the trial's own checkpoint: its weights, not the source's
         return super().restore(checkpoint_path)
 
 
