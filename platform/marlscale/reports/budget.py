@@ -114,8 +114,10 @@ def steps_to_threshold(curves: pd.DataFrame, trials: pd.DataFrame,
                                        "at_first_evaluation"])
 
 
-def _slope(log_n: np.ndarray, log_steps: np.ndarray) -> float:
-    return float(np.polyfit(log_n, log_steps, 1)[0])
+def _fit(log_n: np.ndarray, log_steps: np.ndarray) -> tuple[float, float]:
+    """(alpha, a) of log steps = a + alpha log N, least squares."""
+    alpha, intercept = np.polyfit(log_n, log_steps, 1)
+    return float(alpha), float(intercept)
 
 
 def growth_exponent(points: pd.DataFrame) -> dict:
@@ -126,21 +128,22 @@ def growth_exponent(points: pd.DataFrame) -> dict:
     kept = points[~points["censored"]]
     left_out = points[points["censored"]].sort_values(["n_agents", "seed"])
     sizes = sorted(kept["n_agents"].unique())
-    out = {"alpha": math.nan, "low": math.nan, "high": math.nan, "points": len(kept),
+    out = {"alpha": math.nan, "intercept": math.nan, "low": math.nan, "high": math.nan,
+           "points": len(kept),
            "at_first_evaluation": int(kept["at_first_evaluation"].sum()),
            "sizes": ", ".join(str(int(n)) for n in sizes),
            "left_out": "; ".join(f"N={int(r['n_agents'])} seed {r['seed']}"
                                  for r in left_out.to_dict("records")) or "none"}
     if len(sizes) < 2:
         return out
-    out["alpha"] = _slope(np.log(kept["n_agents"].to_numpy(float)),
-                          np.log(kept["steps"].to_numpy(float)))
+    out["alpha"], out["intercept"] = _fit(np.log(kept["n_agents"].to_numpy(float)),
+                                          np.log(kept["steps"].to_numpy(float)))
     log_n = [math.log(n) for n in sizes]
     strata = [np.log(kept.loc[kept["n_agents"] == n, "steps"].to_numpy(float)) for n in sizes]
 
     def slope(*log_steps) -> float:
         xs = np.concatenate([np.full(len(y), x) for x, y in zip(log_n, log_steps)])
-        return _slope(xs, np.concatenate(log_steps))
+        return _fit(xs, np.concatenate(log_steps))[0]
 
     out["low"], out["high"] = stats.stratified_interval(strata, slope)
     return out

@@ -472,8 +472,7 @@ def steps_to_threshold(steps: pd.DataFrame, alphas: pd.DataFrame, levels, path: 
             text = label(algorithm, variant)
             if len(fit) and not pd.isna(fit["alpha"].iloc[0]):
                 alpha = fit["alpha"].iloc[0]
-                logs = np.log(kept["n_agents"].to_numpy(float))
-                intercept = np.mean(np.log(kept["steps"].to_numpy(float)) - alpha * logs)
+                intercept = fit["intercept"].iloc[0]  # the fit's own line
                 x = np.array([kept["n_agents"].min(), kept["n_agents"].max()], dtype=float)
                 axis.plot(x, np.exp(intercept + alpha * np.log(x)), color=shade,
                           linestyle=styles[variant], lw=1.6)
