@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 import pytest
-from marlscale.envs import mean_field
-from marlscale.envs.mean_field import (
+from marlscale import mean_field
+from marlscale.mean_field import (
     neighbour_mean_actions,
     neighbourhood_size,
     team_mean_action,

@@ -5,7 +5,7 @@ import pytest
 from conftest import random_actions
 from marlscale import keys
 from marlscale.envs import MagentTeamEnv, TeamEnvConfig
-from marlscale.envs.mean_field import neighbour_mean_actions
+from marlscale.mean_field import neighbour_mean_actions
 from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 from test_mean_field import brute_force
 

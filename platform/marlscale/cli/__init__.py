@@ -5,6 +5,7 @@
     marlscale evaluate    a checkpoint's policy against random or another checkpoint
     marlscale league      algorithms trained head-to-head, then cross-played
     marlscale render      one greedy episode as a GIF
+    marlscale export      one team of a checkpoint as a file that plays outside Ray
     marlscale report      the paper's figures, tables and report.md from run directories
     marlscale rollout     random-policy rollouts of both games on Ray
     marlscale bench env   team-env vs raw magent2 throughput, as JSON

@@ -157,6 +157,13 @@ def render(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    from marlscale.evaluation.export import export
+
+    print(json.dumps(export(args.checkpoint, args.out), indent=2))
+    return 0
+
+
 @contextlib.contextmanager
 def _ray(args: argparse.Namespace, cpus: int = 0, what: str = ""):
     """Ray for a command: --address, else RAY_ADDRESS (set inside `ray job submit`), else a
@@ -524,5 +531,6 @@ def bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"rollout": rollout, "train": train, "sweep": sweep, "evaluate": evaluate,
-            "league": league, "render": render, "report": report, "bench": bench}
+            "league": league, "render": render, "export": export, "report": report,
+            "bench": bench}
 """Each subcommand's handler (its flags: `flags.add_<command>`)."""

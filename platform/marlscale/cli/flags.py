@@ -22,6 +22,8 @@ HELP = {
                 "(cross-play), spread over Ray EnvRunners",
     "report": "the paper's figures, tables and a report.md from run directories (train, "
               "sweep, league)",
+    "export": "one team of a checkpoint as one file that plays outside Ray (torch and numpy "
+              "only): marlscale.policy.load(FILE) in MAgent2's own PettingZoo envs",
 }
 DESCRIPTIONS = {
     "evaluate": "Greedy evaluation of a checkpoint's team policy. CHECKPOINT is a checkpoint "
@@ -32,6 +34,12 @@ DESCRIPTIONS = {
                 "policy plays at each N and at its own, the random policy on the same "
                 "episodes; the tables go to --out (default SWEEP_DIR/zero_shot/), and "
                 "`marlscale report SWEEP_DIR` draws transfer.png from them.",
+    "export": "Write one team of a checkpoint as a torch.export program (the agent network, "
+              "its slot embeddings, the observation preprocessing) with a metadata record (game, "
+              "side, N, views, algorithm, mean action, trained slots, commit, format version). "
+              "CHECKPOINT is a checkpoint directory, a train run or a sweep trial directory, "
+              "optionally with a team (CKPT:blue). The program's Q-values are checked against "
+              "the checkpoint module's before the file is put in place; docs/export.md.",
     "report": "Draw every figure the runs allow (learning curves, scaling with N, reward modes, "
               "incremental learning, league, head-to-head, throughput) into --out with a "
               "report.md of tables; say which figures were skipped and why, and which trials "
@@ -183,10 +191,10 @@ def parser() -> argparse.ArgumentParser:
     """The `marlscale` command's parser: one subcommand per `_add_<command>`."""
     top = argparse.ArgumentParser(
         prog="marlscale", description="Multi-agent RL at scale on Ray: train, sweep, evaluate, "
-        "league, render, report, rollout and bench (marlscale COMMAND --help).")
+        "league, render, export, report, rollout and bench (marlscale COMMAND --help).")
     commands = top.add_subparsers(dest="command", required=True)
     for add in (_add_rollout, _add_train, _add_sweep, _add_evaluate, _add_league, _add_render,
-                _add_report, _add_bench):
+                _add_export, _add_report, _add_bench):
         add(commands)
     return top
 
@@ -310,6 +318,16 @@ def _add_render(commands) -> None:
     render.add_argument("--cell", type=_positive_int, default=None,
                         help="pixels per map cell (default: fit about 480 pixels)")
     render.add_argument("--out", required=True, help="the GIF to write (its folder must exist)")
+
+
+def _add_export(commands) -> None:
+    export = commands.add_parser("export", help=HELP["export"],
+                                 description=DESCRIPTIONS["export"])
+    export.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="CKPT[:team] (default team: the checkpoint's learning team)")
+    export.add_argument("--out", required=True, metavar="FILE.pt",
+                        help="the file to write (.pt or .pt2; its folder must exist; written "
+                             "whole or not at all)")
 
 
 def _add_report(commands) -> None:

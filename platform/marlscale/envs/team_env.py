@@ -23,7 +23,7 @@ from marlscale import keys
 from marlscale.envs.config import TeamEnvConfig
 from marlscale.envs.games import Game
 from marlscale.envs.global_state import N_CHANNELS, StatePooler, quantize
-from marlscale.envs.mean_field import neighbour_mean_actions, team_mean_action
+from marlscale.mean_field import neighbour_mean_actions, team_mean_action
 
 
 def runner_seed_offset(env_config) -> int:
