@@ -22,7 +22,11 @@ of one algorithm, resampled on its own), seeded so a report redraws the same num
     `iqm`, `iqm_interval`  the interquartile mean (the mean of the middle 50%, scipy's
                           trim_mean at 25%) and its interval
     `probability_of_improvement`  P(X > Y) over pairs of runs, ties counting one half, and its
-                          interval
+                          interval; `mann_whitney_p` the exact test of the same comparison
+    `clustered_improvement`  P(row beats column) over head-to-head episodes, its interval
+                          from a two-way cluster bootstrap over the two sides' training seeds
+    `AGGREGATES`, `MIN_IQM_SEEDS`  what a report's finals, scaling curves and ratings
+                          show over seeds: the mean, or the IQM (4 seeds or more)
 """
 
 from __future__ import annotations
@@ -172,6 +176,44 @@ def iqm_interval(strata: Sequence[Sequence[float] | np.ndarray]) -> tuple[float,
             *stratified_interval(strata, pooled))
 
 
+def clustered_improvement(scores: Sequence[float] | np.ndarray, rows: Sequence[Any],
+                          columns: Sequence[Any]) -> tuple[float, float, float]:
+    """(P, low, high) of head-to-head episodes: P is the mean of `scores` (1 where the row's
+    side did better, 0.5 a tie, 0 worse), and the interval a two-way cluster bootstrap: each
+    resample draws the row's clusters (`rows`, e.g. its training seeds) and, independently,
+    the column's (`columns`) with replacement, and weighs every episode by how often both of
+    its clusters were drawn. Episodes of one policy are not independent replicates; its
+    training seeds are. A side with one cluster is held fixed; NaN, NaN where neither side
+    has two."""
+    scores = np.asarray(scores, dtype=float)
+    _, row = np.unique(np.asarray([str(v) for v in rows]), return_inverse=True)
+    _, column = np.unique(np.asarray([str(v) for v in columns]), return_inverse=True)
+    shape = (row.max() + 1, column.max() + 1)
+    total, count = np.zeros(shape), np.zeros(shape)
+    np.add.at(total, (row, column), scores)
+    np.add.at(count, (row, column), 1.0)
+    p = float(scores.mean())
+    if max(shape) < 2:
+        return p, math.nan, math.nan
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    draws = [rng.multinomial(size, np.full(size, 1.0 / size), size=RESAMPLES)
+             for size in shape]  # how often each cluster is drawn, per resample
+    weight = np.einsum("sr,rc,sc->s", draws[0], count, draws[1])
+    resampled = np.einsum("sr,rc,sc->s", draws[0], total, draws[1])[weight > 0] / weight[
+        weight > 0]
+    low, high = np.percentile(resampled, [50 * (1 - LEVEL), 50 * (1 + LEVEL)])
+    return p, float(low), float(high)
+
+
+AGGREGATES = ("mean", "iqm")
+"""What a report's finals, scaling curves and ratings show over seeds: the mean (with the
+`SPREADS` spread) or the interquartile mean (with its stratified-bootstrap 95% interval)."""
+MIN_IQM_SEEDS = 4
+"""The fewest seeds an IQM is computed over: with 3 or fewer, trimming a quarter from each end
+removes nothing (scipy's trim_mean cuts int(n / 4) values), so the IQM would be the mean under
+another name. A report refuses `--aggregate iqm` on fewer (docs/reports.md)."""
+
+
 def probability_of_improvement(x: Sequence[float] | np.ndarray,
                                y: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
     """(P, low, high): P(X > Y), the chance that a run of X beats a run of Y, over every
@@ -184,6 +226,16 @@ def probability_of_improvement(x: Sequence[float] | np.ndarray,
     return (chance(x, y), *stratified_interval([x, y], chance))
 
 
+def mann_whitney_p(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+    """The two-sided p-value of the Mann-Whitney U test of x against y (scipy's, exact where
+    the samples are small and tie-free). It puts a bootstrap interval of P(X > Y) over a few
+    seeds in proportion: with 3 seeds a side the smallest p is 0.1, however the seeds fall,
+    while the percentile bootstrap's interval shrinks to a point at complete separation."""
+    return float(scipy_stats.mannwhitneyu(np.asarray(x, dtype=float),
+                                          np.asarray(y, dtype=float),
+                                          alternative="two-sided").pvalue)
+
+
 # ---- formatting -------------------------------------------------------------------------------
 def format_number(value: Any, digits: int = 2, signed: bool = True,
                   grouped: bool = False) -> str:
@@ -193,11 +245,12 @@ def format_number(value: Any, digits: int = 2, signed: bool = True,
     return f"{value:{'+' if signed else ''}{',' if grouped else ''}.{digits}f}"
 
 
-def format_interval(low: Any, high: Any, digits: int = 2) -> str:
-    """'[+0.50, +1.96]'; 'n/a' where there is no interval."""
+def format_interval(low: Any, high: Any, digits: int = 2, signed: bool = True) -> str:
+    """'[+0.50, +1.96]' ('[0.50, 1.96]' unsigned, as probabilities are shown); 'n/a' where
+    there is no interval."""
     if low is None or high is None or pd.isna(low) or pd.isna(high):
         return "n/a"
-    return f"[{format_number(low, digits)}, {format_number(high, digits)}]"
+    return f"[{format_number(low, digits, signed)}, {format_number(high, digits, signed)}]"
 
 
 def format_mean(mean: Any, spread: Any = None, low: Any = None, high: Any = None,
@@ -211,5 +264,5 @@ def format_mean(mean: Any, spread: Any = None, low: Any = None, high: Any = None
     if spread is not None and not pd.isna(spread):
         text += f" \u00b1 {format_number(spread, digits, False, grouped)}"
     if low is not None and high is not None and not (pd.isna(low) or pd.isna(high)):
-        text += f" {format_interval(low, high, digits)}"
+        text += f" {format_interval(low, high, digits, signed)}"
     return text

@@ -3,7 +3,8 @@ runs (no Ray): the report code can be changed without changing a published numbe
 
 A committed report is a report.md whose runs (the `## Runs` lines) are all in the repository;
 it is redrawn with the flags its report.md records (`--ci` from the definition of ±, `--last`
-from the one of Final, `--budget` and `--threshold` where it names them) into a temporary
+from the one of Final, `--budget`, `--threshold` and `--aggregate iqm` where it names them)
+into a temporary
 folder, then every CSV is compared byte for byte, and
 report.md line for line but for the line that says when and at which commit it was made.
 
@@ -41,6 +42,7 @@ class CommittedReport:
     last: int
     thresholds: tuple[float, ...] = ()
     budget: float | None = None
+    aggregate: str = "mean"
 
     @property
     def name(self) -> str:
@@ -65,7 +67,8 @@ def committed_reports() -> list[CommittedReport]:
         found.append(CommittedReport(
             path.parent, runs, "95" if "Student t" in spread else "std", int(last[1]),
             tuple(float(v) for v in re.findall(r"--threshold (\S+?)[ `]", text)),
-            float(budget[1]) if budget else None))
+            float(budget[1]) if budget else None,
+            "iqm" if "`--aggregate iqm`" in text else "mean"))
     return found
 
 
@@ -77,7 +80,8 @@ def differences(report: CommittedReport, out: Path) -> list[str]:
     os.chdir(ROOT)  # the runs as report.md names them: relative to the repository
     try:
         build(list(report.runs), out, ci=report.ci, last=report.last,
-              thresholds=report.thresholds, budget_steps=report.budget, log=lambda *_: None)
+              thresholds=report.thresholds, budget_steps=report.budget,
+              aggregate_by=report.aggregate, log=lambda *_: None)
     finally:
         os.chdir(cwd)
     found = []

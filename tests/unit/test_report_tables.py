@@ -151,7 +151,10 @@ def test_the_report_draws_each_figure_its_runs_allow_and_skips_the_rest(tmp_path
                      "steps_to_threshold", "frontier_budget", "reward_modes", "incremental",
                      "head_to_head", "throughput"]
     # transfer: no zero_shot/zero_shot.csv (`marlscale evaluate SWEEP_DIR`) in the runs
-    assert [reason.split(":")[0] for reason in skipped] == ["transfer", "ablations", "league"]
+    # probability of improvement: one algorithm (QMIX) against the random team
+    assert [reason.split(":")[0] for reason in skipped] == [
+        "probability of improvement", "transfer", "ablations", "league",
+        "league probability of improvement"]
     for name in names:
         pixels = np.asarray(__import__("PIL.Image").Image.open(tmp_path / f"{name}.png")
                             .convert("L"), dtype=float)
@@ -249,11 +252,13 @@ def test_a_run_without_a_grid_axis_is_labelled_with_the_value_its_trials_ran_wit
 
 def test_a_league_with_seeds_is_shown_with_its_interval_over_seeds(tmp_path):
     """The league table shows both intervals; the heat map annotates the one over seeds."""
+    from marlscale import stats
     from marlscale.evaluation.league import tables
-    from marlscale.reports.report import Inputs, _league_section
+    from marlscale.reports.report import Inputs, _league_improvement_section, _league_section
 
     rows = [{"algorithm": a, "side": "red", "seed": seed, "policy": f"{a}{seed}",
              "opponent_algorithm": b, "opponent_policy": f"{b}{seed}", "episode": e,
+             "opponent_seed": None if b == "random" else seed,
              "reward_difference": sign * (seed - 0.5 + e / 10), "return_per_agent": 0.0,
              "outcome": 1.0}
             for seed in (0, 1, 2) for e in range(4)
@@ -273,3 +278,90 @@ def test_a_league_with_seeds_is_shown_with_its_interval_over_seeds(tmp_path):
     pixels = np.asarray(__import__("PIL.Image").Image.open(tmp_path / "league.png")
                         .convert("L"), dtype=float)
     assert pixels.var() > 100
+    # the companion: qmix's reward difference is > 0 in no episode of seed 0 and in every
+    # episode of seeds 1 and 2: P = 8/12, and its mirror cell 4/12
+    runs.league["episodes"] = pd.DataFrame(rows).assign(run="r")
+    runs.league["league"] = runs.league["league"].assign(run="r")
+    section = _league_improvement_section(Inputs(runs, "std", tmp_path, 3))
+    cells = section.tables["league_improvement"].set_index(["policy", "opponent"])
+    qmix_mfq = out["league"].set_index(["algorithm", "column_algorithm"]).loc[("qmix", "mfq")]
+    assert qmix_mfq["improvement"] == pytest.approx(
+        np.mean([seed - 0.5 + e / 10 > 0 for seed in (0, 1, 2) for e in range(4)]))
+    assert cells.loc[("qmix", "mfq"), "P(row better) [95% CI over seeds]"] == \
+        stats.format_mean(qmix_mfq["improvement"], low=qmix_mfq["improvement_ci95_low"],
+                          high=qmix_mfq["improvement_ci95_high"], signed=False)
+    assert cells.loc[("mfq", "qmix"), "P(row better) [95% CI over seeds]"].startswith(
+        f"{1 - qmix_mfq['improvement']:.2f}")
+    pixels = np.asarray(__import__("PIL.Image").Image.open(tmp_path / "league_improvement.png")
+                        .convert("L"), dtype=float)
+    assert pixels.var() > 100
+
+
+def test_an_iqm_summary_is_the_middle_half_with_a_bootstrap_interval_and_needs_4_seeds():
+    frame = pd.DataFrame({"algorithm": ["qmix"] * 5 + ["vdn"] * 3,
+                          "final": [1.0, 2.0, 3.0, 4.0, 100.0, 1.0, 2.0, 3.0],
+                          "seed": [0, 1, 2, 3, 4, 0, 1, 2]})
+    table = aggregate.summarize(frame, ["algorithm"], "final", "std", "iqm").set_index(
+        "algorithm")
+    # 5 values: int(5 / 4) = 1 trimmed from each end, the mean of 2, 3, 4
+    assert table.loc["qmix", "mean"] == pytest.approx(3.0)
+    assert table.loc["qmix", "low"] <= 3.0 <= table.loc["qmix", "high"]
+    assert math.isnan(table.loc["qmix", "spread"])
+    assert aggregate.summarize(frame, ["algorithm"], "final", "std").set_index(
+        "algorithm").loc["qmix", "mean"] == pytest.approx(22.0)  # the mean is unchanged
+    few = aggregate.too_few_for_iqm(frame, ["algorithm"], "seed")
+    assert few.to_dict("records") == [{"algorithm": "vdn", "n": 3}]
+
+
+def test_the_report_refuses_an_unknown_aggregate_and_an_iqm_over_3_seeds(tmp_path):
+    from marlscale.reports.report import build
+
+    with pytest.raises(ValueError, match=r"--aggregate 'median' is invalid; allowed: mean, iqm"):
+        build([ROOT / "docs/results/study/c1_budget_n25/run"], tmp_path / "a",
+              aggregate_by="median")
+    with pytest.raises(ValueError, match=r"needs at least 4 seeds .* \(iql vs random, N = 25: "
+                                         r"3; mfq vs random"):
+        build([ROOT / "docs/results/study/c1_budget_n25/run"], tmp_path / "b",
+              aggregate_by="iqm")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_probability_of_improvement_table_and_the_iqm_scaling(tmp_path):
+    """Four seeds per (algorithm, N): qmix's finals beat vdn's at N = 3 in every pair (P = 1,
+    Mann-Whitney p = 2/70: resolved); at N = 30 they interleave."""
+    from marlscale.reports.report import Inputs, _improvement_section, _scaling_section
+
+    trials, rows = [], []
+    for algorithm in ("qmix", "vdn"):
+        for n in (3, 30):
+            for seed in range(4):
+                name = f"{algorithm}-{n}-{seed}"
+                value = (10.0 if algorithm == "qmix" else 0.0) + seed if n == 3 else \
+                    seed + (0.5 if algorithm == "qmix" else 0.0)
+                trials.append({"run": "r", "trial": name, "game": "adversarial_pursuit",
+                               "algorithm": algorithm, "opponent_algorithm": "random",
+                               "n_agents": n, "reward_mode": "team", "incremental": "none",
+                               "seed": seed, "learning_agents": n, "budget_env_steps": 300,
+                               "env_steps": 300, "status": "complete"})
+                rows += [{"run": "r", "trial": name, "env_steps": step, "train_return": value,
+                          "greedy_return": value, "random_return": -1.0, "wall_s": 3.0,
+                          "time_total_s": 3.0, "sampling_env_steps_per_s": 1.0}
+                         for step in (100, 200, 300)]
+    runs = Runs(paths=[Path("r")], kinds={"r": "sweep"}, names={"r": "synthetic"},
+                trials=pd.DataFrame(trials), curves=pd.DataFrame(rows))
+    inputs = Inputs(runs, "std", tmp_path, 3, aggregate="iqm")
+    table = _improvement_section(inputs).tables["improvement"].set_index("N")
+    assert list(table["X"] + ">" + table["Y"]) == ["qmix>vdn", "qmix>vdn"]
+    assert table.loc[3, "P(X > Y) [95% CI]"] == "1.00 [1.00, 1.00]"
+    assert table.loc[3, "Mann-Whitney p"] == f"{2 / 70:.3f}"
+    assert table.loc[3, "resolved"] == "yes: qmix"
+    # N = 30: qmix's seed s (s + 0.5) beats vdn's seeds <= s: 10 of 16 pairs
+    assert table.loc[30, "P(X > Y) [95% CI]"].startswith("0.62 [")
+    assert table.loc[30, "resolved"] == "no"
+    scaling = _scaling_section(inputs).tables["scaling"].set_index(["algorithm", "N"])
+    column = next(c for c in scaling.columns if c.endswith("(IQM)"))
+    assert scaling.loc[("qmix", 3), column].startswith("+11.50 [")  # the IQM of 10..13
+    for name in ("improvement", "scaling"):
+        pixels = np.asarray(__import__("PIL.Image").Image.open(tmp_path / f"{name}.png")
+                            .convert("L"), dtype=float)
+        assert pixels.var() > 100, name

@@ -163,3 +163,36 @@ def test_a_stratum_of_one_value_is_held_fixed_and_none_resampled_gives_no_interv
     low, high = stats.stratified_interval([[5.0], [1.0, 1.0, 1.0]],
                                           lambda a, b: a.mean() - b.mean())
     assert low == high == 4.0  # the fixed stratum and a constant one: no spread
+
+
+def test_a_head_to_head_probability_of_improvement_is_0_one_half_and_1_by_hand():
+    rows, columns = [0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 0, 1]
+    assert stats.clustered_improvement([1.0] * 6, rows, columns) == (1.0, 1.0, 1.0)
+    assert stats.clustered_improvement([0.0] * 6, rows, columns) == (0.0, 0.0, 0.0)
+    # against every column seed, every row seed wins one episode and loses one: 0.5,
+    # whichever seeds are drawn
+    p, low, high = stats.clustered_improvement([1] * 6 + [0] * 6, rows * 2, columns * 2)
+    assert (p, low, high) == (0.5, 0.5, 0.5)
+    # ties count one half
+    assert stats.clustered_improvement([0.5] * 6, rows, columns)[0] == 0.5
+
+
+def test_the_cluster_bootstrap_resamples_seeds_not_episodes_and_is_seeded():
+    """Row seed 0 always wins, seed 1 always loses (10 episodes each, one column seed): P is
+    0.5 and the interval spans the seeds' disagreement (a resample of seeds can be all 0s
+    or all 1s); an episode bootstrap would give a narrow interval around 0.5."""
+    scores = [1.0] * 10 + [0.0] * 10
+    rows, columns = [0] * 10 + [1] * 10, [7] * 20
+    p, low, high = stats.clustered_improvement(scores, rows, columns)
+    assert p == 0.5 and low == 0.0 and high == 1.0
+    assert stats.clustered_improvement(scores, rows, columns) == (p, low, high)
+    # one cluster a side: nothing to resample
+    p, low, high = stats.clustered_improvement([1.0, 0.0], [0, 0], [None, None])
+    assert p == 0.5 and math.isnan(low) and math.isnan(high)
+
+
+def test_the_mann_whitney_p_of_complete_separation_by_hand():
+    """P(U at its extreme) = 2 / C(n + m, n): 2/20 with 3 v 3, 2/70 with 4 v 4."""
+    assert stats.mann_whitney_p([1, 2, 3], [4, 5, 6]) == pytest.approx(2 / 20)
+    assert stats.mann_whitney_p([5, 6, 7, 8], [1, 2, 3, 4]) == pytest.approx(2 / 70)
+    assert stats.mann_whitney_p([1, 3, 5], [2, 4, 6]) > 0.5

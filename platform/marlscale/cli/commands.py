@@ -496,7 +496,7 @@ def report(args: argparse.Namespace) -> int:
 
     summary = report.build(args.runs, args.out, ci=args.ci, last=args.last, wandb=args.wandb,
                            thresholds=tuple(args.threshold or ()), budget_steps=args.budget,
-                           log=lambda line: None)
+                           aggregate_by=args.aggregate, log=lambda line: None)
     print(json.dumps(summary, indent=2))
     print(f"report: {summary['report']}")
     return 0

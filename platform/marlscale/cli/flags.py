@@ -338,11 +338,15 @@ def _add_report(commands) -> None:
     report.add_argument("--out", default=None,
                         help="folder for report.md, the PNGs and CSVs (default: RUN_DIR/report "
                              "of the first run)")
-    from marlscale.stats import SPREADS
+    from marlscale.stats import AGGREGATES, MIN_IQM_SEEDS, SPREADS
 
     report.add_argument("--ci", choices=SPREADS, default="std",
                         help="spread over seeds: std (default, the paper's) or 95 (95%% "
                              "Student-t CI of the mean)")
+    report.add_argument("--aggregate", choices=AGGREGATES, default="mean",
+                        help="finals, the scaling curve and league ratings over seeds: mean "
+                             "(default, with --ci's spread) or iqm (interquartile mean with a "
+                             f"stratified-bootstrap 95%% CI; needs {MIN_IQM_SEEDS}+ seeds)")
     report.add_argument("--last", type=_positive_int, default=3,
                         help="'final' = the mean of each trial's last LAST evaluations (default 3)")
     report.add_argument("--wandb", action="store_true",

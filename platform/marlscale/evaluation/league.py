@@ -17,8 +17,11 @@ says its keys; tune_specs/league/*.yaml):
      95% CI over episodes, its 95% CI over training seeds (`seeds`, `seed_ci95_low/high`:
      each seed's mean is one value, grouped by the row's or the column's seeds, whichever
      interval is wider; with 2+ seeds this is the interval to read, since episodes of one
-     policy are not independent replicates), win rate, draw rate, episodes, matchups (policy
-     pairs);
+     policy are not independent replicates), the probability of improvement (`improvement`:
+     the chance that the row's reward difference is > 0 in an episode, ties one half) with
+     its 95% two-way cluster-bootstrap interval over both sides' training seeds
+     (`improvement_ci95_low/high`, stats.clustered_improvement), win rate, draw rate,
+     episodes, matchups (policy pairs);
    - ratings.csv: per algorithm and side, its mean reward difference against all other
      algorithms (random excluded) with both 95% CIs, its win rate, and its result against
      random;
@@ -144,6 +147,21 @@ def perspectives(results: list[dict[str, Any]], members: dict[str, Member]) -> l
     return rows
 
 
+IMPROVEMENT = ("improvement", "improvement_ci95_low", "improvement_ci95_high")
+"""A league table's probability-of-improvement columns."""
+
+
+def improvement(episodes) -> tuple[float, float, float]:
+    """(P, low, high): the probability that the row's side gets the higher return per agent
+    in an episode (reward difference > 0; a tie counts one half), over `episodes` (rows of
+    episodes.csv), with its 95% interval from a two-way cluster bootstrap over the row's and
+    the column's training seeds (random has no seed: one cluster)."""
+    difference = episodes[keys.REWARD_DIFFERENCE].to_numpy()
+    scores = (difference > 0) + 0.5 * (difference == 0)
+    return stats.clustered_improvement(scores, episodes["seed"].to_numpy(),
+                                       episodes["opponent_seed"].to_numpy())
+
+
 def _summary(frame, by: list[str], over_seeds: bool = False):
     """Per group: the mean reward difference with its 95% t-interval over episodes, and with
     `over_seeds` also over training seeds: each seed's mean over its episodes is one value,
@@ -163,6 +181,7 @@ def _summary(frame, by: list[str], over_seeds: bool = False):
             seeds, low, high = stats.widest_interval_over_groups(
                 part, keys.REWARD_DIFFERENCE, ("seed", "opponent_seed"))
             row.update({"seeds": seeds, stats.SEED_CI[0]: low, stats.SEED_CI[1]: high})
+            row.update(zip(IMPROVEMENT, improvement(part)))
         rows.append({**row, "win_rate": float((part["outcome"] == 1.0).mean()),
                      "draw_rate": float((part["outcome"] == 0.5).mean()),
                      "episodes": len(part),
@@ -174,11 +193,7 @@ def tables(rows: list[dict[str, Any]], interchangeable: bool) -> dict[str, Any]:
     """league, ratings and matchups tables (pandas) from the perspective rows."""
     import pandas as pd
 
-    frame = pd.DataFrame(rows)
-    if interchangeable:
-        frame["row_side"] = BOTH
-    else:
-        frame["row_side"] = frame["side"]
+    frame = _with_row_side(pd.DataFrame(rows), interchangeable)
     league = _summary(frame, ["algorithm", "row_side", "opponent_algorithm"],
                       over_seeds=True).rename(
         columns={"row_side": "side", "opponent_algorithm": "column_algorithm"})
@@ -196,6 +211,21 @@ def tables(rows: list[dict[str, Any]], interchangeable: bool) -> dict[str, Any]:
     matchups = _summary(frame, ["policy", "side", "opponent_policy", "algorithm",
                                 "opponent_algorithm"])
     return {"league": league, "ratings": ratings, "matchups": matchups}
+
+
+def _with_row_side(frame, interchangeable: bool):
+    """Episodes with the side their row is tabulated under: `both` where the sides are
+    mirror images (battle), else the side played."""
+    return frame.assign(row_side=BOTH if interchangeable else frame["side"])
+
+
+def seed_ratings(episodes, interchangeable: bool):
+    """Per (algorithm, side, seed): the mean reward difference of that seed's policies
+    against all other algorithms (random excluded), from episodes.csv's rows: the values a
+    rating's aggregate over seeds (mean or IQM) is taken over."""
+    frame = _with_row_side(episodes[episodes["opponent_algorithm"] != RANDOM], interchangeable)
+    return (frame.groupby(["algorithm", "row_side", "seed"], sort=True)[keys.REWARD_DIFFERENCE]
+            .mean().rename("rating").reset_index().rename(columns={"row_side": "side"}))
 
 
 def training_curves(run_dir: Path):

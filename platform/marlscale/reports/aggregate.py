@@ -24,12 +24,27 @@ RETURN_KINDS = {
 }
 
 
-def summarize(frame: pd.DataFrame, by: list[str], value: str, ci: str) -> pd.DataFrame:
-    """mean, spread (see `ci`), n (seeds) of `value` per group of `by`."""
+def summarize(frame: pd.DataFrame, by: list[str], value: str, ci: str,
+              aggregate: str = "mean") -> pd.DataFrame:
+    """mean, spread (see `ci`), n (seeds) of `value` per group of `by`. With `aggregate`
+    'iqm', `mean` holds the interquartile mean instead, `low` and `high` its stratified
+    bootstrap 95% interval over seeds, and `spread` is NaN (the interval is not symmetric)."""
     grouped = frame.dropna(subset=[value]).groupby(by, dropna=False, sort=True)[value]
     table = grouped.agg(mean="mean", std="std", n="count").reset_index()
     table["spread"] = stats.half_width(table["std"], table["n"], ci)
+    if aggregate == "iqm":
+        intervals = [stats.iqm_interval([values.to_numpy()]) for _, values in grouped]
+        table["mean"], table["low"], table["high"] = (list(column)
+                                                      for column in zip(*intervals))
+        table["spread"] = np.nan
     return table.drop(columns="std")
+
+
+def too_few_for_iqm(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    """The groups of `by` with fewer than stats.MIN_IQM_SEEDS values of `value` (and their
+    count `n`): an IQM over them would be their mean."""
+    counts = frame.dropna(subset=[value]).groupby(by, dropna=False, sort=True)[value].count()
+    return counts[counts < stats.MIN_IQM_SEEDS].rename("n").reset_index()
 
 
 def with_variants(runs: Runs, exclude: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -114,14 +129,19 @@ def per_trial(runs: Runs, trials: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def scaling(table: pd.DataFrame, ci: str) -> pd.DataFrame:
+def scaling(table: pd.DataFrame, ci: str, aggregate: str = "mean") -> pd.DataFrame:
     """Final return per (algorithm, variant, N) over seeds, beside the random level at N, with
     `low`: the lower end of the mean's 95% t-interval (the mean itself with one seed), which
-    the frontier uses whatever spread the report shows."""
+    the frontier uses whatever spread the report shows; with `aggregate` 'iqm', the IQM and
+    its bootstrap interval (`low`, `high`) instead (see `summarize`)."""
     keys = ["algorithm", "variant", "n_agents"]
-    summary = summarize(table, keys, "final", ci)
-    low = summarize(table, keys, "final", "95").set_index(keys)
-    low = (low["mean"] - low["spread"].fillna(0.0)).rename("low")
+    summary = summarize(table, keys, "final", ci, aggregate)
+    if aggregate == "iqm":
+        low = summary.set_index(keys)["low"]
+        summary = summary.drop(columns="low")
+    else:
+        low = summarize(table, keys, "final", "95").set_index(keys)
+        low = (low["mean"] - low["spread"].fillna(0.0)).rename("low")
     budget = table.groupby(keys)["budget_env_steps"].max()
     reached = table.groupby(keys)["env_steps"].mean()
     random = table.groupby("n_agents")["random_level"].mean()

@@ -151,16 +151,26 @@ def learning_curves(curves: pd.DataFrame, ci_label: str, path: Path, title: str,
     return _save(figure, path)
 
 
+def _error_bars(frame: pd.DataFrame):
+    """matplotlib's yerr: the symmetric `spread`, or from an interval's `low` and `high`
+    where the frame has one (an IQM's bootstrap interval)."""
+    if "high" not in frame:
+        return frame["spread"].fillna(0.0)
+    return np.vstack([(frame["mean"] - frame["low"]).fillna(0.0),
+                      (frame["high"] - frame["mean"]).fillna(0.0)])
+
+
 def scaling(summary: pd.DataFrame, frontier: pd.DataFrame, what: str, ci_label: str,
-            path: Path, title: str) -> Path:
-    """Final return against N, per algorithm (and variant), the random level, frontiers."""
+            path: Path, title: str, centre: str = "mean") -> Path:
+    """Final return against N, per algorithm (and variant), the random level, frontiers;
+    `centre` 'mean' (bars: mean +- `spread`) or 'iqm' (bars: `low` to `high`)."""
     figure, (axis,) = _grid(1, height_scale=1.25)
     figure.set_size_inches(PANEL[0] * 1.9, PANEL[1] * 1.3)
     styles = _styles(summary["variant"])
     for i, ((algorithm, variant), frame) in enumerate(
             summary.groupby(["algorithm", "variant"], sort=True)):
         frame = frame.sort_values("n_agents")
-        axis.errorbar(frame["n_agents"], frame["mean"], yerr=frame["spread"].fillna(0.0),
+        axis.errorbar(frame["n_agents"], frame["mean"], yerr=_error_bars(frame),
                       color=colour(algorithm), linestyle=styles[variant], capsize=3,
                       marker=MARKERS[i % len(MARKERS)], lw=1.8, label=label(algorithm, variant))
         edge = frontier[(frontier["algorithm"] == algorithm) & (frontier["variant"] == variant)]
@@ -179,9 +189,34 @@ def scaling(summary: pd.DataFrame, frontier: pd.DataFrame, what: str, ci_label: 
     log_n(axis, summary["n_agents"])
     axis.set_xlabel("N (learning agents)")
     axis.set_ylabel(what)
-    axis.set_title(f"{title} (mean \u00b1 {ci_label})")
+    prefix = "mean \u00b1 " if centre == "mean" else "IQM, "
+    axis.set_title(f"{title} ({prefix}{ci_label})")
     # beside the axes: with several lines the best corner inside still hides points
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, borderaxespad=0)
+    return _save(figure, path)
+
+
+def improvement(table: pd.DataFrame, path: Path, title: str) -> Path:
+    """Probability of improvement per pair of learners, one panel per (variant, N): P(X > Y)
+    with its 95% bootstrap interval, against the 0.5 of no difference."""
+    panels = list(table.groupby(["variant", "n_agents"], sort=True))
+    pairs = max(len(group) for _, group in panels)
+    figure, axes = _grid(len(panels), height_scale=max(1.0, (0.3 * pairs + 1.3) / PANEL[1]))
+    for axis, ((variant, n), group) in zip(axes, panels):
+        group = group.reset_index(drop=True)
+        ys = np.arange(len(group))[::-1]
+        axis.errorbar(group["p"], ys, xerr=np.vstack([group["p"] - group["low"],
+                                                      group["high"] - group["p"]]),
+                      fmt="o", color="black", capsize=4, lw=1.6)
+        axis.axvline(0.5, color=RANDOM_COLOUR, linestyle="--", lw=1.2)
+        axis.set_yticks(ys, [f"{x.upper()} > {y.upper()}" for x, y in zip(group["x"],
+                                                                          group["y"])])
+        axis.set_xlim(-0.02, 1.02)
+        axis.set_ylim(-0.6, len(group) - 0.4)
+        axis.set_xlabel("P(X > Y)")
+        axis.set_title(f"N = {n}" + (f" \u00b7 {variant}" if variant else ""))
+    figure.suptitle(f"{title}\n(95% bootstrap CI over seeds; 0.5: no difference)",
+                    fontsize=12)
     return _save(figure, path)
 
 
@@ -335,11 +370,35 @@ def ablations(frame: pd.DataFrame, reference: str, what: str, ci_label: str,
 
 def league_matrix(league: pd.DataFrame, path: Path) -> Path:
     """Cross-play reward differences as an annotated heat map with 95% CIs (one per side)."""
+    low, high, over = stats.ci_columns(league)
+    values = league["reward_difference"]
+    bound = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+    return _cross_play_maps(league, path, "reward_difference", (low, high), "{:+.2f}",
+                            f"reward difference per agent\n(row minus column, 95% CI over "
+                            f"{over})", "reward difference per agent", (-bound, bound))
+
+
+def league_improvement(league: pd.DataFrame, path: Path) -> Path:
+    """The league heat map's companion: P(row better than column) per cell, with its 95%
+    cluster-bootstrap interval over training seeds (one map per side)."""
+    return _cross_play_maps(league, path, "improvement",
+                            ("improvement_ci95_low", "improvement_ci95_high"), "{:.2f}",
+                            "probability of improvement: P(row's return per\nagent > "
+                            "column's), 95% CI over seeds", "P(row better than column)",
+                            (0.0, 1.0))
+
+
+def _cross_play_maps(league: pd.DataFrame, path: Path, value: str, interval: tuple[str, str],
+                     number: str, title: str, colour_label: str,
+                     limits: tuple[float, float]) -> Path:
+    """One annotated heat map per side of `value` (row algorithm x column algorithm, random
+    last), each cell '`number`\n[low, high]'; diverging colours centred between `limits`."""
     sides = sorted(league["side"].unique())
     cells = max(league["algorithm"].nunique(), league["column_algorithm"].nunique())
     figure, axes = _grid(len(sides), height_scale=1.2)
     figure.set_size_inches(max(PANEL[0], 1.5 * cells + 2.2) * len(sides),
                            max(PANEL[1] * 1.2, 1.1 * cells + 1.8))
+    low, high = interval
     for axis, side in zip(axes, sides):
         mine = league[league["side"] == side]
         rows = sorted(mine["algorithm"].unique())
@@ -348,26 +407,26 @@ def league_matrix(league: pd.DataFrame, path: Path) -> Path:
         matrix = np.full((len(rows), len(columns)), np.nan)
         for _, cell in mine.iterrows():
             matrix[rows.index(cell["algorithm"]), columns.index(cell["column_algorithm"])] = \
-                cell["reward_difference"]
-        bound = np.nanmax(np.abs(matrix)) if np.isfinite(matrix).any() else 1.0
-        image = axis.imshow(matrix, cmap="RdBu", vmin=-bound, vmax=bound)
+                cell[value]
+        image = axis.imshow(matrix, cmap="RdBu", vmin=limits[0], vmax=limits[1])
         for r, c in zip(*np.where(np.isnan(matrix))):
             axis.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, color="#e8e8e8"))
             axis.text(c, r, "not played", ha="center", va="center", fontsize=8, color="#555555")
-        low, high, over = stats.ci_columns(mine)
+        middle, reach = (limits[0] + limits[1]) / 2, (limits[1] - limits[0]) / 2
         for _, cell in mine.iterrows():
             r, c = rows.index(cell["algorithm"]), columns.index(cell["column_algorithm"])
-            dark = abs(cell["reward_difference"]) > 0.6 * bound
-            axis.text(c, r, f"{stats.format_number(cell['reward_difference'])}\n"
-                      f"{stats.format_interval(cell[low], cell[high])}", ha="center",
+            dark = abs(cell[value] - middle) > 0.6 * reach
+            axis.text(c, r, f"{number.format(cell[value])}\n"
+                      f"{stats.format_interval(cell[low], cell[high], signed=limits[0] < 0)}",
+                      ha="center",
                       va="center", fontsize=8, color="white" if dark else "black")
         axis.set_xticks(range(len(columns)), [c.upper() for c in columns])
         axis.set_yticks(range(len(rows)), [r.upper() for r in rows])
         axis.set_xlabel("opponent")
         axis.set_ylabel("policy" + ("" if side == "both" else f" (playing {side})"))
         axis.grid(False)
-        axis.set_title(f"reward difference per agent\n(row minus column, 95% CI over {over})")
-        figure.colorbar(image, ax=axis, shrink=0.8, label="reward difference per agent")
+        axis.set_title(title)
+        figure.colorbar(image, ax=axis, shrink=0.8, label=colour_label)
     return _save(figure, path)
 
 

@@ -5,7 +5,9 @@ It draws what the runs hold and says what it skipped and why:
     learning_curves.png   epsilon-greedy training return   any trial vs random (Figs 3, 7 top)
     greedy_curves.png     greedy evaluation return         greedy evaluations (eval_interval > 0)
     trained_agent_curves.png  greedy return of the agents the policy controls  incremental runs
-    scaling.png           final return against N           two or more N (`--budget B`: at B)
+    scaling.png           final return against N           two or more N (`--budget B`: at B;
+                          `--aggregate iqm`: the IQM over seeds, 4+ seeds)
+    improvement.png       P(X's final > Y's) per pair of learners at each N   two learners at an N
     steps_to_threshold.png  env steps to reach a return, against N, log-log, with the
                           growth exponent alpha and censored trials   greedy evaluations
     frontier_budget.png   the frontier N at each budget      greedy evaluations, two or more N
@@ -15,6 +17,7 @@ It draws what the runs hold and says what it skipped and why:
     incremental.png       with and without, trained agents both, for one algorithm and N (Fig 6)
     ablations.png         each variant's effect, 95% CI   a sweep with `variants`, one `baseline`
     league.png            cross-play reward differences    a `marlscale league` run (Fig 7 bottom)
+    league_improvement.png  P(row better than column) per cross-play cell   the same
     head_to_head.png      reward difference over training  head-to-head trials (Fig 7 bottom)
     throughput.png        end-to-end env-, agent-steps/s   any trial
 
@@ -30,6 +33,7 @@ half-replaced. `--wandb` also logs the figures and tables to a W&B run.
 from __future__ import annotations
 
 import datetime
+import itertools
 import math
 import os
 import shutil
@@ -43,6 +47,7 @@ from typing import Any
 import pandas as pd
 
 from marlscale import provenance, runfiles, specfile, stats, storage
+from marlscale.evaluation import league as league_tables
 from marlscale.evaluation import zero_shot
 from marlscale.reports import aggregate, budget, figures
 from marlscale.reports.runs import ABLATION, Runs, load
@@ -78,7 +83,10 @@ def check_out(out: str | os.PathLike) -> Path:
 
 
 def _cells(summary: pd.DataFrame) -> list[str]:
-    """A summary's 'mean ± spread' column."""
+    """A summary's 'mean ± spread' column ('IQM [low, high]' where it holds an interval)."""
+    if "high" in summary:
+        return [stats.format_mean(m, low=lo, high=hi)
+                for m, lo, hi in zip(summary["mean"], summary["low"], summary["high"])]
     return [stats.format_mean(m, s) for m, s in zip(summary["mean"], summary["spread"])]
 
 
@@ -112,6 +120,9 @@ class Inputs:
     """--threshold: greedy returns per agent to reach (empty: the defaults)."""
     budget: float | None = None
     """--budget: read the scaling section at this many env steps (None: each trial's end)."""
+    aggregate: str = "mean"
+    """--aggregate: finals, the scaling curve and league ratings over seeds as the mean or
+    the IQM (stats.AGGREGATES)."""
 
     @cached_property
     def runnable(self) -> pd.DataFrame:
@@ -150,6 +161,48 @@ class Inputs:
             return pd.DataFrame(columns=[*zero_shot.COLUMNS, "run"])
         return pd.concat(tables, ignore_index=True).merge(
             self.fixed[["run", "trial", "variant"]], on=["run", "trial"])
+
+    @cached_property
+    def finals(self) -> tuple[pd.DataFrame, str]:
+        """The trials against the random team with their `final` return (read at --budget
+        where given; trials that ran fewer steps are left out), and which return it is."""
+        kind = aggregate.return_kind(self.curves)
+        trials = aggregate.per_trial(self.runs, self.fixed)
+        if self.budget is None:
+            return aggregate.with_final(trials, self.runs.curves, kind, self.last), kind
+        return _at_budget(trials, self.runs.curves, kind, self.budget, self.last), kind
+
+    @cached_property
+    def improvement(self) -> pd.DataFrame:
+        """Per (variant, N) and pair of algorithms x < y (by name) against the random team:
+        P(x's final > y's) over their seeds, with its bootstrap interval (`p`, `low`,
+        `high`) and each side's seeds."""
+        table, _ = self.finals
+        rows = []
+        for (variant, n), group in table.dropna(subset=["final"]).groupby(
+                ["variant", "n_agents"], sort=True):
+            finals = {name: mine["final"].to_numpy()
+                      for name, mine in group.groupby("algorithm", sort=True)}
+            for x, y in itertools.combinations(sorted(finals), 2):
+                p, low, high = stats.probability_of_improvement(finals[x], finals[y])
+                rows.append({"variant": variant, "n_agents": n, "x": x, "y": y, "p": p,
+                             "low": low, "high": high,
+                             "mann_whitney_p": stats.mann_whitney_p(finals[x], finals[y]),
+                             "seeds_x": len(finals[x]), "seeds_y": len(finals[y])})
+        return pd.DataFrame(rows)
+
+    @cached_property
+    def league_improvement(self) -> pd.DataFrame:
+        """league.csv's rows with the probability of improvement of each cell (stats.
+        clustered_improvement), tabulated from each league's episodes.csv."""
+        tables = []
+        for run, league in self.runs.league["league"].groupby("run", sort=False):
+            episodes = self.runs.league["episodes"]
+            episodes = episodes[episodes["run"] == run].drop(columns="run")
+            both = bool((league["side"] == league_tables.BOTH).all())
+            tables.append(league_tables.tables(episodes.to_dict("records"), both)["league"]
+                          .assign(run=run))
+        return pd.concat(tables, ignore_index=True)
 
     @cached_property
     def levels(self) -> tuple[list[budget.Threshold], str]:
@@ -246,23 +299,21 @@ def _curve_section(inputs: Inputs, trials: pd.DataFrame, kind: str) -> Section:
 
 
 def _scaling_section(inputs: Inputs) -> Section:
-    runs, ci, out, last = inputs.runs, inputs.ci, inputs.out, inputs.last
-    kind = aggregate.return_kind(inputs.curves)
-    trials = aggregate.per_trial(runs, inputs.fixed)
-    if inputs.budget is None:
-        table = aggregate.with_final(trials, runs.curves, kind, last)
-    else:
-        table = _at_budget(trials, runs.curves, kind, inputs.budget, last)
-    summary = aggregate.scaling(table, ci)
+    ci, out, last = inputs.ci, inputs.out, inputs.last
+    table, kind = inputs.finals
+    summary = aggregate.scaling(table, ci, inputs.aggregate)
     edges = aggregate.frontiers(summary)
     what = aggregate.RETURN_KINDS[kind]
     at = "" if inputs.budget is None else f" at {inputs.budget:,.0f} env steps"
-    figures.scaling(summary, edges, f"final {what}", stats.spread_label(ci),
-                    out / "scaling.png", title=f"Final return per agent against N{at}")
+    iqm = inputs.aggregate == "iqm"
+    figures.scaling(summary, edges, f"final {what}",
+                    "95% bootstrap CI over seeds" if iqm else stats.spread_label(ci),
+                    out / "scaling.png", title=f"Final return per agent against N{at}",
+                    centre=inputs.aggregate)
     shown = pd.DataFrame({
         "algorithm": summary["algorithm"], "variant": summary["variant"],
         "N": summary["n_agents"],
-        f"final {what}": _cells(summary),
+        f"final {what}" + (" (IQM)" if iqm else ""): _cells(summary),
         "seeds": summary["n"], "random policy": summary["random_level"].map(stats.format_number),
         "above random": [("n/a" if pd.isna(r) else "yes" if m > r else "no")
                          for m, r in zip(summary["mean"], summary["random_level"])],
@@ -278,15 +329,64 @@ def _scaling_section(inputs: Inputs) -> Section:
         "(`--budget`; trials that ran fewer steps are left out)") if greedy else
              f"the mean of a trial's last {last} training iterations' epsilon-greedy return "
              "(these runs hold no greedy evaluations: set training.eval_interval)")
+    over = ("the interquartile mean (IQM) over seeds, with its stratified-bootstrap 95% "
+            "interval" if iqm else "the mean over seeds")
+    clearly = ("the lower end of the IQM's bootstrap interval" if iqm
+               else "the lower end of the mean's 95% t-interval over seeds")
     return Section("scaling", f"Scaling with N{at}",
-                   f"Final return per agent against N. **Final** is {final}, then the mean "
-                   "over seeds. The random policy's level is the same evaluation with every "
+                   f"Final return per agent against N. **Final** is {final}, then {over}. "
+                   "The random policy's level is the same evaluation with every "
                    "agent acting uniformly at random, logged by each trial (dashed grey). "
                    "A circle marks each line's **frontier**: the largest N up to which the "
                    "final return stays above the random level and clearly above 0 at every N "
-                   "run (**clearly**: the lower end of the mean's 95% t-interval over seeds "
-                   "is above 0, so a collapsed line at +0.05 \u00b1 0.1 is not).",
+                   f"run (**clearly**: {clearly} is above 0, so a collapsed line at +0.05 "
+                   "\u00b1 0.1 is not).",
                    {"scaling": shown, "frontier": frontier})
+
+
+LEVEL_P = 1 - stats.LEVEL
+"""A test's p-value below this is significant (at the intervals' level)."""
+
+
+def _resolved(low: Any, high: Any, x: str, y: str) -> str:
+    """Whether a probability of improvement's interval excludes 0.5, and for whom."""
+    if pd.isna(low) or pd.isna(high):
+        return "n/a"
+    return f"yes: {x}" if low > 0.5 else f"yes: {y}" if high < 0.5 else "no"
+
+
+def _improvement_section(inputs: Inputs) -> Section:
+    table = inputs.improvement
+    _, kind = inputs.finals
+    at = "" if inputs.budget is None else f" at {inputs.budget:,.0f} env steps"
+    figures.improvement(table, inputs.out / "improvement.png",
+                        f"Probability of improvement: final return{at}")
+    shown = pd.DataFrame({
+        "variant": table["variant"], "N": table["n_agents"], "X": table["x"],
+        "Y": table["y"], "P(X > Y) [95% CI]": [
+            stats.format_mean(p, low=lo, high=hi, signed=False)
+            for p, lo, hi in zip(table["p"], table["low"], table["high"])],
+        "CI excludes 0.5": [_resolved(lo, hi, x, y) for lo, hi, x, y in zip(
+            table["low"], table["high"], table["x"], table["y"])],
+        "Mann-Whitney p": table["mann_whitney_p"].map(lambda v: f"{v:.3f}"),
+        "resolved": [_resolved(lo, hi, x, y) if p < LEVEL_P else "no" for lo, hi, x, y, p in zip(
+            table["low"], table["high"], table["x"], table["y"], table["mann_whitney_p"])],
+        "seeds X": table["seeds_x"], "seeds Y": table["seeds_y"]})
+    return Section(
+        "improvement", f"Probability of improvement{at}",
+        f"For each pair of learners at the same N (and variant): the probability that a run "
+        f"of X ends with a higher final {aggregate.RETURN_KINDS[kind]} than a run of Y "
+        "(Agarwal et al. 2021): over every pair of their seeds, a tie counting one half (the "
+        "Mann-Whitney U over n m). Its 95% interval is a percentile bootstrap that resamples "
+        f"X's seeds and Y's seeds separately ({stats.RESAMPLES:,} resamples, seeded). Over "
+        "a few seeds that interval is too narrow: where every seed of one beats every seed "
+        "of the other, each resample does too, and the interval shrinks to the point 0 or "
+        "1. So a difference is **resolved** only where the interval excludes 0.5 *and* the "
+        "two-sided Mann-Whitney U test of the same seeds (exact: scipy) gives p < 0.05. With "
+        "3 seeds a side the smallest p is 0.10: no 3-seed comparison is resolved, however "
+        "the seeds fall; it takes 4 v 4 (p = 0.029 at complete separation). Finals as in "
+        "the scaling section.",
+        {"improvement": shown})
 
 
 def _n(value: Any) -> str:
@@ -411,6 +511,9 @@ def _league_section(inputs: Inputs) -> Section:
             "algorithm": ratings["algorithm"], "side": ratings["side"],
             **_league_intervals(ratings, "rating", "rating"),
             "win rate": ratings["win_rate"].map(lambda v: f"{v:.2f}")})
+        if inputs.aggregate == "iqm":
+            tables["ratings"]["rating, IQM over seeds [95% bootstrap CI]"] = _iqm_ratings(
+                inputs, ratings)
     return Section("league", "League: cross-play",
                    "Every final policy against every other algorithm's (and the random "
                    "team), greedy: the row's return per agent minus the column's, mean over "
@@ -418,6 +521,51 @@ def _league_section(inputs: Inputs) -> Section:
                    "trained 2+ seeds, over seeds (each seed's mean is one value). Read the "
                    "one over seeds: one policy's episodes are not independent training runs. "
                    "The figure shows it. From the league's league.csv.", tables)
+
+
+def _iqm_ratings(inputs: Inputs, ratings: pd.DataFrame) -> list[str]:
+    """Each ratings.csv row's rating as the IQM over its seeds' mean reward differences
+    against the other algorithms, with its stratified-bootstrap interval."""
+    episodes = inputs.runs.league["episodes"]
+    cells = []
+    for row in ratings.to_dict("records"):
+        mine = episodes[episodes["run"] == row["run"]]
+        both = row["side"] == league_tables.BOTH
+        seeds = league_tables.seed_ratings(mine, both)
+        values = seeds[(seeds["algorithm"] == row["algorithm"])
+                       & (seeds["side"] == row["side"])]["rating"].to_numpy()
+        cells.append(stats.format_mean(*stats.iqm_interval([values]))
+                     if len(values) >= stats.MIN_IQM_SEEDS else "n/a")
+    return cells
+
+
+def _league_improvement_section(inputs: Inputs) -> Section:
+    table = inputs.league_improvement
+    figures.league_improvement(table, inputs.out / "league_improvement.png")
+    low, high = league_tables.IMPROVEMENT[1:]
+    shown = pd.DataFrame({
+        "policy": table["algorithm"], "side": table["side"],
+        "opponent": table["column_algorithm"],
+        "P(row better) [95% CI over seeds]": [
+            stats.format_mean(p, low=lo, high=hi, signed=False)
+            for p, lo, hi in zip(table["improvement"], table[low], table[high])],
+        "resolved (CI excludes 0.5)": [
+            _resolved(lo, hi, "row", "column") for lo, hi in zip(table[low], table[high])],
+        "seeds": table["seeds"], "episodes": table["episodes"]})
+    return Section(
+        "league_improvement", "League: probability of improvement",
+        "The league heat map's companion: for each cell, the probability that the row's "
+        "policy gets the higher return per agent in a cross-play episode (reward difference "
+        "> 0; a tie counts one half), over every episode of every pair of the two "
+        "algorithms' policies. Its 95% interval is a two-way cluster bootstrap over training "
+        "seeds: each resample draws the row's seeds and the column's seeds with replacement "
+        f"and weighs each episode by how often both were drawn ({stats.RESAMPLES:,} "
+        "resamples, seeded), since episodes of one policy are not independent replicates. "
+        "A difference is **resolved** where the interval excludes 0.5. With 3 seeds a side "
+        "the bootstrap draws from only 3 x 3 seed pairs and its interval is too narrow "
+        "(percentile bootstraps over few clusters are): read a 3-seed league's resolved "
+        "cells beside the reward difference's t-interval over seeds. Tabulated from the "
+        "league's episodes.csv.", {"league_improvement": shown})
 
 
 def _league_intervals(table: pd.DataFrame, value: str, label: str) -> dict[str, list[str]]:
@@ -692,6 +840,10 @@ SECTIONS: tuple[SectionSpec, ...] = (
                 skipped=lambda i: "needs two or more N against the random team; the runs hold "
                                   f"N = {', '.join(map(str, _sizes(i))) or 'none'}",
                 build=_scaling_section),
+    SectionSpec("probability of improvement", applies=lambda i: len(i.improvement),
+                skipped="no N at which two or more algorithms were run against the random "
+                        "team",
+                build=_improvement_section),
     SectionSpec("sample complexity",
                 applies=lambda i: _most_values(i.curves, "greedy_return") >= 2,
                 skipped=_no_greedy, build=_steps_section),
@@ -721,6 +873,11 @@ SECTIONS: tuple[SectionSpec, ...] = (
                 skipped="no `marlscale league` run with its league.csv (cross-play not run "
                         "yet)",
                 build=_league_section),
+    SectionSpec("league probability of improvement",
+                applies=lambda i: "episodes" in i.runs.league,
+                skipped="no `marlscale league` run with its episodes.csv (cross-play not run "
+                        "yet)",
+                build=_league_improvement_section),
     SectionSpec("head-to-head",
                 applies=lambda i: len(i.duel) and i.runs.curves.merge(
                     i.duel[["run", "trial"]])["reward_difference"].notna().any(),
@@ -732,9 +889,10 @@ SECTIONS: tuple[SectionSpec, ...] = (
 
 
 def sections(runs: Runs, ci: str, out: Path, last: int, thresholds: tuple[float, ...] = (),
-             budget_steps: float | None = None) -> tuple[list[Section], list[str]]:
+             budget_steps: float | None = None,
+             aggregate_by: str = "mean") -> tuple[list[Section], list[str]]:
     """Every figure the runs allow (drawn into `out`), and why each other one was skipped."""
-    inputs = Inputs(runs, ci, out, last, tuple(thresholds), budget_steps)
+    inputs = Inputs(runs, ci, out, last, tuple(thresholds), budget_steps, aggregate_by)
     drawn: list[Section] = []
     skipped: list[str] = []
     for spec in SECTIONS:
@@ -785,7 +943,7 @@ def _flag(value: float) -> str:
 
 def write_markdown(runs: Runs, drawn: list[Section], skipped: list[str], ci: str,
                    last: int, path: Path, thresholds: tuple[float, ...] = (),
-                   budget_steps: float | None = None) -> None:
+                   budget_steps: float | None = None, aggregate_by: str = "mean") -> None:
     me = provenance.commit()
     trials = runs.trials
     learners = (set(trials["algorithm"]) | set(trials["opponent_algorithm"])) - {"random"}
@@ -811,6 +969,12 @@ def write_markdown(runs: Runs, drawn: list[Section], skipped: list[str], ci: str
         "(greedy evaluations where the figure shows greedy returns), then over seeds.",
         "- **Budget**: the env steps each trial was to run (its stop).",
     ]
+    if aggregate_by == "iqm":
+        lines.append("- **IQM** (`--aggregate iqm`): finals, the scaling curve and league "
+                     "ratings show the interquartile mean over seeds (the mean of the middle "
+                     "50%) with its 95% percentile interval from a stratified bootstrap over "
+                     f"seeds ({stats.RESAMPLES:,} resamples, seed {stats.BOOTSTRAP_SEED}); "
+                     "the other sections show the mean.")
     if budget_steps is not None:
         lines.append(f"- **Read at a budget**: the scaling section reads each trial at "
                      f"{budget_steps:,.0f} env steps (`--budget {_flag(budget_steps)}`).")
@@ -838,11 +1002,33 @@ def default_out(paths: list[str | os.PathLike]) -> Path:
     return Path(paths[0]).expanduser() / runfiles.REPORT_DIR
 
 
+def _check_iqm_seeds(runs: Runs) -> None:
+    """--aggregate iqm: every configuration that ran has at least stats.MIN_IQM_SEEDS seeds."""
+    trials = aggregate.with_variants(runs)
+    by = ["algorithm", "opponent_algorithm", "variant", "n_agents"]
+    few = aggregate.too_few_for_iqm(trials[trials["env_steps"] > 0], by, "seed")
+    if len(few):
+        named = "; ".join(f"{r.algorithm} vs {r.opponent_algorithm}, N = {r.n_agents}"
+                          + (f", {r.variant}" if r.variant else "") + f": {r.n}"
+                          for r in few.head(3).itertuples())
+        raise ValueError(
+            f"--aggregate iqm needs at least {stats.MIN_IQM_SEEDS} seeds of every "
+            f"configuration (with fewer the IQM is the mean), and {len(few)} have fewer "
+            f"({named}{'; ...' if len(few) > 3 else ''}); allowed: --aggregate mean, or runs "
+            f"with {stats.MIN_IQM_SEEDS}+ seeds each")
+
+
 def check_reading(thresholds: tuple[float, ...], budget_steps: float | None,
-                  runs: Runs | None = None) -> None:
-    """--threshold and --budget: finite, a budget > 0; with the runs loaded, runs that hold
-    greedy evaluations and a budget within the longest one. Raised before anything is
-    written."""
+                  runs: Runs | None = None, aggregate_by: str = "mean") -> None:
+    """--threshold, --budget and --aggregate: finite, a budget > 0, mean or iqm; with the
+    runs loaded, runs that hold greedy evaluations and a budget within the longest one, and
+    for an IQM at least stats.MIN_IQM_SEEDS seeds of every configuration it is read over.
+    Raised before anything is written."""
+    if aggregate_by not in stats.AGGREGATES:
+        raise ValueError(f"--aggregate {aggregate_by!r} is invalid; allowed: "
+                         f"{', '.join(stats.AGGREGATES)}")
+    if runs is not None and aggregate_by == "iqm":
+        _check_iqm_seeds(runs)
     for value in thresholds:
         if not math.isfinite(value):
             raise ValueError(f"--threshold {value} is invalid; allowed: a finite number (a "
@@ -872,20 +1058,22 @@ def check_reading(thresholds: tuple[float, ...], budget_steps: float | None,
 def build(paths: list[str | os.PathLike], out: str | os.PathLike | None = None, *,
           ci: str = "std", last: int = aggregate.FINAL_EVALUATIONS, wandb: bool = False,
           thresholds: tuple[float, ...] = (), budget_steps: float | None = None,
-          log=print) -> dict[str, Any]:
+          aggregate_by: str = "mean", log=print) -> dict[str, Any]:
     """Load the runs, draw every figure they allow into `out`, write report.md; returns
     {report, figures, skipped, missing} (and the W&B run's folder with `wandb`).
-    `thresholds` (--threshold) and `budget_steps` (--budget): see `Inputs`."""
+    `thresholds` (--threshold), `budget_steps` (--budget) and `aggregate_by` (--aggregate):
+    see `Inputs`."""
     if ci not in stats.SPREADS:
         raise ValueError(f"--ci {ci!r} is invalid; allowed: {', '.join(stats.SPREADS)}")
     thresholds = tuple(float(value) for value in thresholds)
-    check_reading(thresholds, budget_steps)
+    check_reading(thresholds, budget_steps, aggregate_by=aggregate_by)
     if any(storage.is_uri(path) for path in [*paths, out]):
         return _build_from_storage(paths, out, ci=ci, last=last, wandb=wandb, log=log,
-                                   thresholds=thresholds, budget_steps=budget_steps)
+                                   thresholds=thresholds, budget_steps=budget_steps,
+                                   aggregate_by=aggregate_by)
     out = check_out(out if out is not None else default_out(paths))
     runs = load(*paths)
-    check_reading(thresholds, budget_steps, runs)
+    check_reading(thresholds, budget_steps, runs, aggregate_by)
     try:
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
@@ -893,12 +1081,13 @@ def build(paths: list[str | os.PathLike], out: str | os.PathLike | None = None, 
         raise ValueError(f"--out {str(out)!r} cannot be written ({error.strerror or error}); "
                          "expected: a folder that can be created and written") from None
     try:
-        drawn, skipped = sections(runs, ci, staging, last, thresholds, budget_steps)
+        drawn, skipped = sections(runs, ci, staging, last, thresholds, budget_steps,
+                                  aggregate_by)
         for section in drawn:
             for name, table in section.tables.items():
                 table.to_csv(staging / f"{name}.csv", index=False)
         write_markdown(runs, drawn, skipped, ci, last, staging / runfiles.REPORT_MD,
-                       thresholds, budget_steps)
+                       thresholds, budget_steps, aggregate_by)
         written = []
         for file in sorted(staging.iterdir()):
             os.replace(file, out / file.name)

@@ -82,7 +82,7 @@ class Runs:
     missing: list[dict[str, str]] = field(default_factory=list)
     """Grid points with no trial directory, and trials that failed: run, trial, reason."""
     league: dict[str, pd.DataFrame] = field(default_factory=dict)
-    """league.csv (and ratings.csv) of league runs, with a `run` column."""
+    """league.csv (and ratings.csv, episodes.csv) of league runs, with a `run` column."""
     extra_axes: list[str] = field(default_factory=list)
     """Grid axes beyond CONFIG that tell trials apart (e.g. training.lr, ablation)."""
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -309,7 +309,7 @@ def load(*paths: str | Path) -> Runs:
                                  f"{str(path)!r}; expected: one meaning per variant name "
                                  "(report them separately)")
         if kind == "league" and (path / runfiles.table_file(runfiles.LEAGUE_TABLE)).is_file():
-            for name in ("league", "ratings"):
+            for name in ("league", "ratings", "episodes"):
                 if (path / runfiles.table_file(name)).is_file():
                     table = pd.read_csv(path / runfiles.table_file(name))
                     table.insert(0, "run", str(path))
