@@ -7,7 +7,7 @@ from marlscale.evaluation.league import LeagueSpec
 from marlscale.runspec.sweep import SpecError
 
 TUNE_SPECS = Path(__file__).resolve().parents[2] / "tune_specs"
-SPECS = sorted(TUNE_SPECS.glob("league/*.yaml")) + [TUNE_SPECS / "study" / "c4_battle.yaml"]
+SPECS = sorted(TUNE_SPECS.glob("league/*.yaml")) + sorted(TUNE_SPECS.glob("study/c4_*.yaml"))
 BASE = {"experiment": "l", "n_agents": 4, "stop": {"iterations": 2}}
 
 
