@@ -337,6 +337,9 @@ def write(program: torch.export.ExportedProgram, meta: dict[str, Any],
         buffer = io.BytesIO()  # torch.export names files .pt2; through a buffer, any name
         torch.export.save(program, buffer, extra_files={META: json.dumps(values, indent=1)})
         Path(temporary).write_bytes(buffer.getvalue())
+        umask = os.umask(0)  # mkstemp's file is private (0600): give it a new file's mode
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         if check is not None:
             check(Path(temporary))
         os.replace(temporary, path)

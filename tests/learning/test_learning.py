@@ -51,12 +51,11 @@ def test_pursuit_baselines_learn_too(ray_local, algorithm):
     assert train_and_evaluate(spec)["predator"][keys.RETURN_PER_AGENT] > 0.0
 
 
-def test_a_policy_trained_at_n4_plays_at_n8_above_random(ray_local, tmp_path):
+def test_a_policy_trained_at_n4_plays_at_n8_above_random(pursuit_run):
     from marlscale.evaluation.evaluate import Evaluation
-    from marlscale.train import run
 
-    run(PURSUIT, tmp_path / "n4", log=lambda line: None)
-    greedy, random = (Evaluation.prepare(str(tmp_path / "n4"), episodes=5, epsilon=epsilon,
+    run_dir, _ = pursuit_run  # PURSUIT, trained once per session (conftest.py)
+    greedy, random = (Evaluation.prepare(str(run_dir), episodes=5, epsilon=epsilon,
                                          n_agents=8).run(0)["sides"]["predator"]
                       for epsilon in (0.0, 1.0))
     learned = greedy[keys.RETURN_PER_AGENT]["mean"]
@@ -66,13 +65,8 @@ def test_a_policy_trained_at_n4_plays_at_n8_above_random(ray_local, tmp_path):
     assert learned > floor + 5.0
 
 
-def test_battle_learned_team_beats_the_random_team(ray_local):
-    spec = TrainSpec.from_dict({
-        "env": "battle", "env_config": {"n_agents": 12, "max_cycles": 100},
-        "training": {**PURSUIT.training, "updates_per_env_step": 0.5},
-        "stop": {"iterations": 40}, "seed": 1,
-    })
-    evaluation = train_and_evaluate(spec)["red"]
+def test_battle_learned_team_beats_the_random_team(battle_run):
+    evaluation = battle_run[1]["greedy_evaluation"]["red"]  # conftest.py: trained once
     print(f"battle greedy return/agent: {evaluation[keys.RETURN_PER_AGENT]:.2f}, random team: "
           f"{evaluation[keys.OPPONENT_RETURN_PER_AGENT]:.2f}")
     assert evaluation[keys.RETURN_PER_AGENT] > evaluation[keys.OPPONENT_RETURN_PER_AGENT]
