@@ -96,7 +96,7 @@ def test_a_set_value_that_is_not_yaml_names_the_flag(capsys):
 
 
 @pytest.mark.parametrize("command", [["train"], ["sweep"], ["evaluate"], ["league"], ["render"],
-                                     ["report"], ["rollout"], ["bench", "env"],
+                                     ["export"], ["report"], ["rollout"], ["bench", "env"],
                                      ["bench", "train"]])
 def test_every_command_prints_its_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
