@@ -35,10 +35,14 @@ def train_and_evaluate(spec: TrainSpec, episodes: int = 5) -> dict:
 
 
 @pytest.mark.parametrize("algorithm", ["qmix", "mfqmix"])
-def test_pursuit_greedy_return_turns_positive(ray_local, algorithm):
-    spec = TrainSpec.from_dict({**PURSUIT.__dict__,
-                                "training": {**PURSUIT.training, "algorithm": algorithm}})
-    evaluation = train_and_evaluate(spec)["predator"]
+def test_pursuit_greedy_return_turns_positive(request, algorithm):
+    if algorithm == PURSUIT.training["algorithm"]:  # the spec itself: the session's run of it
+        evaluation = request.getfixturevalue("pursuit_run")[1]["greedy_evaluation"]["predator"]
+    else:
+        request.getfixturevalue("ray_local")
+        spec = TrainSpec.from_dict({**PURSUIT.__dict__,
+                                    "training": {**PURSUIT.training, "algorithm": algorithm}})
+        evaluation = train_and_evaluate(spec)["predator"]
     print(f"{algorithm} pursuit greedy return/agent: {evaluation[keys.RETURN_PER_AGENT]:.2f}")
     assert evaluation[keys.RETURN_PER_AGENT] > 0.0
 
