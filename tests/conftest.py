@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from cli_helpers import FAKE_KEY, ROOT, cli_env
 from marlscale.envs import MagentTeamEnv
+from marlscale.runspec import TrainSpec
+from marlscale.train import run as train_run
 
 
 def random_actions(env: MagentTeamEnv, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -93,3 +95,61 @@ def smoke_sweep(tmp_path_factory):
         text=True, timeout=900,
         cwd=ROOT)
     return run_dir, done
+
+
+# ---- trained checkpoints shared by the integration tests (evaluation, export) ----------------
+TINY = {"rollout_length": 30, "learning_starts": 30, "batch_size": 8, "hidden": 32,
+        "replay_capacity": 500}
+
+
+def _train(path, game, n_agents, iterations=2, env_config=None, **training):
+    spec = TrainSpec.from_dict({
+        "env": game, "env_config": {"n_agents": n_agents, "max_cycles": 30, **(env_config or {})},
+        "training": {**TINY, **training}, "stop": {"iterations": iterations}, "seed": 1,
+        "eval_episodes": 0,
+    })
+    train_run(spec, path, log=lambda line: None)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained(ray_local, tmp_path_factory):
+    """Real checkpoints, trained once per session (evaluation and export tests share them):
+    head-to-head battle 4 v 4 (qmix red, mfq blue), battle 6 v 6 against random, pursuit 4
+    predators, and an incremental-learning battle run at stage 0 (1 of 4)."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {
+        "h2h": _train(root / "h2h", "battle", 4, env_config={"opponent": "learned"},
+                      algorithm="qmix", opponent_algorithm="mfq"),
+        "battle6": _train(root / "battle6", "battle", 6, algorithm="vdn"),
+        "pursuit": _train(root / "pursuit", "adversarial_pursuit", 4, algorithm="iql",
+                          env_config={"map_size": 14}),
+        "incremental": _train(root / "incremental", "battle", 4, algorithm="qmix",
+                              curriculum={"schedule": "linear", "start": 1, "every": 100}),
+    }
+
+
+# ---- trained runs shared by the learning tests: each trained once per session, on disk (a
+# `marlscale train` run directory with its checkpoints), so that several tests read one run --
+@pytest.fixture(scope="session")
+def pursuit_run(ray_local, tmp_path_factory):
+    """tune_specs/train/qmix_pursuit_small.yaml, `make run`'s: QMIX, 4 predators against 8
+    random prey on an 18x18 map, 8,000 env steps. (run directory, final summary)."""
+    spec = TrainSpec.load(ROOT / "tune_specs" / "train" / "qmix_pursuit_small.yaml")
+    run_dir = tmp_path_factory.mktemp("learning") / "pursuit_n4"
+    return run_dir, train_run(spec, run_dir, log=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def battle_run(ray_local, tmp_path_factory):
+    """QMIX, battle 12 v 12 against a random blue team, 100-step episodes, 4,000 env steps
+    (the pursuit spec's training settings, half as many updates per env step). (run
+    directory, final summary: its greedy evaluation over 5 episodes)."""
+    pursuit = TrainSpec.load(ROOT / "tune_specs" / "train" / "qmix_pursuit_small.yaml")
+    spec = TrainSpec.from_dict({
+        "env": "battle", "env_config": {"n_agents": 12, "max_cycles": 100},
+        "training": {**pursuit.training, "updates_per_env_step": 0.5},
+        "stop": {"iterations": 40}, "seed": 1,
+    })
+    run_dir = tmp_path_factory.mktemp("learning") / "battle_n12"
+    return run_dir, train_run(spec, run_dir, log=lambda line: None)
