@@ -365,3 +365,30 @@ def test_the_probability_of_improvement_table_and_the_iqm_scaling(tmp_path):
         pixels = np.asarray(__import__("PIL.Image").Image.open(tmp_path / f"{name}.png")
                             .convert("L"), dtype=float)
         assert pixels.var() > 100, name
+
+
+def test_iqm_ratings_are_the_middle_half_of_the_seeds_ratings(tmp_path):
+    """Four seeds of qmix against mfq, each seed's episodes averaging seed * 1.0: the ratings'
+    IQM is the mean of the middle two seeds (1 and 2), 1.5; mfq's is -1.5."""
+    from marlscale import stats
+    from marlscale.evaluation.league import tables
+    from marlscale.reports.report import Inputs, _league_section
+
+    rows = [{"algorithm": a, "side": "red", "seed": seed, "policy": f"{a}{seed}",
+             "opponent_algorithm": b, "opponent_policy": f"{b}{seed}", "episode": e,
+             "opponent_seed": seed, "reward_difference": sign * (seed + (e - 1.5) / 10),
+             "return_per_agent": 0.0, "outcome": 1.0}
+            for seed in range(4) for e in range(4)
+            for a, b, sign in (("qmix", "mfq", 1), ("mfq", "qmix", -1))]
+    out = tables(rows, interchangeable=True)
+    runs = Runs(paths=[Path("r")], kinds={"r": "league"}, names={"r": "l"},
+                trials=pd.DataFrame(), curves=pd.DataFrame(),
+                league={"league": out["league"].assign(run="r"),
+                        "ratings": out["ratings"].assign(run="r"),
+                        "episodes": pd.DataFrame(rows).assign(run="r")})
+    section = _league_section(Inputs(runs, "std", tmp_path, 3, aggregate="iqm"))
+    ratings = section.tables["ratings"].set_index("algorithm")
+    column = "rating, IQM over seeds [95% bootstrap CI]"
+    low, high = stats.iqm_interval([np.array([0.0, 1.0, 2.0, 3.0])])[1:]
+    assert ratings.loc["qmix", column] == stats.format_mean(1.5, low=low, high=high)
+    assert ratings.loc["mfq", column].startswith("-1.50 [")

@@ -526,7 +526,9 @@ def _league_section(inputs: Inputs) -> Section:
 def _iqm_ratings(inputs: Inputs, ratings: pd.DataFrame) -> list[str]:
     """Each ratings.csv row's rating as the IQM over its seeds' mean reward differences
     against the other algorithms, with its stratified-bootstrap interval."""
-    episodes = inputs.runs.league["episodes"]
+    episodes = inputs.runs.league.get("episodes")
+    if episodes is None:  # a league cross-played before episodes.csv was written
+        return ["n/a (no episodes.csv)"] * len(ratings)
     cells = []
     for row in ratings.to_dict("records"):
         mine = episodes[episodes["run"] == row["run"]]
@@ -534,8 +536,11 @@ def _iqm_ratings(inputs: Inputs, ratings: pd.DataFrame) -> list[str]:
         seeds = league_tables.seed_ratings(mine, both)
         values = seeds[(seeds["algorithm"] == row["algorithm"])
                        & (seeds["side"] == row["side"])]["rating"].to_numpy()
-        cells.append(stats.format_mean(*stats.iqm_interval([values]))
-                     if len(values) >= stats.MIN_IQM_SEEDS else "n/a")
+        if len(values) < stats.MIN_IQM_SEEDS:
+            cells.append("n/a")
+            continue
+        centre, low, high = stats.iqm_interval([values])
+        cells.append(stats.format_mean(centre, low=low, high=high))
     return cells
 
 
