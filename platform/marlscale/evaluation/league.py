@@ -194,9 +194,7 @@ def tables(rows: list[dict[str, Any]], interchangeable: bool) -> dict[str, Any]:
     import pandas as pd
 
     frame = _with_row_side(pd.DataFrame(rows), interchangeable)
-    league = _summary(frame, ["algorithm", "row_side", "opponent_algorithm"],
-                      over_seeds=True).rename(
-        columns={"row_side": "side", "opponent_algorithm": "column_algorithm"})
+    league = league_table(frame)
     versus = frame[frame["opponent_algorithm"] != RANDOM]
     ratings = _summary(versus, ["algorithm", "row_side"], over_seeds=True).rename(
         columns={"row_side": "side", keys.REWARD_DIFFERENCE: "rating"})
@@ -211,6 +209,20 @@ def tables(rows: list[dict[str, Any]], interchangeable: bool) -> dict[str, Any]:
     matchups = _summary(frame, ["policy", "side", "opponent_policy", "algorithm",
                                 "opponent_algorithm"])
     return {"league": league, "ratings": ratings, "matchups": matchups}
+
+
+def league_table(frame):
+    """league.csv from episode rows that carry their `row_side` (`_with_row_side`): one row
+    per (algorithm, side, column algorithm)."""
+    return _summary(frame, ["algorithm", "row_side", "opponent_algorithm"],
+                    over_seeds=True).rename(
+        columns={"row_side": "side", "opponent_algorithm": "column_algorithm"})
+
+
+def league_from_episodes(episodes, interchangeable: bool):
+    """league.csv (with its probability-of-improvement columns) from episodes.csv's rows:
+    how a report reads a league cross-played before those columns existed."""
+    return league_table(_with_row_side(episodes, interchangeable))
 
 
 def _with_row_side(frame, interchangeable: bool):

@@ -44,6 +44,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from marlscale import provenance, runfiles, specfile, stats, storage
@@ -200,8 +201,7 @@ class Inputs:
             episodes = self.runs.league["episodes"]
             episodes = episodes[episodes["run"] == run].drop(columns="run")
             both = bool((league["side"] == league_tables.BOTH).all())
-            tables.append(league_tables.tables(episodes.to_dict("records"), both)["league"]
-                          .assign(run=run))
+            tables.append(league_tables.league_from_episodes(episodes, both).assign(run=run))
         return pd.concat(tables, ignore_index=True)
 
     @cached_property
@@ -529,13 +529,16 @@ def _iqm_ratings(inputs: Inputs, ratings: pd.DataFrame) -> list[str]:
     episodes = inputs.runs.league.get("episodes")
     if episodes is None:  # a league cross-played before episodes.csv was written
         return ["n/a (no episodes.csv)"] * len(ratings)
+    seeds = {}  # per run: each (algorithm, side, seed)'s rating, computed once
+    for run, mine in episodes.groupby("run", sort=False):
+        both = bool((ratings.loc[ratings["run"] == run, "side"] == league_tables.BOTH).all())
+        seeds[run] = league_tables.seed_ratings(mine, both).set_index(["algorithm", "side"])
     cells = []
     for row in ratings.to_dict("records"):
-        mine = episodes[episodes["run"] == row["run"]]
-        both = row["side"] == league_tables.BOTH
-        seeds = league_tables.seed_ratings(mine, both)
-        values = seeds[(seeds["algorithm"] == row["algorithm"])
-                       & (seeds["side"] == row["side"])]["rating"].to_numpy()
+        table = seeds.get(row["run"])
+        key = (row["algorithm"], row["side"])
+        values = (table.loc[[key], "rating"].to_numpy()
+                  if table is not None and key in table.index else np.array([]))
         if len(values) < stats.MIN_IQM_SEEDS:
             cells.append("n/a")
             continue
