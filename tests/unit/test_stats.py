@@ -159,10 +159,44 @@ def test_the_iqm_of_a_known_array_is_the_mean_of_its_middle_half():
 
 
 def test_a_stratum_of_one_value_is_held_fixed_and_none_resampled_gives_no_interval():
-    assert all(np.isnan(stats.stratified_interval([[1.0], [2.0]], lambda a, b: a[0] - b[0])))
-    low, high = stats.stratified_interval([[5.0], [1.0, 1.0, 1.0]],
-                                          lambda a, b: a.mean() - b.mean())
+    difference = lambda a, b: a.mean(-1) - b.mean(-1)  # noqa: E731 - vectorized: last axis
+    assert all(np.isnan(stats.stratified_interval([[1.0], [2.0]], difference)))
+    low, high = stats.stratified_interval([[5.0], [1.0, 1.0, 1.0]], difference)
     assert low == high == 4.0  # the fixed stratum and a constant one: no spread
+
+
+def test_the_vectorized_bootstrap_gives_what_one_call_per_resample_gives_bit_for_bit():
+    """stratified_interval evaluates all resamples at once; scipy's one-call-per-resample
+    bootstrap (the slow way, same seed: the same resamples) gives the same interval exactly,
+    for the IQM, P(X > Y) and a growth exponent's slope."""
+    from marlscale.reports import budget
+
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=5), rng.normal(size=6)
+
+    def slow(strata, statistic):
+        result = scipy_stats.bootstrap(strata, statistic, vectorized=False,
+                                       method="percentile", n_resamples=stats.RESAMPLES,
+                                       confidence_level=stats.LEVEL,
+                                       rng=np.random.default_rng(stats.BOOTSTRAP_SEED))
+        return result.confidence_interval.low, result.confidence_interval.high
+
+    assert stats.iqm_interval([x, y])[1:] == slow([x, y], lambda a, b: stats.iqm(
+        np.concatenate([a, b])))
+    chance = lambda a, b: ((a[:, None] > b[None]).mean()  # noqa: E731
+                           + 0.5 * (a[:, None] == b[None]).mean())
+    assert stats.probability_of_improvement(x, y)[1:] == slow([x, y], chance)
+    points = pd.DataFrame({"n_agents": [5] * 3 + [10] * 3 + [25],
+                           "steps": np.exp(rng.normal(size=7)) * 1e4, "seed": range(7),
+                           "censored": False, "at_first_evaluation": False})
+    fit = budget.growth_exponent(points)
+    logs = [np.log(points["steps"].to_numpy()[i]) for i in (slice(0, 3), slice(3, 6))]
+    xs = np.log([5.0] * 3 + [10.0] * 3 + [25.0])
+    slope = lambda a, b: np.polyfit(xs, np.concatenate(  # noqa: E731 - the 25 held fixed
+        [a, b, [np.log(points["steps"].iloc[6])]]), 1)[0]
+    low, high = slow(logs, slope)
+    assert fit["low"] == pytest.approx(low, rel=1e-12, abs=1e-12)
+    assert fit["high"] == pytest.approx(high, rel=1e-12, abs=1e-12)
 
 
 def test_a_head_to_head_probability_of_improvement_is_0_one_half_and_1_by_hand():

@@ -141,9 +141,11 @@ def growth_exponent(points: pd.DataFrame) -> dict:
     log_n = [math.log(n) for n in sizes]
     strata = [np.log(kept.loc[kept["n_agents"] == n, "steps"].to_numpy(float)) for n in sizes]
 
-    def slope(*log_steps) -> float:
-        xs = np.concatenate([np.full(len(y), x) for x, y in zip(log_n, log_steps)])
-        return _fit(xs, np.concatenate(log_steps))[0]
+    xs = np.concatenate([np.full(len(y), x) for x, y in zip(log_n, strata)])
+
+    def slope(*log_steps: np.ndarray) -> np.ndarray:  # one least-squares fit per resample
+        ys = np.concatenate(log_steps, axis=-1)
+        return np.polyfit(xs, ys.reshape(-1, len(xs)).T, 1)[0].reshape(ys.shape[:-1])
 
     out["low"], out["high"] = stats.stratified_interval(strata, slope)
     return out
