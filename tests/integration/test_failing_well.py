@@ -25,7 +25,7 @@ import yaml
 from cli_helpers import ROOT, cli_env
 from marlscale import runlock
 from marlscale.sweeps.results import read_results
-from test_sweeps import saved_state, small_spec, stop_group, sweep_cmd, trials
+from test_sweeps import SMOKE, saved_state, small_spec, stop_group, sweep_cmd, trials
 from test_train_resume import TINY
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,9 @@ def interrupt_sweep(tmp_path: Path, command: str, signum: int, stop: int):
     spec = small_spec(tmp_path, command, grid={"algorithm": ["qmix"], "n_agents": [3],
                                                "seed": [0, 1]},
                       stop={"iterations": stop}, checkpoint_every=1000, max_concurrent_trials=2,
-                      wandb={"mode": "offline"})  # its logging actors must not hold the exit
+                      wandb={"mode": "offline"},  # its logging actors must not hold the exit
+                      training={**yaml.safe_load(SMOKE.read_text())["training"],
+                                "eval_interval": 0})  # no greedy episode per iteration
     if command == "league":  # its one trial: QMIX against MFQ in battle
         values = yaml.safe_load((ROOT / "tune_specs" / "league" / "smoke.yaml").read_text())
         spec.write_text(yaml.safe_dump({**values, "stop": {"iterations": stop},
