@@ -169,17 +169,19 @@ def stratified_interval(strata: Sequence[Sequence[float] | np.ndarray],
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def iqm(values: Sequence[float] | np.ndarray) -> float:
+def iqm(values: Sequence[float] | np.ndarray, axis: int | None = None) -> Any:
     """The interquartile mean: the mean of the middle 50% of the values (25% trimmed from
-    each end, as rliable computes it)."""
-    return float(scipy_stats.trim_mean(np.asarray(values, dtype=float), 0.25))
+    each end, as rliable computes it); a float, or with `axis` an array reduced over it (a
+    batch of bootstrap resamples)."""
+    trimmed = scipy_stats.trim_mean(np.asarray(values, dtype=float), 0.25, axis=axis)
+    return float(trimmed) if axis is None else trimmed
 
 
 def iqm_interval(strata: Sequence[Sequence[float] | np.ndarray]) -> tuple[float, float, float]:
     """(IQM, low, high): the IQM of all strata's values together, and its stratified bootstrap
     interval (e.g. one stratum per N, each N's seeds resampled)."""
-    def pooled(*values: np.ndarray) -> np.ndarray:  # over the last axis, as iqm computes it
-        return scipy_stats.trim_mean(np.concatenate(values, axis=-1), 0.25, axis=-1)
+    def pooled(*values: np.ndarray) -> np.ndarray:
+        return iqm(np.concatenate(values, axis=-1), axis=-1)
 
     return (float(pooled(*[np.asarray(v, dtype=float) for v in strata])),
             *stratified_interval(strata, pooled))
