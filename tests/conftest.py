@@ -41,9 +41,10 @@ def record_ray_starts(monkeypatch) -> list[dict]:
 
 @pytest.fixture
 def cli_in_process(monkeypatch, capsys):
-    """`cli(*args)`: run `marlscale` in-process; returns code, out, err and whether it would
-    have started or joined a Ray (`record_ray_starts`: a call that gets that far runs on the
-    session's Ray, if a test started one)."""
+    """`cli(*args)`: run `marlscale` in-process; returns code (the exit status a shell sees:
+    argparse's errors exit through SystemExit), out, err and whether it would have started
+    or joined a Ray (`record_ray_starts`: a call that gets that far runs on the session's
+    Ray, if a test started one)."""
     import types
 
     from marlscale.cli import main
@@ -52,7 +53,10 @@ def cli_in_process(monkeypatch, capsys):
 
     def call(*args):
         started.clear()
-        code = main([str(arg) for arg in args])
+        try:
+            code = main([str(arg) for arg in args])
+        except SystemExit as exit_:
+            code = exit_.code
         out, err = capsys.readouterr()
         return types.SimpleNamespace(code=code, out=out, err=err, ray_started=bool(started))
 

@@ -46,11 +46,13 @@ def test_rollout_on_local_ray_prints_metrics_for_both_games():
         (["train", "--n-agents", "500", "--map-size", "18"], "n_agents=500 is invalid"),
     ],
 )
-def test_bad_arguments_fail_before_ray_starts(args, expected):
-    done = marlscale(*args, timeout=120)
-    assert done.returncode == 2
-    assert expected in done.stderr
-    assert "Ray" not in done.stderr  # nothing was started
+def test_bad_arguments_fail_before_ray_starts(args, expected, cli_in_process):
+    """In-process (a subprocess per case cost its imports, ~5 s each); the next test runs one
+    bad input the way a user's shell does."""
+    done = cli_in_process(*args)
+    assert done.code == 2
+    assert expected in done.err and "Traceback" not in done.err
+    assert not done.ray_started and "Ray" not in done.err  # nothing was started
 
 
 def test_bad_spec_keys_name_the_file_and_key(tmp_path):
@@ -60,6 +62,7 @@ def test_bad_spec_keys_name_the_file_and_key(tmp_path):
     assert done.returncode == 2
     assert f"{spec}: key 'stop.episodes' is unknown; allowed: iterations, env_steps, time_s" \
         in done.stderr
+    assert "Traceback" not in done.stderr and "Ray" not in done.stderr
     assert not (tmp_path / "run").exists()  # nothing written
 
 

@@ -82,7 +82,9 @@ def test_evaluate_cli_prints_a_table_and_writes_the_same_json_twice(trained, tmp
     ("json_dir", "folder"),
 ])
 def test_bad_evaluate_input_fails_before_ray_with_a_clear_line(trained, tmp_path, case,
-                                                               expected):
+                                                               expected, cli_in_process):
+    """In-process (`cli_in_process`: a subprocess per case cost its imports); the render
+    test's refusal runs through a real `marlscale` process."""
     h2h = str(trained["h2h"])
     args = {
         "not_a_checkpoint": [str(tmp_path)],
@@ -95,10 +97,10 @@ def test_bad_evaluate_input_fails_before_ray_with_a_clear_line(trained, tmp_path
         "map_rules": [str(trained["pursuit"]), "--n-agents", "300"],  # its map is 14 x 14
         "json_dir": [h2h, "--json", str(tmp_path / "missing" / "out.json")],
     }[case]
-    done = marlscale("evaluate", *args, timeout=120)
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert expected in done.stderr
-    assert "Traceback" not in done.stderr and "Ray" not in done.stderr
+    done = cli_in_process("evaluate", *args)
+    assert done.code == 2, done.err[-2000:]
+    assert expected in done.err
+    assert "Traceback" not in done.err and not done.ray_started
     assert not (tmp_path / "missing").exists()
 
 

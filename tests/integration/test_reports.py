@@ -167,7 +167,9 @@ def test_a_train_run_reports_its_curves_and_says_what_it_skipped(battle_run):
 
 @pytest.mark.parametrize("case", ["empty", "nowhere", "games", "out-is-a-file"])
 def test_bad_input_gets_a_clear_error_and_writes_nothing(case, smoke_sweep, battle_run,
-                                                         tmp_path):
+                                                         tmp_path, cli_in_process):
+    """In-process (`cli_in_process`), as the next test's bad flags: a subprocess per case
+    cost its imports; the sweep CLI's reports run through real processes above."""
     sweep_dir, battle_dir = smoke_sweep[0], battle_run[0]
     out = tmp_path / "out"
     (tmp_path / "empty").mkdir()
@@ -183,12 +185,12 @@ def test_bad_input_gets_a_clear_error_and_writes_nothing(case, smoke_sweep, batt
     }[case]
     if case == "out-is-a-file":
         out = tmp_path / "a-file" / "out"
-    done = marlscale("report", *args, "--out", out)
-    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
-    assert expected in done.stderr
-    assert "Traceback" not in done.stderr
+    done = cli_in_process("report", *args, "--out", out)
+    assert done.code == 2, done.out[-2000:] + done.err[-2000:]
+    assert expected in done.err
+    assert "Traceback" not in done.err and not done.ray_started
     if case == "games":
-        assert "adversarial_pursuit" in done.stderr and "battle" in done.stderr
+        assert "adversarial_pursuit" in done.err and "battle" in done.err
     assert not any(out.glob("*")) if out.is_dir() else True
 
 
@@ -248,8 +250,8 @@ def test_the_budget_axis_on_a_real_sweep_matches_results_csv(smoke_sweep, tmp_pa
     (["--threshold", "nan"], "argument --threshold: nan is invalid; allowed: a finite number"),
 ])
 def test_bad_budgets_and_thresholds_exit_2_and_write_nothing(flags, expected, smoke_sweep,
-                                                             tmp_path):
+                                                             tmp_path, cli_in_process):
     out = tmp_path / "out"
-    done = marlscale("report", smoke_sweep[0], "--out", out, *flags)
-    assert done.returncode == 2 and expected in done.stderr, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr and not out.exists()
+    done = cli_in_process("report", smoke_sweep[0], "--out", out, *flags)
+    assert done.code == 2 and expected in done.err, done.err[-2000:]
+    assert "Traceback" not in done.err and not out.exists()

@@ -124,10 +124,14 @@ def test_a_sweep_on_s3_is_interrupted_resumed_and_reported(s3, tmp_path):
     ("nosuch://x/y", "--run-dir 'nosuch://x/y' is invalid ("),
 ])
 def test_a_bad_object_store_run_dir_is_refused_before_ray_starts(s3, run_dir, expected,
-                                                                 tmp_path):
+                                                                 tmp_path, monkeypatch,
+                                                                 cli_in_process):
+    """In-process (`cli_in_process`: a subprocess per case cost its imports), against the
+    same moto server; the sweep above runs through real processes."""
     _, env = s3
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     spec = small_spec(tmp_path, "bad", wandb={"mode": "disabled"})
-    done = subprocess.run(sweep_cmd(str(spec), "--run-dir", run_dir), env=cli_env(**env),
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert done.returncode == 2 and expected in done.stderr, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr and "Ray" not in done.stdout
+    done = cli_in_process("sweep", spec, "--run-dir", run_dir)
+    assert done.code == 2 and expected in done.err, done.err[-2000:]
+    assert "Traceback" not in done.err and not done.ray_started
