@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import numpy as np
 import pytest
-from cli_helpers import FAKE_KEY, ROOT, cli_env
+from cli_helpers import FAKE_KEY, ROOT, cli_command, cli_env
 from marlscale.envs import MagentTeamEnv
 from marlscale.runspec import TrainSpec
 from marlscale.train import run as train_run
@@ -92,8 +91,8 @@ def smoke_sweep(tmp_path_factory):
     # Ray's session folders that exist before: the test then greps only the sweep's own.
     (run_dir.parent / "sessions_before.txt").write_text("\n".join(ray_sessions()))
     done = subprocess.run(
-        [sys.executable, "-m", "marlscale.cli", "sweep", str(ROOT / "tune_specs" / "smoke.yaml"),
-         "--run-dir", str(run_dir), "--num-cpus", "2"],
+        cli_command("sweep", ROOT / "tune_specs" / "smoke.yaml", "--run-dir", run_dir,
+                    "--num-cpus", "2"),
         # its local Ray's logs kept (removed at the end otherwise), for the test to grep
         env=cli_env(WANDB_API_KEY=FAKE_KEY, MARLSCALE_KEEP_RAY_LOGS="1"), capture_output=True,
         text=True, timeout=900,

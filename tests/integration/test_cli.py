@@ -1,20 +1,12 @@
 """The main job and the CLI, run the way a user runs them."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from cli_helpers import marlscale
 from marlscale import keys
 
 pytestmark = pytest.mark.integration
-
-
-def marlscale(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "marlscale.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout,
-    )
 
 
 def test_rollout_on_local_ray_prints_metrics_for_both_games():

@@ -4,11 +4,9 @@ the bound and the iteration, and nothing that looks like a result. (The lr=1e6 r
 replaced test_cli.py's lr=1e6 + mixer_lr=1e6 run, which now stops at the same bound.)"""
 
 import re
-import subprocess
-import sys
 
 import pytest
-from cli_helpers import ROOT, cli_env
+from cli_helpers import ROOT, marlscale
 from marlscale.algorithms import learner
 from marlscale.algorithms.algorithm import UPDATES
 from marlscale.algorithms.learner import DivergenceError
@@ -21,11 +19,9 @@ def test_a_finite_divergence_fails_loudly_naming_the_term_value_bound_and_iterat
     """lr=1e6 alone (QMIX's mixer keeps its own lr): the agents' weights explode while the
     ELU-saturated mixer keeps q_mean and the TD loss small and finite."""
     run_dir = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "marlscale.cli", "train",
-         str(ROOT / "tune_specs" / "train" / "qmix_pursuit_small.yaml"), "--set", "lr=1e6",
-         "--iterations", "40", "--wandb-mode", "disabled", "--run-dir", str(run_dir)],
-        env=cli_env(), capture_output=True, text=True, timeout=600)
+    done = marlscale("train", ROOT / "tune_specs" / "train" / "qmix_pursuit_small.yaml",
+                     "--set", "lr=1e6", "--iterations", "40", "--wandb-mode", "disabled",
+                     "--run-dir", run_dir)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-3000:]
     errors = [line for line in done.stderr.splitlines() if "marlscale: error:" in line]
     assert errors == [done.stderr.strip().splitlines()[-1]], done.stderr[-3000:]

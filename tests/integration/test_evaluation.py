@@ -1,12 +1,11 @@
 """Checkpoints as results: evaluate, cross-play and render, on real checkpoints and Ray."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import marlscale
 from marlscale import keys
 from marlscale.evaluation import render
 from marlscale.evaluation.evaluate import Evaluation
@@ -51,11 +50,6 @@ def test_cross_play_a_red_policy_plays_blue_against_random_and_another_checkpoin
                                         episodes=2).run(0)
     assert against_random["sides"]["red"]["algorithm"] == "random"
     assert against_random["sides"]["blue"]["trained_side"] == "blue"
-
-
-def marlscale(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "marlscale.cli", *args],
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_evaluate_cli_prints_a_table_and_writes_the_same_json_twice(trained, tmp_path):

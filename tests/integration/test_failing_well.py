@@ -15,14 +15,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from cli_helpers import ROOT, cli_env
+from cli_helpers import ROOT, cli_command, cli_env
 from marlscale import runlock
 from marlscale.sweeps.results import read_results
 from test_sweeps import SMOKE, saved_state, small_spec, stop_group, sweep_cmd, trials
@@ -34,7 +33,7 @@ TRAIN = {**TINY, "stop": {"iterations": 100_000}, "wandb": {"mode": "disabled"}}
 
 
 def train_cmd(*args) -> list[str]:
-    return [sys.executable, "-m", "marlscale.cli", "train", *map(str, args)]
+    return cli_command("train", *args)
 
 
 def metric_rows(run_dir: Path) -> list[dict]:
@@ -118,8 +117,7 @@ def interrupt_sweep(tmp_path: Path, command: str, signum: int, stop: int):
         spec.write_text(yaml.safe_dump({**values, "stop": {"iterations": stop},
                                         "checkpoint_every": 1000, "wandb": {"mode": "offline"}}))
     run_dir = tmp_path / command
-    cmd = [sys.executable, "-m", "marlscale.cli", command, str(spec), "--run-dir", str(run_dir),
-           "--num-cpus", "2"]
+    cmd = cli_command(command, spec, "--run-dir", run_dir, "--num-cpus", "2")
     driver = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, start_new_session=True, cwd=ROOT)
     try:

@@ -8,13 +8,12 @@ import json
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import ROOT, cli_env
+from cli_helpers import ROOT, cli_command, cli_env
 from test_train_resume import TINY
 
 pytestmark = pytest.mark.integration
@@ -32,10 +31,10 @@ def test_train_leaves_no_ray_folder_nor_ray_results_and_its_files_are_private(tm
     env = cli_env(HOME=str(home), RAY_TMPDIR=str(ray_tmp))
     for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
         env.pop(key, None)
-    driver = subprocess.Popen([sys.executable, "-m", "marlscale.cli", "train", str(spec),
-                               "--run-dir", str(tmp_path / "run"), "--num-cpus", "1",
-                               "--no-report"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    driver = subprocess.Popen(cli_command("train", spec, "--run-dir", tmp_path / "run",
+                                          "--num-cpus", "1", "--no-report"),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=ROOT)
     try:
         modes, deadline = None, time.time() + 240
         while modes is None and driver.poll() is None and time.time() < deadline:

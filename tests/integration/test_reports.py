@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import ROOT, cli_env
+from cli_helpers import marlscale
 from PIL import Image
 
 pytestmark = pytest.mark.integration
@@ -21,12 +19,6 @@ SWEEP_FIGURES = ["learning_curves", "greedy_curves", "scaling", "steps_to_thresh
                  "frontier_budget", "throughput"]
 TEAM = "predator"
 FINAL = 3  # the report's default --last
-
-
-def marlscale(*args, timeout=600, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "marlscale.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=cli_env(**env))
 
 
 def table_after(markdown: str, heading: str) -> pd.DataFrame:
@@ -123,12 +115,7 @@ def test_a_sweep_with_a_trial_deleted_still_reports_and_names_it(smoke_sweep, tm
 def test_report_wandb_logs_figures_and_tables_to_an_offline_run(smoke_sweep, tmp_path):
     run_dir, _ = smoke_sweep
     out = tmp_path / "out"
-    env = cli_env()
-    env.pop("WANDB_API_KEY", None)
-    env.pop("WANDB_MODE", None)
-    done = subprocess.run([sys.executable, "-m", "marlscale.cli", "report", str(run_dir),
-                           "--out", str(out), "--wandb"], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT, env=env)
+    done = marlscale("report", run_dir, "--out", out, "--wandb", without_wandb=True)
     assert done.returncode == 0, done.stderr[-3000:]
     (offline,) = (out / "wandb").glob("offline-run-*")
     assert list(offline.glob("run-*.wandb"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_helpers import ROOT, cli_env
+from cli_helpers import ROOT, cli_env, marlscale
 from test_sweeps import small_spec, stop_group, sweep_cmd
 
 pytestmark = pytest.mark.integration
@@ -111,9 +111,7 @@ def test_a_sweep_on_s3_is_interrupted_resumed_and_reported(s3, tmp_path):
     assert any(key.endswith(".png") for key in written if "/report/" in key)
 
     out = tmp_path / "report"  # `marlscale report` from the bucket to a local folder
-    report = subprocess.run([sys.executable, "-m", "marlscale.cli", "report", uri, "--out",
-                             str(out)], env=cli_env(**env), capture_output=True, text=True,
-                            timeout=300, cwd=ROOT)
+    report = marlscale("report", uri, "--out", out, timeout=300, **env)
     assert report.returncode == 0, report.stderr[-3000:]
     assert (out / "report.md").is_file() and list(out.glob("*.png"))
 

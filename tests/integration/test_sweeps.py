@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from cli_helpers import FAKE_KEY, ROOT, cli_env
+from cli_helpers import FAKE_KEY, ROOT, cli_command, cli_env
 from conftest import ray_sessions
 from marlscale.sweeps.results import read_results
 
@@ -31,7 +31,7 @@ BIN = Path(sys.executable).parent
 
 
 def sweep_cmd(*args) -> list[str]:
-    return [sys.executable, "-m", "marlscale.cli", "sweep", *args]
+    return cli_command("sweep", *args)
 
 
 def small_spec(tmp_path: Path, name: str, **changes) -> Path:

@@ -5,11 +5,10 @@ continuing the same W&B run. The offline run files are read back with W&B's own 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+import cli_helpers
 import pytest
 import yaml
 
@@ -24,11 +23,7 @@ TINY = ["--max-cycles", "30", "--set", "rollout_length=50", "--set", "learning_s
 
 def marlscale(*args, **env) -> subprocess.CompletedProcess:
     """The CLI with no W&B variable of the caller's (no API key, no WANDB_MODE) but `env`."""
-    environ = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
-    environ.pop("RAY_ADDRESS", None)
-    return subprocess.run([sys.executable, "-m", "marlscale.cli", *map(str, args)],
-                          env={**environ, **env}, capture_output=True, text=True, timeout=600,
-                          cwd=ROOT)
+    return cli_helpers.marlscale(*args, without_wandb=True, **env)
 
 
 def records(path: Path) -> list:

@@ -6,24 +6,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import ROOT, cli_env
+from cli_helpers import marlscale
 from marlscale import runfiles, stats
 from marlscale.evaluation import zero_shot
 from PIL import Image
 
 pytestmark = pytest.mark.integration
-
-
-def marlscale(*args, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "marlscale.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=cli_env())
 
 
 def test_every_trial_plays_every_n_and_the_report_draws_the_transfer(smoke_sweep, tmp_path):

@@ -86,17 +86,13 @@ predator per 100-step episode after 50k env steps, as a mean over 3 seeds."""
 def test_learners_reach_the_bar_at_n25(tmp_path):
     """The bar's own definition: the committed spec's 9 trials (VDN, QMIX, MFQMIX x 3 seeds) as
     a sweep, then each algorithm's mean final greedy return. About 40 minutes on 2 cores."""
-    import subprocess
-    import sys
 
     import pandas as pd
-    from cli_helpers import ROOT, cli_env
+    from cli_helpers import marlscale
 
     run_dir = tmp_path / "bar"
-    done = subprocess.run(
-        [sys.executable, "-m", "marlscale.cli", "sweep", "tune_specs/ablations/learners_n25.yaml",
-         "--run-dir", str(run_dir), "--no-report"],
-        env=cli_env(), cwd=ROOT, capture_output=True, text=True, timeout=4 * 3600)
+    done = marlscale("sweep", "tune_specs/ablations/learners_n25.yaml", "--run-dir", run_dir,
+                     "--no-report", timeout=4 * 3600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     trials = pd.read_csv(run_dir / "trials.csv")
     assert (trials["status"] == "TERMINATED").all() and len(trials) == 9
