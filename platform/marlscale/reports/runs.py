@@ -236,7 +236,9 @@ def _sweep_run(path: Path):
         points = {d.name: SweepSpec.of_trial(json.loads((d / runfiles.PARAMS_JSON).read_text()))[1]
                   for d in trial_dirs}
     elif _results_file(path) is not None:
-        rows = pd.read_csv(_results_file(path))  # pandas reads a .gz as it is
+        # pandas reads a .gz as it is; each column typed over the whole file, not per chunk
+        # (a column empty in early rows, e.g. should_checkpoint, would come out mixed)
+        rows = pd.read_csv(_results_file(path), low_memory=False)
         points = {name: {axis: _plain(group[axis].iloc[0]) for axis in spec.axes}
                   for name, group in rows.groupby("trial", sort=True)}
     else:
