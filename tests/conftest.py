@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pytest
-from cli_helpers import FAKE_KEY, ROOT, cli_command, cli_env
+from cli_helpers import FAKE_KEY, ROOT, marlscale
 from marlscale.envs import MagentTeamEnv
 from marlscale.runspec import TrainSpec
 from marlscale.train import run as train_run
@@ -90,13 +88,10 @@ def smoke_sweep(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("smoke") / "smoke"
     # Ray's session folders that exist before: the test then greps only the sweep's own.
     (run_dir.parent / "sessions_before.txt").write_text("\n".join(ray_sessions()))
-    done = subprocess.run(
-        cli_command("sweep", ROOT / "tune_specs" / "smoke.yaml", "--run-dir", run_dir,
-                    "--num-cpus", "2"),
-        # its local Ray's logs kept (removed at the end otherwise), for the test to grep
-        env=cli_env(WANDB_API_KEY=FAKE_KEY, MARLSCALE_KEEP_RAY_LOGS="1"), capture_output=True,
-        text=True, timeout=900,
-        cwd=ROOT)
+    # its local Ray's logs kept (removed at the end otherwise), for the test to grep
+    done = marlscale("sweep", ROOT / "tune_specs" / "smoke.yaml", "--run-dir", run_dir,
+                     "--num-cpus", "2", timeout=900, WANDB_API_KEY=FAKE_KEY,
+                     MARLSCALE_KEEP_RAY_LOGS="1")
     return run_dir, done
 
 

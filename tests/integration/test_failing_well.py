@@ -21,10 +21,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from cli_helpers import ROOT, cli_command, cli_env
+from cli_helpers import ROOT, cli_command, cli_env, marlscale
 from marlscale import runlock
 from marlscale.sweeps.results import read_results
-from test_sweeps import SMOKE, saved_state, small_spec, stop_group, sweep_cmd, trials
+from test_sweeps import SMOKE, saved_state, small_spec, stop_group, trials
 from test_train_resume import TINY
 
 pytestmark = pytest.mark.integration
@@ -155,8 +155,7 @@ def test_sigterm_checkpoints_a_sweeps_running_trials_and_resume_finishes_every_t
     stop = 120  # long enough that no trial can finish before the interrupt takes effect
     run_dir, at_signal = interrupt_sweep(tmp_path, "sweep", signal.SIGTERM, stop)
 
-    done = subprocess.run(sweep_cmd("--resume", str(run_dir), "--num-cpus", "2", "--no-report"),
-                          env=cli_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = marlscale("sweep", "--resume", run_dir, "--num-cpus", "2", "--no-report")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = pd.read_csv(run_dir / "trials.csv")
     assert summary["status"].tolist() == ["TERMINATED"] * 2

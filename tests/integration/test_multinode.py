@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from cli_helpers import ROOT, cli_env
+from cli_helpers import ROOT, cli_env, marlscale
 from test_sweeps import small_spec, stop_group, sweep_cmd, trials
 
 pytestmark = pytest.mark.integration
@@ -172,9 +172,8 @@ def test_a_sweep_on_a_multi_node_cluster_spreads_trials_and_writes_one_run_dir(c
     stop = 4
     spec = spec_of(tmp_path, "spread", stop, max_failures=0, wandb={"mode": "disabled"})
     run_dir = tmp_path / "spread"
-    done = subprocess.run(sweep_cmd(str(spec), "--run-dir", str(run_dir),
-                                    "--address", cluster.address),
-                          env=cluster.env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    done = marlscale("sweep", spec, "--run-dir", run_dir, "--address", cluster.address,
+                     env=cluster.env, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = check_one_run_dir(run_dir, stop)
     # Each trial on one worker node (one CPU each, the head has none): two nodes in all.

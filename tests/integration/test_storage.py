@@ -96,8 +96,7 @@ def test_a_sweep_on_s3_is_interrupted_resumed_and_reported(s3, tmp_path):
     assert "TERMINATED" not in read_csv(client, "sweeps/s3sweep/trials.csv")["status"].tolist()
     assert not (ROOT / "s3:").exists()  # nothing written locally under a path like the URI
 
-    done = subprocess.run(sweep_cmd("--resume", uri, "--num-cpus", "2"), env=cli_env(**env),
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = marlscale("sweep", "--resume", uri, "--num-cpus", "2", **env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"report: {uri}/report/report.md" in done.stdout
     trials = read_csv(client, "sweeps/s3sweep/trials.csv")

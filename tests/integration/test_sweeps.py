@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from cli_helpers import FAKE_KEY, ROOT, cli_command, cli_env
+from cli_helpers import FAKE_KEY, ROOT, cli_command, cli_env, marlscale
 from conftest import ray_sessions
 from marlscale.sweeps.results import read_results
 
@@ -142,8 +142,7 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials(tmp_path):
     before = {name: [r["training_iteration"] for r in rows]
               for name, rows in trials(run_dir).items()}
 
-    done = subprocess.run(sweep_cmd("--resume", str(run_dir), "--num-cpus", "2"),
-                          env=cli_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = marlscale("sweep", "--resume", run_dir, "--num-cpus", "2")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     after = trials(run_dir)
     assert len(after) == 4  # no trial lost
@@ -223,8 +222,7 @@ def test_a_diverging_trial_ends_as_error_with_its_message_and_the_report_names_i
                                 "eval_interval": 0},
                       max_failures=1, wandb={"mode": "disabled"})
     run_dir = tmp_path / "run"
-    done = subprocess.run(sweep_cmd(str(spec), "--run-dir", str(run_dir), "--num-cpus", "2"),
-                          env=cli_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = marlscale("sweep", spec, "--run-dir", run_dir, "--num-cpus", "2")
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     (trial,) = pd.read_csv(run_dir / "trials.csv").to_dict("records")
     assert trial["status"] == "ERROR"

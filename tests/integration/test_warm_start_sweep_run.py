@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from cli_helpers import ROOT, cli_env
+from cli_helpers import ROOT, cli_env, marlscale
 from conftest import record_ray_starts
 from marlscale.algorithms import checkpoints
 from marlscale.cli import main
@@ -118,8 +118,7 @@ def test_a_warm_started_sweep_starts_from_its_source_trials_and_resumes_without_
 
     # Resumed with the source gone: the trial goes on from its own checkpoint.
     shutil.rmtree(source)
-    done = subprocess.run(sweep_cmd("--resume", str(run_dir), "--num-cpus", "2", "--no-report"),
-                          env=cli_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    done = marlscale("sweep", "--resume", run_dir, "--num-cpus", "2", "--no-report", timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = read_results(trial_dir)
     iterations = [r["training_iteration"] for r in rows]
