@@ -91,6 +91,13 @@ def test_the_transfer_figure_is_drawn_from_a_synthetic_table(tmp_path):
     pixels = np.asarray(Image.open(path).convert("L"), dtype=float)
     assert pixels.shape[0] > 300 and pixels.shape[1] > 600
     assert pixels.var() > 100 and (pixels < 128).mean() > 0.01  # lines, text and axes
+    # A policy of a variant with no transfer line (here qmix on the averaged reward, far below
+    # every line) gets no star: it would read as the summed-reward qmix line's own.
+    other = pd.concat([direct, pd.DataFrame({"algorithm": ["qmix"], "variant": ["mean"],
+                                             "n_agents": [25], "mean": [-40.0]})])
+    again = figures.transfer(summary, other, "final greedy return", "std over seeds",
+                             tmp_path / "again.png")
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(path)))
 
 
 # ---- bad input, on a sweep directory of fake checkpoints --------------------------------------

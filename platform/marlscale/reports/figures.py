@@ -225,7 +225,9 @@ def transfer(summary: pd.DataFrame, direct: pd.DataFrame, direct_what: str, ci_l
     """Zero-shot transfer: return per agent against the N played (log axis), one line per
     (algorithm, variant, N trained at) with error bars over seeds (`spread`), the random
     level (grey, dashed) and, where `direct` (algorithm, variant, n_agents, mean) holds a
-    policy trained at an N played, a star at its final return (`direct_what`)."""
+    policy of a line's algorithm and variant trained at an N played, a star at its final
+    return (`direct_what`); a star of another variant, coloured like the line's algorithm,
+    would read as that line's."""
     figure, (axis,) = _grid(1)
     figure.set_size_inches(PANEL[0] * 1.9, PANEL[1] * 1.3)
     trained = sorted(summary["n_trained"].unique())
@@ -245,7 +247,10 @@ def transfer(summary: pd.DataFrame, direct: pd.DataFrame, direct_what: str, ci_l
     if len(random):
         axis.plot(random.index, random.to_numpy(), color=RANDOM_COLOUR, linestyle="--", lw=1.5,
                   marker="x", label="random policy")
-    here = direct[direct["n_agents"].isin(played)] if len(direct) else direct
+    lined = set(zip(summary["algorithm"], summary["variant"]))
+    here = direct[direct["n_agents"].isin(played)
+                  & np.array([key in lined for key in zip(direct["algorithm"],
+                                                          direct["variant"])], dtype=bool)]
     for algorithm, frame in here.groupby("algorithm", sort=True):
         axis.scatter(frame["n_agents"], frame["mean"], marker="*", s=260, zorder=6,
                      color=colour(algorithm), edgecolors="black", linewidths=0.8)
